@@ -1,0 +1,256 @@
+//! `BertConfig`: the model's `config.json`, with every BERT key and the defaults `transformers` uses.
+//!
+//! Settings this toolkit does not implement (relative position embeddings, decoder mode, another model
+//! type) are rejected when the file is read, naming the key, rather than silently giving other numbers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{read_json, Error, Result};
+
+/// The activation of the feed-forward block and of the masked-LM head transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// The exact erf form (what Hugging Face calls `"gelu"`).
+    Gelu,
+    /// The tanh approximation, as in the original BERT code.
+    GeluNew,
+    /// The tanh approximation under PyTorch's name.
+    GeluPytorchTanh,
+    Relu,
+    Silu,
+    Swish,
+}
+
+/// How the sequence-classification head turns logits into a loss and scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemType {
+    Regression,
+    SingleLabelClassification,
+    MultiLabelClassification,
+}
+
+/// The contents of a BERT `config.json`. Field names are the file's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: HiddenAct,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub initializer_range: f64,
+    pub layer_norm_eps: f64,
+    pub pad_token_id: usize,
+    pub position_embedding_type: String,
+    pub classifier_dropout: Option<f64>,
+    pub problem_type: Option<ProblemType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_labels: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label2id: Option<BTreeMap<String, i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    pub model_type: String,
+    pub is_decoder: bool,
+    pub add_cross_attention: bool,
+}
+
+impl Default for BertConfig {
+    /// The values of `bert-base-uncased`, which are also `transformers`' defaults.
+    fn default() -> Self {
+        BertConfig {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: HiddenAct::Gelu,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            initializer_range: 0.02,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+            position_embedding_type: "absolute".into(),
+            classifier_dropout: None,
+            problem_type: None,
+            num_labels: None,
+            id2label: None,
+            label2id: None,
+            architectures: None,
+            model_type: "bert".into(),
+            is_decoder: false,
+            add_cross_attention: false,
+        }
+    }
+}
+
+impl BertConfig {
+    /// Reads and validates `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let config: BertConfig = read_json(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let unsupported = |key: &str, message: String| Err(Error::config(path, key, message));
+        if self.model_type != "bert" {
+            return unsupported(
+                "model_type",
+                format!("`{}` is not supported (only `bert`)", self.model_type),
+            );
+        }
+        if self.position_embedding_type != "absolute" {
+            return unsupported(
+                "position_embedding_type",
+                format!(
+                    "`{}` is not supported (only `absolute`)",
+                    self.position_embedding_type
+                ),
+            );
+        }
+        if self.is_decoder || self.add_cross_attention {
+            let key = if self.is_decoder {
+                "is_decoder"
+            } else {
+                "add_cross_attention"
+            };
+            return unsupported(key, "decoder models are not supported".into());
+        }
+        for (key, value) in [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 {
+                return unsupported(key, "must be positive".into());
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return unsupported(
+                "num_attention_heads",
+                format!(
+                    "hidden_size {} is not a multiple of {} heads",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            );
+        }
+        if let Some(map) = &self.id2label {
+            for key in map.keys() {
+                if key.parse::<usize>().is_err() {
+                    return unsupported("id2label", format!("key `{key}` is not a label index"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of labels of a task head: `num_labels`, else the size of `id2label`, else 2 (as in
+    /// `transformers`).
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+            .or_else(|| self.id2label.as_ref().map(|m| m.len()))
+            .unwrap_or(2)
+    }
+
+    /// Label names in index order; `LABEL_i` where `id2label` has none, as in `transformers`.
+    pub fn labels(&self) -> Vec<String> {
+        (0..self.num_labels())
+            .map(|i| {
+                self.id2label
+                    .as_ref()
+                    .and_then(|m| m.get(&i.to_string()).cloned())
+                    .unwrap_or_else(|| format!("LABEL_{i}"))
+            })
+            .collect()
+    }
+
+    /// The problem type of a classification head, inferred as `transformers` does when absent.
+    pub fn problem_type(&self) -> ProblemType {
+        self.problem_type.unwrap_or(if self.num_labels() == 1 {
+            ProblemType::Regression
+        } else {
+            ProblemType::SingleLabelClassification
+        })
+    }
+
+    /// Dropout before a classifier: `classifier_dropout`, else `hidden_dropout_prob`.
+    pub fn classifier_dropout(&self) -> f64 {
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
+    pub fn head_size(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<BertConfig> {
+        let dir = std::env::temp_dir().join(format!("bert-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{:x}.json",
+            json.len() * 31 + json.bytes().map(usize::from).sum::<usize>()
+        ));
+        std::fs::write(&path, json).unwrap();
+        BertConfig::from_file(&path)
+    }
+
+    #[test]
+    fn defaults_are_bert_base() {
+        let c = parse("{}").unwrap();
+        assert_eq!(c, BertConfig::default());
+        assert_eq!(c.hidden_act, HiddenAct::Gelu);
+        assert_eq!(c.num_labels(), 2);
+        assert_eq!(c.labels(), ["LABEL_0", "LABEL_1"]);
+    }
+
+    #[test]
+    fn reads_labels_and_activation() {
+        let c = parse(
+            r#"{"hidden_act": "gelu_new", "id2label": {"0": "neg", "1": "pos", "2": "mid"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.hidden_act, HiddenAct::GeluNew);
+        assert_eq!(c.labels(), ["neg", "pos", "mid"]);
+        assert_eq!(c.problem_type(), ProblemType::SingleLabelClassification);
+    }
+
+    #[test]
+    fn unsupported_settings_name_the_key() {
+        let err = parse(r#"{"position_embedding_type": "relative_key"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("`position_embedding_type`"),
+            "{err}"
+        );
+        let err = parse(r#"{"hidden_act": "mish"}"#).unwrap_err();
+        assert!(err.to_string().contains("hidden_act"), "{err}");
+        let err = parse(r#"{"hidden_size": 100, "num_attention_heads": 12}"#).unwrap_err();
+        assert!(err.to_string().contains("num_attention_heads"), "{err}");
+        let err = parse(r#"{"hidden_size": "big"}"#).unwrap_err();
+        assert!(err.to_string().contains("hidden_size"), "{err}");
+        let err = parse(r#"{"hidden_size": 10,"#).unwrap_err();
+        assert!(err.to_string().contains("invalid JSON"), "{err}");
+    }
+}

@@ -1,0 +1,250 @@
+//! The BERT encoder, block by block as in `transformers`' `modeling_bert.py`: embeddings, self-attention,
+//! feed-forward, the layer stack, the pooler, and `BertModel` over them.
+//!
+//! Dimension letters: B batch, T tokens, C hidden size, H heads, D = C / H head size, I intermediate size.
+//! Field names follow the checkpoint keys, so each `load` is a walk down the weight names.
+
+use candle_core::Tensor;
+
+use crate::batch::Batch;
+use crate::config::BertConfig;
+use crate::error::Result;
+use crate::model::ops::{
+    activation, attention_bias, softmax, Dropout, Init, LayerNorm, Linear, Mode,
+};
+use crate::params::Params;
+
+/// Word, position and token-type embeddings, summed and normalised.
+pub struct BertEmbeddings {
+    word_embeddings: Tensor,       // (V, C)
+    position_embeddings: Tensor,   // (P, C)
+    token_type_embeddings: Tensor, // (2, C)
+    layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl BertEmbeddings {
+    pub fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        let init = Init::Normal(c.initializer_range);
+        Ok(BertEmbeddings {
+            word_embeddings: p.pp("word_embeddings").get(
+                &[c.vocab_size, c.hidden_size],
+                "weight",
+                init,
+            )?,
+            position_embeddings: p.pp("position_embeddings").get(
+                &[c.max_position_embeddings, c.hidden_size],
+                "weight",
+                init,
+            )?,
+            token_type_embeddings: p.pp("token_type_embeddings").get(
+                &[c.type_vocab_size, c.hidden_size],
+                "weight",
+                init,
+            )?,
+            layer_norm: LayerNorm::load(&p.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+            dropout: Dropout::new(c.hidden_dropout_prob),
+        })
+    }
+
+    /// The word-embedding matrix, shared with the masked-LM decoder.
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word_embeddings
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<Tensor> {
+        let (b, t) = batch.input_ids.dims2()?;
+        let c = self.word_embeddings.dim(1)?;
+        let words = self
+            .word_embeddings
+            .embedding(&batch.input_ids.flatten_all()?)?; // (B*T, C)
+        let types = self
+            .token_type_embeddings
+            .embedding(&batch.token_type_ids.flatten_all()?)?;
+        let positions = Tensor::arange(0u32, t as u32, batch.input_ids.device())?;
+        let positions = self.position_embeddings.embedding(&positions)?; // (T, C)
+        let x = (words + types)?.reshape((b, t, c))?;
+        let x = x.broadcast_add(&positions)?; // (B, T, C)
+        let x = self.layer_norm.forward(&x, mode)?;
+        self.dropout.forward(&x, mode)
+    }
+}
+
+/// Multi-head scaled dot-product self-attention (`attention.self`).
+struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    dropout: Dropout,
+    num_heads: usize,
+    head_size: usize,
+}
+
+impl BertSelfAttention {
+    fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        let (h, std) = (c.hidden_size, c.initializer_range);
+        Ok(BertSelfAttention {
+            query: Linear::load(&p.pp("query"), h, h, std)?,
+            key: Linear::load(&p.pp("key"), h, h, std)?,
+            value: Linear::load(&p.pp("value"), h, h, std)?,
+            dropout: Dropout::new(c.attention_probs_dropout_prob),
+            num_heads: c.num_attention_heads,
+            head_size: c.head_size(),
+        })
+    }
+
+    /// (B, T, C) -> (B, H, T, D)
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        Ok(x.reshape((b, t, self.num_heads, self.head_size))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let q = self.split_heads(&self.query.forward(x)?)?; // (B, H, T, D)
+        let k = self.split_heads(&self.key.forward(x)?)?;
+        let v = self.split_heads(&self.value.forward(x)?)?;
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, T)
+        let scores = scores.broadcast_add(bias)?;
+        let probs = softmax(&scores, mode)?;
+        let probs = self.dropout.forward(&probs, mode)?;
+        let context = probs.matmul(&v)?; // (B, H, T, D)
+        Ok(context.transpose(1, 2)?.reshape((b, t, c))?)
+    }
+}
+
+/// A projection followed by dropout, a residual connection and LayerNorm (`attention.output`, `output`).
+struct BertResidualOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl BertResidualOutput {
+    fn load(p: &Params, c: &BertConfig, in_dim: usize) -> Result<Self> {
+        Ok(BertResidualOutput {
+            dense: Linear::load(&p.pp("dense"), in_dim, c.hidden_size, c.initializer_range)?,
+            layer_norm: LayerNorm::load(&p.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+            dropout: Dropout::new(c.hidden_dropout_prob),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, residual: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let x = self.dense.forward(x)?;
+        let x = self.dropout.forward(&x, mode)?;
+        self.layer_norm.forward(&(x + residual)?, mode)
+    }
+}
+
+/// One Transformer layer: self-attention then the feed-forward block, each with a residual.
+struct BertLayer {
+    attention: BertSelfAttention,
+    attention_output: BertResidualOutput,
+    intermediate: Linear,
+    output: BertResidualOutput,
+    act: crate::config::HiddenAct,
+}
+
+impl BertLayer {
+    fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        let attention = p.pp("attention");
+        Ok(BertLayer {
+            attention: BertSelfAttention::load(&attention.pp("self"), c)?,
+            attention_output: BertResidualOutput::load(&attention.pp("output"), c, c.hidden_size)?,
+            intermediate: Linear::load(
+                &p.pp("intermediate").pp("dense"),
+                c.hidden_size,
+                c.intermediate_size,
+                c.initializer_range,
+            )?,
+            output: BertResidualOutput::load(&p.pp("output"), c, c.intermediate_size)?,
+            act: c.hidden_act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let attended = self.attention.forward(x, bias, mode)?;
+        let x = self.attention_output.forward(&attended, x, mode)?; // (B, T, C)
+        let inner = activation(&self.intermediate.forward(&x)?, self.act)?; // (B, T, I)
+        self.output.forward(&inner, &x, mode)
+    }
+}
+
+/// Dense + tanh over the first (`[CLS]`) token.
+pub struct BertPooler {
+    dense: Linear,
+}
+
+impl BertPooler {
+    fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        let (h, std) = (c.hidden_size, c.initializer_range);
+        Ok(BertPooler {
+            dense: Linear::load_or_init(&p.pp("dense"), h, h, std)?,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
+        Ok(self.dense.forward(&first)?.tanh()?)
+    }
+}
+
+/// What the encoder gives: per-token states and, with a pooler, the pooled `[CLS]` vector.
+#[derive(Debug, Clone)]
+pub struct BertOutput {
+    /// (B, T, C)
+    pub hidden_states: Tensor,
+    /// (B, C), when the model has a pooler.
+    pub pooled: Option<Tensor>,
+}
+
+/// Embeddings, the layer stack and an optional pooler: `transformers`' `BertModel`.
+pub struct BertModel {
+    embeddings: BertEmbeddings,
+    layers: Vec<BertLayer>,
+    pooler: Option<BertPooler>,
+}
+
+impl BertModel {
+    /// Loads from `p` (normally `bert`); `add_pooling_layer` as in `transformers`.
+    pub fn load(p: &Params, c: &BertConfig, add_pooling_layer: bool) -> Result<Self> {
+        let layer_params = p.pp("encoder").pp("layer");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| BertLayer::load(&layer_params.pp(i), c))
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = if add_pooling_layer {
+            Some(BertPooler::load(&p.pp("pooler"), c)?)
+        } else {
+            None
+        };
+        Ok(BertModel {
+            embeddings: BertEmbeddings::load(&p.pp("embeddings"), c)?,
+            layers,
+            pooler,
+        })
+    }
+
+    pub fn embeddings(&self) -> &BertEmbeddings {
+        &self.embeddings
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<BertOutput> {
+        let x = self.embeddings.forward(batch, mode)?;
+        let bias = attention_bias(&batch.attention_mask, x.dtype())?; // (B, 1, 1, T)
+        let mut x = x;
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias, mode)?;
+        }
+        let pooled = match &self.pooler {
+            Some(pooler) => Some(pooler.forward(&x)?),
+            None => None,
+        };
+        Ok(BertOutput {
+            hidden_states: x,
+            pooled,
+        })
+    }
+}

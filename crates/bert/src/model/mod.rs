@@ -1,0 +1,14 @@
+//! The BERT network: encoder blocks ([`encoder`]), task heads ([`heads`]) and the ops they share
+//! ([`ops`]). Written once for inference and training: [`Mode`] switches dropout and differentiable ops.
+
+pub mod encoder;
+pub mod heads;
+pub mod ops;
+
+pub use encoder::{BertEmbeddings, BertModel, BertOutput, BertPooler};
+pub use heads::{
+    BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining, BertForQuestionAnswering,
+    BertForSequenceClassification, BertForTokenClassification, PreTrainingOutput,
+    QuestionAnsweringOutput,
+};
+pub use ops::Mode;

@@ -1,0 +1,167 @@
+//! The building-block ops of the encoder, each in an inference form and a differentiable training form.
+//!
+//! candle's fused LayerNorm and softmax are fast but record no gradient, so under [`Mode::Train`] the
+//! composite forms are used; dropout draws its masks from our own seeded [`Rng`].
+
+use std::sync::Mutex;
+
+use candle_core::{DType, Module, Tensor, D};
+
+use crate::config::HiddenAct;
+use crate::error::Result;
+use crate::params::Params;
+use crate::rng::Rng;
+
+/// Whether a forward pass is for inference or training.
+pub enum Mode<'a> {
+    /// Dropout off, fused (non-differentiable) kernels.
+    Eval,
+    /// Dropout on, with masks from this generator; every op differentiable.
+    Train(&'a Mutex<Rng>),
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// `y = x W^T + b`, with the weight stored `(out, in)` as in PyTorch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`; both must be in the checkpoint.
+    pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
+        let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
+        Ok(Linear {
+            inner: candle_nn::Linear::new(weight, Some(bias)),
+        })
+    }
+
+    /// Loads a task-head layer: newly initialised (normal weights, zero bias) when absent.
+    pub fn load_or_init(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
+        let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
+        Ok(Linear {
+            inner: candle_nn::Linear::new(weight, Some(bias)),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.inner.forward(x)?)
+    }
+}
+
+/// How a missing task-head weight is initialised (as `transformers`' `_init_weights` does).
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Normal(f64),
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: p.get(&[dim], "weight", Init::Ones)?,
+            bias: p.get(&[dim], "bias", Init::Zeros)?,
+            eps,
+        })
+    }
+
+    pub fn load_or_init(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: p.get_or_init(&[dim], "weight", Init::Ones)?,
+            bias: p.get_or_init(&[dim], "bias", Init::Zeros)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        if !mode.is_train() {
+            let x = x.contiguous()?;
+            return Ok(candle_nn::ops::layer_norm(
+                &x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor, mode: &Mode) -> Result<Tensor> {
+    Ok(if mode.is_train() {
+        candle_nn::ops::softmax(x, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)?
+    })
+}
+
+pub fn activation(x: &Tensor, act: HiddenAct) -> Result<Tensor> {
+    Ok(match act {
+        HiddenAct::Gelu => x.gelu_erf()?,
+        HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh => x.gelu()?,
+        HiddenAct::Relu => x.relu()?,
+        HiddenAct::Silu | HiddenAct::Swish => x.silu()?,
+    })
+}
+
+/// Inverted dropout: zero each element with probability `p` and scale the rest by `1 / (1 - p)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout {
+    p: f64,
+}
+
+impl Dropout {
+    pub fn new(p: f64) -> Self {
+        Dropout { p }
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let Mode::Train(rng) = mode else {
+            return Ok(x.clone());
+        };
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let scale = (1.0 / (1.0 - self.p)) as f32;
+        let mask: Vec<f32> = {
+            let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+            (0..x.elem_count())
+                .map(|_| if rng.uniform() < self.p { 0.0 } else { scale })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// An additive attention bias from a `(B, T)` 0/1 mask: 0 where attended, the dtype's minimum where
+/// padded, shaped `(B, 1, 1, T)` to broadcast over heads and query positions (as `transformers` does).
+pub fn attention_bias(attention_mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, t) = attention_mask.dims2()?;
+    let mask = attention_mask.to_dtype(DType::F32)?;
+    let bias = ((1.0 - mask)? * f32::MIN as f64)?;
+    Ok(bias.reshape((b, 1, 1, t))?.to_dtype(dtype)?)
+}

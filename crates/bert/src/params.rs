@@ -1,0 +1,205 @@
+//! `Params`: how model blocks ask for their weights, by the names `transformers` gives them.
+//!
+//! A [`ParamStore`] sits over a [`Checkpoint`]. Encoder weights are required ([`Params::get`]); task-head
+//! weights may be absent and are then freshly initialised from a seeded generator
+//! ([`Params::get_or_init`]) and listed, as `transformers` warns about them. In trainable mode every weight
+//! becomes a `Var` registered under its name, ready for an optimizer and for saving; asking twice for a
+//! name gives the same tensor, which is how the masked-LM decoder is tied to the word embeddings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::ops::Init;
+use crate::rng::Rng;
+
+/// Owns the weights handed out to a model while it is built.
+pub struct ParamStore {
+    checkpoint: Option<Checkpoint>,
+    device: Device,
+    dtype: DType,
+    trainable: bool,
+    loaded: Mutex<BTreeMap<String, Tensor>>,
+    vars: Mutex<BTreeMap<String, Var>>,
+    initialized: Mutex<BTreeSet<String>>,
+    rng: Mutex<Rng>,
+}
+
+/// What loading a model did with the checkpoint, for the warnings `transformers` also gives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Head weights absent from the checkpoint and newly initialised.
+    pub newly_initialized: Vec<String>,
+    /// Checkpoint tensors the model did not use (e.g. a pretraining head when embedding).
+    pub unused: Vec<String>,
+}
+
+impl ParamStore {
+    /// Weights from a checkpoint; `trainable` turns each into a `Var`.
+    pub fn new(checkpoint: Checkpoint, device: &Device, trainable: bool, seed: u64) -> Self {
+        Self::build(Some(checkpoint), device, trainable, seed)
+    }
+
+    /// No checkpoint: every weight is freshly initialised (for pretraining from scratch).
+    pub fn fresh(device: &Device, seed: u64) -> Self {
+        Self::build(None, device, true, seed)
+    }
+
+    fn build(checkpoint: Option<Checkpoint>, device: &Device, trainable: bool, seed: u64) -> Self {
+        ParamStore {
+            checkpoint,
+            device: device.clone(),
+            dtype: DType::F32,
+            trainable,
+            loaded: Mutex::default(),
+            vars: Mutex::default(),
+            initialized: Mutex::default(),
+            rng: Mutex::new(Rng::new(seed)),
+        }
+    }
+
+    /// The root path of the weight names.
+    pub fn root(&self) -> Params<'_> {
+        Params {
+            store: self,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every trainable variable by name (empty unless trainable).
+    pub fn vars(&self) -> BTreeMap<String, Var> {
+        lock(&self.vars).clone()
+    }
+
+    /// Which head weights were initialised and which checkpoint tensors went unused.
+    pub fn report(&self) -> LoadReport {
+        let loaded = lock(&self.loaded);
+        let unused = match &self.checkpoint {
+            Some(c) => c
+                .names()
+                .filter(|n| !loaded.contains_key(*n))
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        LoadReport {
+            newly_initialized: lock(&self.initialized).iter().cloned().collect(),
+            unused,
+        }
+    }
+
+    fn fetch(&self, name: &str, shape: &[usize], init: Option<Init>) -> Result<Tensor> {
+        if let Some(t) = lock(&self.loaded).get(name) {
+            return Ok(t.clone());
+        }
+        let from_file = match &self.checkpoint {
+            Some(c) => c.load(name, &self.device)?,
+            None => None,
+        };
+        let tensor = match (from_file, init) {
+            (Some(t), _) => {
+                if t.dims() != shape {
+                    return Err(Error::ShapeMismatch {
+                        name: name.to_string(),
+                        expected: shape.to_vec(),
+                        found: t.dims().to_vec(),
+                    });
+                }
+                t.to_dtype(self.dtype)?
+            }
+            (None, Some(init)) => {
+                lock(&self.initialized).insert(name.to_string());
+                self.initial_value(shape, init)?
+            }
+            (None, None) => {
+                return Err(Error::MissingWeight {
+                    name: name.to_string(),
+                    source_desc: self
+                        .checkpoint
+                        .as_ref()
+                        .map_or("no checkpoint".into(), |c| c.describe()),
+                })
+            }
+        };
+        let tensor = if self.trainable {
+            let var = Var::from_tensor(&tensor)?;
+            let t = var.as_tensor().clone();
+            lock(&self.vars).insert(name.to_string(), var);
+            t
+        } else {
+            tensor
+        };
+        lock(&self.loaded).insert(name.to_string(), tensor.clone());
+        Ok(tensor)
+    }
+
+    fn initial_value(&self, shape: &[usize], init: Init) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) => {
+                let mut rng = lock(&self.rng);
+                (0..n).map(|_| (rng.normal() * std) as f32).collect()
+            }
+        };
+        Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A path into the weight names, like `bert.encoder.layer.3`.
+#[derive(Clone)]
+pub struct Params<'a> {
+    store: &'a ParamStore,
+    prefix: String,
+}
+
+impl<'a> Params<'a> {
+    /// Descends one level: `p.pp("attention").pp("self")`.
+    pub fn pp(&self, part: impl std::fmt::Display) -> Params<'a> {
+        let prefix = if self.prefix.is_empty() {
+            part.to_string()
+        } else {
+            format!("{}.{part}", self.prefix)
+        };
+        Params {
+            store: self.store,
+            prefix,
+        }
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// A weight that must be in the checkpoint, with this shape. `init` is used only by a model built
+    /// from scratch ([`ParamStore::fresh`]).
+    pub fn get(&self, shape: &[usize], name: &str, init: Init) -> Result<Tensor> {
+        let init = self.store.checkpoint.is_none().then_some(init);
+        self.store.fetch(&self.full(name), shape, init)
+    }
+
+    /// A task-head weight, initialised with `init` when the checkpoint lacks it.
+    pub fn get_or_init(&self, shape: &[usize], name: &str, init: Init) -> Result<Tensor> {
+        self.store.fetch(&self.full(name), shape, Some(init))
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.store.device
+    }
+}

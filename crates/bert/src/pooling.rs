@@ -1,0 +1,178 @@
+//! Sentence embeddings from token states: `mean`, `cls`, `max` (and `mean_sqrt_len`) pooling with
+//! optional L2 normalisation, and the defaults a sentence-transformers checkpoint declares in
+//! `modules.json`, `1_Pooling/config.json` and `sentence_bert_config.json`.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor, D};
+use serde::Deserialize;
+
+use crate::error::{read_json, Error, Result};
+
+/// How token states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The `[CLS]` token's state.
+    Cls,
+    /// The mean over real (unpadded) tokens.
+    Mean,
+    /// The element-wise maximum over real tokens.
+    Max,
+    /// The sum over real tokens divided by the square root of their number.
+    MeanSqrtLen,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cls" => Ok(Pooling::Cls),
+            "mean" => Ok(Pooling::Mean),
+            "max" => Ok(Pooling::Max),
+            "mean_sqrt_len" => Ok(Pooling::MeanSqrtLen),
+            other => Err(format!(
+                "unknown pooling `{other}` (expected mean, cls, max or mean_sqrt_len)"
+            )),
+        }
+    }
+}
+
+/// Pooling and normalisation, with the maximum sequence length sentence-transformers uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingConfig {
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// `max_seq_length` of `sentence_bert_config.json`.
+    pub max_seq_length: Option<usize>,
+}
+
+impl Default for EmbeddingConfig {
+    /// Without sentence-transformers files: mean pooling, no normalisation.
+    fn default() -> Self {
+        EmbeddingConfig {
+            pooling: Pooling::Mean,
+            normalize: false,
+            max_seq_length: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Module {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PoolingFile {
+    pooling_mode_cls_token: bool,
+    pooling_mode_mean_tokens: bool,
+    pooling_mode_max_tokens: bool,
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+impl EmbeddingConfig {
+    /// Reads the sentence-transformers files of `dir`, if it has them; the default otherwise.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.exists() {
+            return Ok(Self::default());
+        }
+        let modules: Vec<Module> = read_json(&modules_path)?;
+        let mut config = EmbeddingConfig::default();
+        for module in &modules {
+            let kind = module.kind.rsplit('.').next().unwrap_or_default();
+            match kind {
+                "Transformer" => {}
+                "Pooling" => {
+                    config.pooling = read_pooling(&dir.join(&module.path).join("config.json"))?
+                }
+                "Normalize" => config.normalize = true,
+                _ => {
+                    return Err(Error::config(
+                        &modules_path,
+                        "type",
+                        format!(
+                            "sentence-transformers module `{}` is not supported",
+                            module.kind
+                        ),
+                    ))
+                }
+            }
+        }
+        let st_config = dir.join("sentence_bert_config.json");
+        if st_config.exists() {
+            config.max_seq_length = read_json::<SentenceBertConfig>(&st_config)?.max_seq_length;
+        }
+        Ok(config)
+    }
+}
+
+fn read_pooling(path: &Path) -> Result<Pooling> {
+    let file: PoolingFile = read_json(path)?;
+    let modes = [
+        (file.pooling_mode_cls_token, Pooling::Cls),
+        (file.pooling_mode_mean_tokens, Pooling::Mean),
+        (file.pooling_mode_max_tokens, Pooling::Max),
+        (file.pooling_mode_mean_sqrt_len_tokens, Pooling::MeanSqrtLen),
+    ];
+    let chosen: Vec<Pooling> = modes
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, p)| *p)
+        .collect();
+    match chosen.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(Error::config(
+            path,
+            "pooling_mode_*",
+            "exactly one pooling mode must be set (combined modes are not supported)",
+        )),
+    }
+}
+
+/// Pools (B, T, C) states under a (B, T) mask into (B, C), then L2-normalises if asked.
+pub fn pool(
+    hidden: &Tensor,
+    attention_mask: &Tensor,
+    pooling: Pooling,
+    normalize: bool,
+) -> Result<Tensor> {
+    let mask = attention_mask
+        .to_dtype(hidden.dtype())?
+        .unsqueeze(D::Minus1)?; // (B, T, 1)
+    let pooled = match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean | Pooling::MeanSqrtLen => {
+            let sum = hidden.broadcast_mul(&mask)?.sum(1)?; // (B, C)
+            let count = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // (B, 1)
+            let denominator = if pooling == Pooling::Mean {
+                count
+            } else {
+                count.sqrt()?
+            };
+            sum.broadcast_div(&denominator)?
+        }
+        Pooling::Max => {
+            // Padded positions get a very negative value, as sentence-transformers does.
+            let penalty = ((mask.ones_like()? - &mask)? * -1e9)?;
+            hidden.broadcast_add(&penalty)?.max(1)?
+        }
+    };
+    if !normalize {
+        return Ok(pooled);
+    }
+    let norm = pooled
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    Ok(pooled.broadcast_div(&norm)?.to_dtype(DType::F32)?)
+}

@@ -1,0 +1,37 @@
+//! Loading a model from a checkpoint directory in one call: config, weights, the head you ask for, and
+//! the report of newly initialised and unused weights.
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::BertConfig;
+use crate::error::Result;
+use crate::params::{LoadReport, ParamStore, Params};
+
+/// A model with the config it was built from and what loading it reported.
+pub struct Pretrained<M> {
+    pub config: BertConfig,
+    pub model: M,
+    pub report: LoadReport,
+}
+
+impl<M> Pretrained<M> {
+    /// Loads `dir/config.json` and the weights, and builds a model with `build`, for example
+    /// `BertForMaskedLM::load`. Weights are read lazily from the memory-mapped files.
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        build: impl FnOnce(&Params, &BertConfig) -> Result<M>,
+    ) -> Result<Self> {
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let store = ParamStore::new(Checkpoint::open(dir)?, device, false, 0);
+        let model = build(&store.root(), &config)?;
+        Ok(Pretrained {
+            config,
+            model,
+            report: store.report(),
+        })
+    }
+}

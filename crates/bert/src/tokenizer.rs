@@ -1,0 +1,340 @@
+//! Tokenization as the Hugging Face fast tokenizer does it, from `tokenizer.json`, or built from
+//! `vocab.txt` + `tokenizer_config.json` when there is none.
+//!
+//! Padding is always ours (per batch, in [`crate::Batch`]); truncation is always the caller's: a
+//! `tokenizer.json` that carries its own padding or truncation (all-MiniLM-L6-v2's pads to 128) has both
+//! switched off on load, so the command's `--max-length` is what applies.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, EncodeInput, TruncationDirection, TruncationParams};
+
+use crate::error::{read_json, Error, Result};
+
+/// Which sequence of a pair loses tokens when the pair is too long (as in `transformers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Truncation {
+    /// Remove from the longer of the two, one token at a time.
+    #[default]
+    LongestFirst,
+    OnlyFirst,
+    OnlySecond,
+}
+
+impl std::str::FromStr for Truncation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "longest_first" => Ok(Truncation::LongestFirst),
+            "only_first" => Ok(Truncation::OnlyFirst),
+            "only_second" => Ok(Truncation::OnlySecond),
+            other => Err(format!(
+                "unknown truncation `{other}` (expected longest_first, only_first or only_second)"
+            )),
+        }
+    }
+}
+
+/// One tokenized text (or text pair).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoding {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    pub tokens: Vec<String>,
+    /// Character (not byte) offsets into the input, `(0, 0)` for special tokens.
+    pub offsets: Vec<(usize, usize)>,
+    /// 1 for `[CLS]`, `[SEP]` and other added special tokens.
+    pub special_tokens_mask: Vec<u32>,
+    /// The index of the word each token comes from.
+    pub word_ids: Vec<Option<u32>>,
+    /// Whether tokens were dropped to fit the maximum length.
+    pub truncated: bool,
+}
+
+/// Special tokens by role.
+#[derive(Debug, Clone)]
+pub struct SpecialTokens {
+    pub pad: String,
+    pub unk: String,
+    pub cls: String,
+    pub sep: String,
+    pub mask: String,
+}
+
+impl Default for SpecialTokens {
+    fn default() -> Self {
+        SpecialTokens {
+            pad: "[PAD]".into(),
+            unk: "[UNK]".into(),
+            cls: "[CLS]".into(),
+            sep: "[SEP]".into(),
+            mask: "[MASK]".into(),
+        }
+    }
+}
+
+/// A BERT tokenizer with fixed truncation settings.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    special: SpecialTokens,
+    model_max_length: Option<usize>,
+    max_length: usize,
+}
+
+/// `tokenizer_config.json`: the settings a vocabulary-only tokenizer needs.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct TokenizerConfig {
+    do_lower_case: bool,
+    strip_accents: Option<bool>,
+    tokenize_chinese_chars: bool,
+    model_max_length: Option<f64>,
+    pad_token: Option<TokenSpec>,
+    unk_token: Option<TokenSpec>,
+    cls_token: Option<TokenSpec>,
+    sep_token: Option<TokenSpec>,
+    mask_token: Option<TokenSpec>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        TokenizerConfig {
+            do_lower_case: true,
+            strip_accents: None,
+            tokenize_chinese_chars: true,
+            model_max_length: None,
+            pad_token: None,
+            unk_token: None,
+            cls_token: None,
+            sep_token: None,
+            mask_token: None,
+        }
+    }
+}
+
+/// A special token written as a string or as an `AddedToken` object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TokenSpec {
+    Plain(String),
+    Added { content: String },
+}
+
+impl TokenSpec {
+    fn content(&self) -> &str {
+        match self {
+            TokenSpec::Plain(s) | TokenSpec::Added { content: s } => s,
+        }
+    }
+}
+
+impl Tokenizer {
+    /// Loads the tokenizer of a model directory: `tokenizer.json` if present, else `vocab.txt` with the
+    /// settings of `tokenizer_config.json`. Texts are not truncated until [`Tokenizer::with_truncation`].
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("tokenizer_config.json");
+        let config: TokenizerConfig = if config_path.exists() {
+            read_json(&config_path)?
+        } else {
+            TokenizerConfig::default()
+        };
+        let json = dir.join("tokenizer.json");
+        let vocab = dir.join("vocab.txt");
+        let mut inner = if json.exists() {
+            tokenizers::Tokenizer::from_file(&json).map_err(|e| tokenizer_error(&json, e))?
+        } else if vocab.exists() {
+            from_vocab(&vocab, &config)?
+        } else {
+            return Err(Error::Tokenizer {
+                path: dir.to_path_buf(),
+                message: "no tokenizer.json or vocab.txt".into(),
+            });
+        };
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| tokenizer_error(&json, e))?;
+        let special = special_tokens(&config);
+        for token in [&special.pad, &special.cls, &special.sep] {
+            if inner.token_to_id(token).is_none() {
+                return Err(Error::Tokenizer {
+                    path: dir.to_path_buf(),
+                    message: format!("special token `{token}` is not in the vocabulary"),
+                });
+            }
+        }
+        let model_max_length = config
+            .model_max_length
+            .filter(|&n| n > 0.0 && n < 1e9)
+            .map(|n| n as usize);
+        Ok(Tokenizer {
+            inner,
+            special,
+            model_max_length,
+            max_length: usize::MAX,
+        })
+    }
+
+    /// Truncates every encoding to `max_length` tokens (special tokens included) with `strategy`.
+    pub fn with_truncation(mut self, max_length: usize, strategy: Truncation) -> Result<Self> {
+        let strategy = match strategy {
+            Truncation::LongestFirst => tokenizers::TruncationStrategy::LongestFirst,
+            Truncation::OnlyFirst => tokenizers::TruncationStrategy::OnlyFirst,
+            Truncation::OnlySecond => tokenizers::TruncationStrategy::OnlySecond,
+        };
+        self.inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        self.max_length = max_length;
+        Ok(self)
+    }
+
+    /// `model_max_length` of `tokenizer_config.json`, when it is a real limit.
+    pub fn model_max_length(&self) -> Option<usize> {
+        self.model_max_length
+    }
+
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.special
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id used to pad batches.
+    pub fn pad_id(&self) -> u32 {
+        self.token_to_id(&self.special.pad).unwrap_or(0)
+    }
+
+    /// Tokenizes one text, with `[CLS]` and `[SEP]`.
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        self.encode_input(text.into())
+    }
+
+    /// Tokenizes a text pair: `[CLS] a [SEP] b [SEP]`, with token types 0 then 1.
+    pub fn encode_pair(&self, first: &str, second: &str) -> Result<Encoding> {
+        self.encode_input((first, second).into())
+    }
+
+    fn encode_input(&self, input: EncodeInput) -> Result<Encoding> {
+        let e = self
+            .inner
+            .encode_char_offsets(input, true)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        Ok(Encoding {
+            ids: e.get_ids().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
+            tokens: e.get_tokens().to_vec(),
+            offsets: e.get_offsets().to_vec(),
+            special_tokens_mask: e.get_special_tokens_mask().to_vec(),
+            word_ids: e.get_word_ids().to_vec(),
+            truncated: !e.get_overflowing().is_empty(),
+        })
+    }
+
+    /// Turns ids back into text, dropping special tokens and joining word pieces.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenize(e.to_string()))
+    }
+}
+
+fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer {
+        path: PathBuf::from(path),
+        message: e.to_string(),
+    }
+}
+
+fn special_tokens(config: &TokenizerConfig) -> SpecialTokens {
+    let pick = |spec: &Option<TokenSpec>, default: String| {
+        spec.as_ref().map_or(default, |s| s.content().to_string())
+    };
+    let d = SpecialTokens::default();
+    SpecialTokens {
+        pad: pick(&config.pad_token, d.pad),
+        unk: pick(&config.unk_token, d.unk),
+        cls: pick(&config.cls_token, d.cls),
+        sep: pick(&config.sep_token, d.sep),
+        mask: pick(&config.mask_token, d.mask),
+    }
+}
+
+/// The fast BERT tokenizer `transformers` builds from a vocabulary: BERT normalizer, BERT pre-tokenizer,
+/// WordPiece (`##` continuation, `[UNK]` for words over 100 characters), `[CLS] A [SEP] B [SEP]`.
+fn from_vocab(vocab: &Path, config: &TokenizerConfig) -> Result<tokenizers::Tokenizer> {
+    let special = special_tokens(config);
+    let model = WordPiece::from_file(&vocab.to_string_lossy())
+        .unk_token(special.unk.clone())
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(|e| tokenizer_error(vocab, e))?;
+    let id = |token: &str| {
+        tokenizers::Model::token_to_id(&model, token).ok_or_else(|| {
+            tokenizer_error(
+                vocab,
+                format!("special token `{token}` is not in the vocabulary"),
+            )
+        })
+    };
+    let (cls, sep) = (special.cls.clone(), special.sep.clone());
+    let template = TemplateProcessing::builder()
+        .try_single(format!("{cls} $A {sep}"))
+        .and_then(|b| b.try_pair(format!("{cls} $A {sep} $B:1 {sep}:1")))
+        .map_err(|e| tokenizer_error(vocab, e))?
+        .special_tokens(vec![(cls.clone(), id(&cls)?), (sep.clone(), id(&sep)?)])
+        .build()
+        .map_err(|e| tokenizer_error(vocab, e))?;
+    let normalizer = BertNormalizer::new(
+        true,
+        config.tokenize_chinese_chars,
+        config.strip_accents,
+        config.do_lower_case,
+    );
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer
+        .with_normalizer(Some(normalizer))
+        .map_err(|e| tokenizer_error(vocab, e))?;
+    tokenizer
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_post_processor(Some(template))
+        .with_decoder(Some(WordPieceDecoder::default()));
+    let specials: Vec<AddedToken> = [
+        &special.pad,
+        &special.unk,
+        &special.cls,
+        &special.sep,
+        &special.mask,
+    ]
+    .into_iter()
+    .filter(|t| tokenizer.token_to_id(t).is_some())
+    .map(|t| AddedToken::from(t.clone(), true))
+    .collect();
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| tokenizer_error(vocab, e))?;
+    Ok(tokenizer)
+}
