@@ -1,0 +1,148 @@
+//! Text classification (sentiment, intent, NLI): labels and scores for a text or a text pair, with the
+//! score function `transformers`' text-classification pipeline picks for the head's problem type.
+
+use std::path::Path;
+
+use crate::config::ProblemType;
+use crate::error::Result;
+use crate::model::{BertForSequenceClassification, Mode};
+use crate::pipelines::{Pipeline, PipelineOptions};
+use crate::tokenizer::Encoding;
+
+/// How logits become scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreFunction {
+    /// Probabilities over mutually exclusive labels.
+    Softmax,
+    /// Independent probabilities (multi-label, or a single output).
+    Sigmoid,
+    /// Raw logits.
+    None,
+}
+
+impl ScoreFunction {
+    /// `transformers`' rule: sigmoid for multi-label or a single output, softmax otherwise.
+    pub fn for_head(problem_type: Option<ProblemType>, num_labels: usize) -> Self {
+        if problem_type == Some(ProblemType::MultiLabelClassification) || num_labels == 1 {
+            ScoreFunction::Sigmoid
+        } else {
+            ScoreFunction::Softmax
+        }
+    }
+
+    fn apply(self, logits: &[f32]) -> Vec<f32> {
+        match self {
+            ScoreFunction::Softmax => {
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+                let sum: f32 = exps.iter().sum();
+                exps.into_iter().map(|e| e / sum).collect()
+            }
+            ScoreFunction::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+            ScoreFunction::None => logits.to_vec(),
+        }
+    }
+}
+
+impl std::str::FromStr for ScoreFunction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "softmax" => Ok(ScoreFunction::Softmax),
+            "sigmoid" => Ok(ScoreFunction::Sigmoid),
+            "none" => Ok(ScoreFunction::None),
+            other => Err(format!(
+                "unknown score function `{other}` (expected softmax, sigmoid or none)"
+            )),
+        }
+    }
+}
+
+/// One label's score.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClassificationScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// The labels of one text, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub scores: Vec<ClassificationScore>,
+}
+
+impl Classification {
+    /// The best label.
+    pub fn top(&self) -> &ClassificationScore {
+        &self.scores[0]
+    }
+}
+
+/// Classifies texts and text pairs.
+pub struct TextClassifier {
+    pipeline: Pipeline<BertForSequenceClassification>,
+    labels: Vec<String>,
+    function: ScoreFunction,
+}
+
+impl TextClassifier {
+    /// Loads a classifier; `function` overrides the score function the head implies.
+    pub fn load(
+        dir: &Path,
+        options: &PipelineOptions,
+        function: Option<ScoreFunction>,
+    ) -> Result<Self> {
+        let pipeline = Pipeline::load(dir, options, None, BertForSequenceClassification::load)?;
+        let labels = pipeline.config.labels();
+        let function = function.unwrap_or_else(|| {
+            ScoreFunction::for_head(pipeline.config.problem_type, pipeline.config.num_labels())
+        });
+        Ok(TextClassifier {
+            pipeline,
+            labels,
+            function,
+        })
+    }
+
+    pub fn pipeline(&self) -> &Pipeline<BertForSequenceClassification> {
+        &self.pipeline
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        self.pipeline.encode(text)
+    }
+
+    pub fn encode_pair(&self, text: &str, pair: &str) -> Result<Encoding> {
+        self.pipeline.tokenizer.encode_pair(text, pair)
+    }
+
+    /// Scores every label of each encoding, best first.
+    pub fn classify(&self, encodings: &[Encoding]) -> Result<Vec<Classification>> {
+        if encodings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.pipeline.batch(encodings)?;
+        let logits: Vec<Vec<f32>> = self
+            .pipeline
+            .model
+            .forward(&batch, &Mode::Eval)?
+            .to_vec2()?;
+        Ok(logits
+            .iter()
+            .map(|row| {
+                let mut scores: Vec<ClassificationScore> = self
+                    .function
+                    .apply(row)
+                    .into_iter()
+                    .zip(&self.labels)
+                    .map(|(score, label)| ClassificationScore {
+                        label: label.clone(),
+                        score,
+                    })
+                    .collect();
+                scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+                Classification { scores }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,108 @@
+//! Task pipelines: text in, task output out, over one loaded model. Each pipeline tokenizes a text on
+//! its own ([`Pipeline::encode`], so one bad text fails alone) and runs many encodings as one padded
+//! batch.
+
+mod classify;
+mod embed;
+mod fill_mask;
+
+use std::path::Path;
+
+use candle_core::Device;
+
+pub use classify::{Classification, ClassificationScore, ScoreFunction, TextClassifier};
+pub use embed::{EmbedOptions, Embedder};
+pub use fill_mask::{FillMask, MaskPrediction};
+
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::params::LoadReport;
+use crate::pretrained::Pretrained;
+use crate::tokenizer::{Encoding, Tokenizer, Truncation};
+
+/// Settings every pipeline shares.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineOptions {
+    /// Tokens per text, special tokens included; default: the model's maximum.
+    pub max_length: Option<usize>,
+    pub truncation: Truncation,
+}
+
+/// The tokenizer of `dir`, truncating at `options.max_length`, or by default at the smallest of the
+/// model's positions, the tokenizer's `model_max_length` and `preferred_max`. Returns the limit too.
+pub fn load_tokenizer(
+    dir: &Path,
+    options: &PipelineOptions,
+    preferred_max: Option<usize>,
+) -> Result<(Tokenizer, usize)> {
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    let config_path = dir.join("config.json");
+    let model_max = if config_path.exists() {
+        Some(BertConfig::from_file(&config_path)?.max_position_embeddings)
+    } else {
+        None
+    };
+    let max_length = match (options.max_length, model_max) {
+        (Some(n), Some(limit)) if n > limit => {
+            return Err(Error::InvalidInput(format!(
+                "--max-length {n} exceeds the model's maximum of {limit} positions"
+            )))
+        }
+        (Some(n), _) if n < 2 => {
+            return Err(Error::InvalidInput(format!(
+                "--max-length {n} leaves no room for [CLS] and [SEP]"
+            )))
+        }
+        (Some(n), _) => n,
+        (None, _) => [model_max, tokenizer.model_max_length(), preferred_max]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(usize::MAX),
+    };
+    let tokenizer = tokenizer.with_truncation(max_length, options.truncation)?;
+    Ok((tokenizer, max_length))
+}
+
+/// A tokenizer and model loaded together, with the maximum length resolved.
+pub struct Pipeline<M> {
+    pub tokenizer: Tokenizer,
+    pub config: BertConfig,
+    pub model: M,
+    pub report: LoadReport,
+    pub max_length: usize,
+    pub device: Device,
+}
+
+impl<M> Pipeline<M> {
+    /// Loads `dir` with `build`; `preferred_max` is a pipeline's own default limit (sentence-transformers'
+    /// `max_seq_length`), used when the options give none.
+    pub fn load(
+        dir: &Path,
+        options: &PipelineOptions,
+        preferred_max: Option<usize>,
+        build: impl FnOnce(&crate::params::Params, &BertConfig) -> Result<M>,
+    ) -> Result<Self> {
+        let device = Device::Cpu;
+        let (tokenizer, max_length) = load_tokenizer(dir, options, preferred_max)?;
+        let pretrained = Pretrained::load(dir, &device, build)?;
+        Ok(Pipeline {
+            tokenizer,
+            config: pretrained.config,
+            model: pretrained.model,
+            report: pretrained.report,
+            max_length,
+            device,
+        })
+    }
+
+    /// Tokenizes one text.
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Pads encodings into one batch.
+    pub fn batch(&self, encodings: &[Encoding]) -> Result<crate::Batch> {
+        crate::Batch::from_encodings(encodings, self.tokenizer.pad_id(), &self.device)
+    }
+}
