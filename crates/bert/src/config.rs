@@ -144,7 +144,7 @@ impl BertConfig {
                 return unsupported(key, "must be positive".into());
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return unsupported(
                 "num_attention_heads",
                 format!(

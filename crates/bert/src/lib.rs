@@ -1,7 +1,60 @@
 //! BERT in Rust: load Hugging Face checkpoints, tokenize as the fast tokenizer does, and run the encoder
 //! and every task head with the numbers `transformers` gives.
 //!
-//! The data path is one way: text -> [`Tokenizer`] -> [`Batch`] -> [`model`] -> task output.
+//! The data path runs one way: text -> [`Tokenizer`] -> [`Batch`] -> [`model`] -> task output.
+//!
+//! - [`config`]: `config.json` with `transformers`' defaults; [`checkpoint`] and [`params`]: weights from
+//!   safetensors (single or sharded) or `pytorch_model.bin`, legacy names included; [`hub`]: Hub ids
+//!   downloaded into the standard cache.
+//! - [`tokenizer`]: `tokenizer.json` or `vocab.txt`, truncation strategies, character offsets.
+//! - [`model`]: the encoder and the heads (`BertForMaskedLM`, `BertForNextSentencePrediction`,
+//!   `BertForPreTraining`, `BertForSequenceClassification`, `BertForTokenClassification`,
+//!   `BertForQuestionAnswering`), for inference ([`model::Mode::Eval`]) and training
+//!   ([`model::Mode::Train`], dropout on, every op differentiable); [`loss`]: their losses.
+//! - [`pooling`] and [`pipelines`]: sentence embeddings, fill-mask, text classification.
+//!
+//! # Example: load, tokenize, run, read the output
+//!
+//! ```
+//! use bert::model::{BertForSequenceClassification, Mode};
+//! use bert::pretrained::Pretrained;
+//! use bert::{Batch, Tokenizer};
+//! use candle_core::Device;
+//!
+//! # fn main() -> bert::Result<()> {
+//! // A checkpoint directory; `bert::hub::resolve_model("org/name", None)` gives one for a Hub id.
+//! let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-classify"));
+//! let tokenizer = Tokenizer::from_dir(dir)?.with_truncation(64, bert::Truncation::LongestFirst)?;
+//! let classifier = Pretrained::load(dir, &Device::Cpu, BertForSequenceClassification::load)?;
+//!
+//! let encodings = vec![tokenizer.encode("a good movie")?, tokenizer.encode_pair("is it good", "no")?];
+//! let batch = Batch::from_encodings(&encodings, tokenizer.pad_id(), &Device::Cpu)?;
+//! let logits = classifier.model.forward(&batch, &Mode::Eval)?; // (B, num_labels)
+//!
+//! let labels = classifier.config.labels(); // from id2label
+//! for row in logits.to_vec2::<f32>()? {
+//!     let best = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+//!     println!("{}", labels[best]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The [`pipelines`] do the same in one call each, e.g. sentence embeddings with the checkpoint's
+//! sentence-transformers pooling:
+//!
+//! ```
+//! use bert::pipelines::{EmbedOptions, Embedder};
+//!
+//! # fn main() -> bert::Result<()> {
+//! let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-base"));
+//! let embedder = Embedder::load(dir, &EmbedOptions::default())?;
+//! let vectors = embedder.embed_texts(&["the sea", "a good movie"])?;
+//! assert_eq!(vectors[0].len(), 32);
+//! # Ok(())
+//! # }
+//! ```
+
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

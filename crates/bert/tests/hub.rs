@@ -85,7 +85,8 @@ fn respond(method: &str, path: &str) -> Vec<u8> {
             .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64)
                 .wrapping_mul(0x100000001b3))
     );
-    let mut head = if file.ends_with(".safetensors") && !redirected {
+    let redirect = file.ends_with(".safetensors") && !redirected;
+    let mut head = if redirect {
         format!("HTTP/1.1 302 Found\r\nLocation: /cdn/{file}\r\nX-Linked-Etag: \"{etag}\"\r\nX-Linked-Size: {}\r\nContent-Length: 0\r\n", body.len())
     } else {
         format!(
@@ -97,7 +98,7 @@ fn respond(method: &str, path: &str) -> Vec<u8> {
         "X-Repo-Commit: {COMMIT}\r\nConnection: close\r\n\r\n"
     ));
     let mut response = head.into_bytes();
-    if method == "GET" && !(file.ends_with(".safetensors") && !redirected) {
+    if method == "GET" && !redirect {
         response.extend_from_slice(&body);
     }
     response
