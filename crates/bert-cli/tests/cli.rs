@@ -298,15 +298,27 @@ fn help_explains_every_flag() {
 #[test]
 fn embed_matches_sentence_transformers_on_minilm() {
     let Some(models) = std::env::var_os("BERT_TEST_MODELS") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true needs BERT_TEST_MODELS");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs BERT_TEST_MODELS"
+        );
         eprintln!("skipped: set BERT_TEST_MODELS to the directory holding all-MiniLM-L6-v2");
         return;
     };
     let model = PathBuf::from(models).join("all-MiniLM-L6-v2");
     let reference = std::fs::read_to_string(fixture("minilm/embeddings.jsonl")).unwrap();
-    let cases: Vec<Value> = reference.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let input: String = cases.iter().map(|c| format!("{}\n", c["text"].as_str().unwrap())).collect();
-    let out = bert(&["embed", "--model", &model.display().to_string()], input.as_bytes());
+    let cases: Vec<Value> = reference
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let input: String = cases
+        .iter()
+        .map(|c| format!("{}\n", c["text"].as_str().unwrap()))
+        .collect();
+    let out = bert(
+        &["embed", "--model", &model.display().to_string()],
+        input.as_bytes(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let got = lines(&out);
     assert_eq!(got.len(), cases.len());

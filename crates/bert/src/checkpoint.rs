@@ -38,7 +38,8 @@ impl Checkpoint {
         if single.exists() {
             Self::open_safetensors(vec![single])
         } else if index.exists() {
-            Self::open_safetensors(shards(&index)?)
+            let names = shard_names(&index)?;
+            Self::open_safetensors(names.iter().map(|f| dir.join(f)).collect())
         } else if pth.exists() {
             Self::open_pth(pth)
         } else {
@@ -126,8 +127,8 @@ fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
 
-/// The shard files named by a `model.safetensors.index.json`, in order, without repeats.
-fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+/// The shard file names listed by a `model.safetensors.index.json`, in order, without repeats.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct Index {
         weight_map: HashMap<String, String>,
@@ -136,10 +137,7 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<String> = index_data.weight_map.into_values().collect();
     files.sort();
     files.dedup();
-    Ok(files
-        .into_iter()
-        .map(|f| parent_of(index).join(f))
-        .collect())
+    Ok(files)
 }
 
 /// Maps file names to canonical ones: legacy `gamma`/`beta` become `weight`/`bias`, encoder weights get the

@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::shard_names;
 use crate::error::{Error, Result};
 
 /// Where and how to reach the Hub, from the environment.
@@ -347,18 +348,6 @@ impl Progress {
 
 fn is_commit_hash(revision: &str) -> bool {
     revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-fn shard_names(index: &Path) -> Result<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: std::collections::BTreeMap<String, String>,
-    }
-    let index: Index = crate::error::read_json(index)?;
-    let mut names: Vec<String> = index.weight_map.into_values().collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
 }
 
 fn create_parent(path: &Path) -> Result<()> {

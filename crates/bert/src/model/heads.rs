@@ -54,6 +54,16 @@ fn seq_relationship(p: &Params, c: &BertConfig) -> Result<Linear> {
     )
 }
 
+/// The `classifier` layer of the classification heads: hidden size to `num_labels`.
+fn classifier(p: &Params, c: &BertConfig) -> Result<Linear> {
+    Linear::load_or_init(
+        &p.pp("classifier"),
+        c.hidden_size,
+        c.num_labels(),
+        c.initializer_range,
+    )
+}
+
 fn pooled(output: &crate::model::BertOutput) -> Result<&Tensor> {
     output
         .pooled
@@ -159,12 +169,7 @@ impl BertForSequenceClassification {
         Ok(BertForSequenceClassification {
             bert: BertModel::load(&p.pp("bert"), c, true)?,
             dropout: Dropout::new(c.classifier_dropout()),
-            classifier: Linear::load_or_init(
-                &p.pp("classifier"),
-                c.hidden_size,
-                c.num_labels(),
-                c.initializer_range,
-            )?,
+            classifier: classifier(p, c)?,
         })
     }
 
@@ -188,12 +193,7 @@ impl BertForTokenClassification {
         Ok(BertForTokenClassification {
             bert: BertModel::load(&p.pp("bert"), c, false)?,
             dropout: Dropout::new(c.classifier_dropout()),
-            classifier: Linear::load_or_init(
-                &p.pp("classifier"),
-                c.hidden_size,
-                c.num_labels(),
-                c.initializer_range,
-            )?,
+            classifier: classifier(p, c)?,
         })
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::config::ProblemType;
 use crate::error::Result;
 use crate::model::{BertForSequenceClassification, Mode};
-use crate::pipelines::{Pipeline, PipelineOptions};
+use crate::pipelines::{softmax, Pipeline, PipelineOptions};
 use crate::tokenizer::Encoding;
 
 /// How logits become scores.
@@ -32,12 +32,7 @@ impl ScoreFunction {
 
     fn apply(self, logits: &[f32]) -> Vec<f32> {
         match self {
-            ScoreFunction::Softmax => {
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
-                let sum: f32 = exps.iter().sum();
-                exps.into_iter().map(|e| e / sum).collect()
-            }
+            ScoreFunction::Softmax => softmax(logits),
             ScoreFunction::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
             ScoreFunction::None => logits.to_vec(),
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::{BertForMaskedLM, Mode};
-use crate::pipelines::{Pipeline, PipelineOptions};
+use crate::pipelines::{softmax, Pipeline, PipelineOptions};
 use crate::tokenizer::Encoding;
 
 /// One candidate for one mask.
@@ -109,12 +109,4 @@ impl FillMask {
             })
             .collect()
     }
-}
-
-/// Softmax of one row of logits.
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
 }

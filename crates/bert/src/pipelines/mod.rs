@@ -106,3 +106,11 @@ impl<M> Pipeline<M> {
         crate::Batch::from_encodings(encodings, self.tokenizer.pad_id(), &self.device)
     }
 }
+
+/// Softmax of one row of logits, on the host (scores for output, not for training).
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
