@@ -42,13 +42,20 @@ fn pipeline_options(args: &ModelArgs) -> PipelineOptions {
     }
 }
 
-/// Warns, as transformers does, about head weights the checkpoint did not have.
+/// Warns, as transformers does, about head weights the checkpoint did not have and checkpoint weights
+/// the model did not use.
 fn warn_about(report: &LoadReport, model: &str) {
     if !report.newly_initialized.is_empty() {
         eprintln!(
             "warning: weights not in the checkpoint at {model} were newly initialized: {}; \
              outputs are untrained until the model is fine-tuned",
             report.newly_initialized.join(", ")
+        );
+    }
+    if !report.unused.is_empty() {
+        eprintln!(
+            "note: weights in the checkpoint at {model} not used by this task: {}",
+            report.unused.join(", ")
         );
     }
 }

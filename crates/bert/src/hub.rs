@@ -196,7 +196,7 @@ impl Repo {
 
     /// Asks the Hub for the file's commit and etag; `None` when the repository has no such file.
     fn info(&self, file: &str) -> Result<Option<FileInfo>> {
-        let agent = ureq::AgentBuilder::new().redirects(0).build();
+        let agent = agent().redirects(0).build();
         let url = self.url(file);
         let response = match self.request(&agent, "HEAD", &url).call() {
             Ok(r) => r,
@@ -262,7 +262,7 @@ impl Repo {
     }
 
     fn download_blob(&self, file: &str, info: &FileInfo, blob: &Path) -> Result<()> {
-        let agent = ureq::AgentBuilder::new().build();
+        let agent = agent().build();
         let response = self
             .request(&agent, "GET", &info.url)
             .call()
@@ -344,6 +344,13 @@ impl Progress {
             );
         }
     }
+}
+
+/// HTTP settings: give up on an unreachable server instead of hanging.
+fn agent() -> ureq::AgentBuilder {
+    ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(10))
+        .timeout_read(std::time::Duration::from_secs(60))
 }
 
 fn is_commit_hash(revision: &str) -> bool {
