@@ -352,15 +352,83 @@ def minilm_fixtures(path):
     print("wrote", directory, "max_seq_length", model.max_seq_length)
 
 
+def training_fixtures():
+    """One training step's loss and every gradient of the tiny BertForPreTraining (dropout off), and the
+    losses of ten AdamW steps with warm-up, linear decay and clipping: what the Rust trainer must match."""
+    from safetensors.torch import save_file as save_tensors
+    from transformers import get_linear_schedule_with_warmup
+
+    src = os.path.join(OUT, "tiny-pretraining")
+    directory = os.path.join(OUT, "training")
+    os.makedirs(directory, exist_ok=True)
+    model = BertForPreTraining.from_pretrained(src, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model.train()
+    tok = BertTokenizerFast.from_pretrained(src)
+    enc = tok([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
+    g = torch.Generator().manual_seed(11)
+    labels = torch.full_like(enc["input_ids"], -100)
+    mask_id = tok.convert_tokens_to_ids("[MASK]")
+    input_ids = enc["input_ids"].clone()
+    special = (input_ids == tok.cls_token_id) | (input_ids == tok.sep_token_id) | (enc["attention_mask"] == 0)
+    chosen = (torch.rand(input_ids.shape, generator=g) < 0.3) & ~special
+    labels[chosen] = input_ids[chosen]
+    input_ids[chosen] = mask_id
+    nsp = torch.tensor([0, 1, 1])
+    batch = dict(input_ids=input_ids, token_type_ids=enc["token_type_ids"], attention_mask=enc["attention_mask"])
+
+    out = model(**batch, labels=labels, next_sentence_label=nsp)
+    out.loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        if name.endswith("decoder.bias"):
+            name = name.replace("decoder.bias", "bias")
+        grads[name] = p.grad.detach().clone().contiguous()
+    save_tensors(grads, os.path.join(directory, "grads.safetensors"))
+
+    model.zero_grad()
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.999), eps=1e-6)
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=3, num_training_steps=10)
+    losses, lrs = [], []
+    for _ in range(10):
+        out = model(**batch, labels=labels, next_sentence_label=nsp)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(out.loss.item())
+    reference = {
+        "input_ids": batch["input_ids"].tolist(),
+        "token_type_ids": batch["token_type_ids"].tolist(),
+        "attention_mask": batch["attention_mask"].tolist(),
+        "labels": labels.tolist(),
+        "next_sentence_label": nsp.tolist(),
+        "losses": losses,
+        "lrs": lrs,
+        "optimizer": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01,
+                      "warmup_steps": 3, "total_steps": 10, "max_grad_norm": 1.0},
+    }
+    with open(os.path.join(directory, "reference.json"), "w") as f:
+        json.dump(reference, f)
+    print("wrote", directory)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", default=os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2"))
+    parser.add_argument("--skip-minilm", action="store_true", help="leave the MiniLM fixtures as they are")
     args = parser.parse_args()
     torch.manual_seed(0)
     vocab = tiny_vocab()
     tiny_models(vocab)
     tokenizer_fixtures(vocab)
-    minilm_fixtures(args.minilm)
+    training_fixtures()
+    if not args.skip_minilm:
+        minilm_fixtures(args.minilm)
 
 
 if __name__ == "__main__":

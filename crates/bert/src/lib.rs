@@ -68,6 +68,7 @@ pub mod pooling;
 pub mod pretrained;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 
 pub use batch::Batch;
 pub use config::BertConfig;

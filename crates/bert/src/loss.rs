@@ -91,3 +91,14 @@ pub fn span_loss(
     let end = cross_entropy(end_logits, ends)?;
     Ok(((start + end)? / 2.0)?)
 }
+
+/// `BertForPreTraining`'s loss: masked-LM cross-entropy (B, T) plus next-sentence cross-entropy (B).
+pub fn pretraining_loss(
+    output: &crate::model::PreTrainingOutput,
+    mlm_labels: &Tensor,
+    next_sentence_labels: &Tensor,
+) -> Result<Tensor> {
+    let mlm = token_cross_entropy(&output.prediction_logits, mlm_labels)?;
+    let nsp = cross_entropy(&output.seq_relationship_logits, next_sentence_labels)?;
+    Ok((mlm + nsp)?)
+}

@@ -1,0 +1,164 @@
+//! AdamW as BERT is trained with it: PyTorch's `torch.optim.AdamW` (bias-corrected moments, decoupled
+//! weight decay), no decay on biases and LayerNorm weights, and the global gradient norm clipped first.
+//! candle's own AdamW decays every parameter and cannot clip.
+
+use std::collections::BTreeMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+use crate::error::{Error, Result};
+
+/// AdamW hyper-parameters (BERT's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (none when `None`).
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-6,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// One parameter and its moment estimates.
+struct Slot {
+    var: Var,
+    decay: bool,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+/// The optimizer over named variables.
+pub struct AdamW {
+    config: AdamWConfig,
+    slots: BTreeMap<String, Slot>,
+    step: usize,
+}
+
+/// Whether `transformers`' recipe decays a parameter: not biases, not LayerNorm weights.
+pub fn decays(name: &str) -> bool {
+    !(name.ends_with("bias") || name.contains("LayerNorm"))
+}
+
+impl AdamW {
+    pub fn new(vars: BTreeMap<String, Var>, config: AdamWConfig) -> Result<Self> {
+        let slots = vars
+            .into_iter()
+            .map(|(name, var)| {
+                let zeros = var.as_tensor().zeros_like()?;
+                let slot = Slot {
+                    decay: decays(&name),
+                    exp_avg: zeros.clone(),
+                    exp_avg_sq: zeros,
+                    var,
+                };
+                Ok((name, slot))
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamW {
+            config,
+            slots,
+            step: 0,
+        })
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// Clips (if configured) and applies one update at learning rate `lr`. Returns the gradient norm
+    /// before clipping.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
+        let norm = global_norm(self.slots.values().map(|s| grads.get(s.var.as_tensor())))?;
+        if !norm.is_finite() {
+            return Err(Error::InvalidInput(format!("gradient norm is {norm}")));
+        }
+        let clip = match self.config.max_grad_norm {
+            Some(max) => (max / (norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        self.step += 1;
+        let c = self.config;
+        let bias1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bias2 = 1.0 - c.beta2.powi(self.step as i32);
+        for slot in self.slots.values_mut() {
+            let Some(grad) = grads.get(slot.var.as_tensor()) else {
+                continue;
+            };
+            let grad = if clip < 1.0 {
+                (grad * clip)?
+            } else {
+                grad.clone()
+            };
+            let mut param = slot.var.as_tensor().clone();
+            if slot.decay && c.weight_decay > 0.0 {
+                param = (param * (1.0 - lr * c.weight_decay))?;
+            }
+            slot.exp_avg = ((&slot.exp_avg * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
+            slot.exp_avg_sq = ((&slot.exp_avg_sq * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
+            let denom = ((slot.exp_avg_sq.sqrt()? / bias2.sqrt())? + c.eps)?;
+            let update = ((&slot.exp_avg / denom)? * (lr / bias1))?;
+            slot.var.set(&(param - update)?)?;
+        }
+        Ok(norm)
+    }
+
+    /// The moment estimates by name (`exp_avg.NAME`, `exp_avg_sq.NAME`), for checkpoints.
+    pub fn state(&self) -> BTreeMap<String, Tensor> {
+        let mut state = BTreeMap::new();
+        for (name, slot) in &self.slots {
+            state.insert(format!("exp_avg.{name}"), slot.exp_avg.clone());
+            state.insert(format!("exp_avg_sq.{name}"), slot.exp_avg_sq.clone());
+        }
+        state
+    }
+
+    /// Restores what [`AdamW::state`] saved, after `steps` steps.
+    pub fn restore(&mut self, mut state: BTreeMap<String, Tensor>, steps: usize) -> Result<()> {
+        for (name, slot) in self.slots.iter_mut() {
+            for (key, target) in [
+                ("exp_avg", &mut slot.exp_avg),
+                ("exp_avg_sq", &mut slot.exp_avg_sq),
+            ] {
+                let full = format!("{key}.{name}");
+                let tensor = state.remove(&full).ok_or_else(|| Error::MissingWeight {
+                    name: full.clone(),
+                    source_desc: "optimizer state".into(),
+                })?;
+                if tensor.dims() != target.dims() {
+                    return Err(Error::ShapeMismatch {
+                        name: full,
+                        expected: target.dims().to_vec(),
+                        found: tensor.dims().to_vec(),
+                    });
+                }
+                *target = tensor;
+            }
+        }
+        self.step = steps;
+        Ok(())
+    }
+}
+
+/// sqrt of the sum of squares of every gradient.
+fn global_norm<'a>(grads: impl Iterator<Item = Option<&'a Tensor>>) -> Result<f64> {
+    let mut total = 0f64;
+    for grad in grads.flatten() {
+        let sq: f32 = grad.sqr()?.sum_all()?.to_scalar()?;
+        total += f64::from(sq);
+    }
+    Ok(total.sqrt())
+}
