@@ -66,6 +66,7 @@ pub mod params;
 pub mod pipelines;
 pub mod pooling;
 pub mod pretrained;
+pub mod pretraining;
 pub mod rng;
 pub mod tokenizer;
 pub mod train;

@@ -253,6 +253,20 @@ impl Tokenizer {
         })
     }
 
+    /// Token ids of a text without `[CLS]`/`[SEP]` and without truncation (for building pretraining
+    /// instances).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let mut e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        let mut ids = e.get_ids().to_vec();
+        for overflow in e.take_overflowing() {
+            ids.extend_from_slice(overflow.get_ids());
+        }
+        Ok(ids)
+    }
+
     /// Turns ids back into text, dropping special tokens and joining word pieces.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
