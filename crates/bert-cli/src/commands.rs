@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use bert::params::LoadReport;
 use bert::pipelines::{
-    load_tokenizer, EmbedOptions, Embedder, FillMask, MaskPrediction, PipelineOptions,
-    TextClassifier,
+    load_tokenizer, ClassificationScore, EmbedOptions, Embedder, FillMask, MaskPrediction,
+    PipelineOptions, TextClassifier,
 };
 use bert::Encoding;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use crate::args::{
     ClassifyArgs, Cli, Command, EmbedArgs, FillMaskArgs, InputArgs, ModelArgs, TokenizeArgs,
@@ -115,17 +115,13 @@ fn drive(
     })
 }
 
-fn with_pair(mut value: Map<String, Value>, item: &Item) -> Value {
-    if let Some(pair) = &item.pair {
-        value.insert("text_pair".into(), json!(pair));
-    }
-    Value::Object(value)
-}
-
-fn encode_item(tokenizer: &bert::Tokenizer, item: &Item) -> bert::Result<Encoding> {
-    match &item.pair {
-        Some(pair) => tokenizer.encode_pair(&item.text, pair),
-        None => tokenizer.encode(&item.text),
+/// An input that takes no text pair: a pair is a per-line error.
+fn single_text(item: &Item) -> bert::Result<&str> {
+    match item.pair {
+        Some(_) => Err(bert::Error::InvalidInput(
+            "`text_pair` is not used by this command".into(),
+        )),
+        None => Ok(&item.text),
     }
 }
 
@@ -137,21 +133,25 @@ fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
         args.model.batch_size,
         true,
         max_length,
-        |item| encode_item(&tokenizer, item),
+        |item| match &item.pair {
+            Some(pair) => tokenizer.encode_pair(&item.text, pair),
+            None => tokenizer.encode(&item.text),
+        },
         |items, encodings| {
-            Ok(items
+            items
                 .iter()
                 .zip(encodings)
                 .map(|(item, e)| {
-                    let mut value = Map::new();
-                    value.insert("text".into(), json!(item.text));
-                    value.insert("tokens".into(), json!(e.tokens));
-                    value.insert("ids".into(), json!(e.ids));
-                    value.insert("type_ids".into(), json!(e.type_ids));
-                    value.insert("offsets".into(), json!(e.offsets));
-                    with_pair(value, item).to_string()
+                    to_line(&TokenizeLine {
+                        text: &item.text,
+                        text_pair: item.pair.as_deref(),
+                        tokens: &e.tokens,
+                        ids: &e.ids,
+                        type_ids: &e.type_ids,
+                        offsets: &e.offsets,
+                    })
                 })
-                .collect())
+                .collect()
         },
     )
 }
@@ -170,37 +170,26 @@ fn embed(args: EmbedArgs) -> Result<ExitCode> {
     };
     let embedder =
         Embedder::load(&dir, &options).with_context(|| format!("loading {}", dir.display()))?;
-    if args.input.jsonl {
-        anyhow::bail!("--jsonl is not supported by `embed`: give one text per line");
-    }
     drive(
         &args.input,
         args.model.batch_size,
         false,
         embedder.pipeline().max_length,
-        |item| embedder.encode(&item.text),
+        |item| embedder.encode(single_text(item)?),
         |items, encodings| {
             let vectors = embedder.embed(encodings)?;
             items
                 .iter()
                 .zip(vectors)
                 .map(|(item, embedding)| {
-                    serde_json::to_string(&EmbedLine {
+                    to_line(&EmbedLine {
                         text: &item.text,
                         embedding,
                     })
-                    .map_err(Into::into)
                 })
                 .collect()
         },
     )
-}
-
-/// Embeddings as f32 (shortest round-trip digits), not widened to f64.
-#[derive(serde::Serialize)]
-struct EmbedLine<'a> {
-    text: &'a str,
-    embedding: Vec<f32>,
 }
 
 fn fill_mask(args: FillMaskArgs) -> Result<ExitCode> {
@@ -213,27 +202,27 @@ fn fill_mask(args: FillMaskArgs) -> Result<ExitCode> {
         args.model.batch_size,
         false,
         pipeline.pipeline().max_length,
-        |item| pipeline.encode(&item.text),
+        |item| pipeline.encode(single_text(item)?),
         |items, encodings| {
             let predictions = pipeline.predict(encodings, args.top_k as usize)?;
-            Ok(items
+            items
                 .iter()
                 .zip(predictions)
-                .map(|(item, masks)| {
-                    json!({"text": item.text, "predictions": mask_json(masks)}).to_string()
+                .map(|(item, mut masks)| {
+                    // One mask: a list of predictions; several: a list per mask (as transformers).
+                    let predictions = if masks.len() == 1 {
+                        MaskPredictions::One(masks.remove(0))
+                    } else {
+                        MaskPredictions::Many(masks)
+                    };
+                    to_line(&FillMaskLine {
+                        text: &item.text,
+                        predictions,
+                    })
                 })
-                .collect())
+                .collect()
         },
     )
-}
-
-/// One mask: a list of predictions; several: a list per mask (as transformers returns them).
-fn mask_json(mut masks: Vec<Vec<MaskPrediction>>) -> Value {
-    if masks.len() == 1 {
-        json!(masks.remove(0))
-    } else {
-        json!(masks)
-    }
 }
 
 fn classify(args: ClassifyArgs) -> Result<ExitCode> {
@@ -248,27 +237,84 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         args.model.batch_size,
         false,
         classifier.pipeline().max_length,
-        |item| encode_item(&classifier.pipeline().tokenizer, item),
+        |item| match &item.pair {
+            Some(pair) => classifier.encode_pair(&item.text, pair),
+            None => classifier.encode(&item.text),
+        },
         |items, encodings| {
             let results = classifier.classify(encodings)?;
-            Ok(items
+            items
                 .iter()
                 .zip(results)
                 .map(|(item, result)| {
-                    let scores: Map<String, Value> = result
-                        .scores
-                        .iter()
-                        .take(top_k)
-                        .map(|s| (s.label.clone(), json!(s.score)))
-                        .collect();
-                    let mut value = Map::new();
-                    value.insert("text".into(), json!(item.text));
-                    value.insert("label".into(), json!(result.top().label));
-                    value.insert("score".into(), json!(result.top().score));
-                    value.insert("scores".into(), Value::Object(scores));
-                    with_pair(value, item).to_string()
+                    let top = result.top();
+                    to_line(&ClassifyLine {
+                        text: &item.text,
+                        text_pair: item.pair.as_deref(),
+                        label: &top.label,
+                        score: top.score,
+                        scores: Scores(&result.scores[..top_k.min(result.scores.len())]),
+                    })
                 })
-                .collect())
+                .collect()
         },
     )
+}
+
+fn to_line(value: &impl Serialize) -> Result<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
+// Output lines. Scores and embeddings are f32, written with the shortest digits that read back exactly.
+
+#[derive(Serialize)]
+struct TokenizeLine<'a> {
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_pair: Option<&'a str>,
+    tokens: &'a [String],
+    ids: &'a [u32],
+    type_ids: &'a [u32],
+    offsets: &'a [(usize, usize)],
+}
+
+#[derive(Serialize)]
+struct EmbedLine<'a> {
+    text: &'a str,
+    embedding: Vec<f32>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MaskPredictions {
+    One(Vec<MaskPrediction>),
+    Many(Vec<Vec<MaskPrediction>>),
+}
+
+#[derive(Serialize)]
+struct FillMaskLine<'a> {
+    text: &'a str,
+    predictions: MaskPredictions,
+}
+
+#[derive(Serialize)]
+struct ClassifyLine<'a> {
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_pair: Option<&'a str>,
+    label: &'a str,
+    score: f32,
+    scores: Scores<'a>,
+}
+
+/// `{label: score}`, best first.
+struct Scores<'a>(&'a [ClassificationScore]);
+
+impl Serialize for Scores<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|s| (&s.label, s.score)))
+    }
 }

@@ -27,8 +27,8 @@ pub struct LineError {
 
 pub type Input = Result<Item, LineError>;
 
+/// A `--jsonl` input line; other fields (a label, an id) are allowed and ignored.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JsonInput {
     text: String,
     text_pair: Option<String>,

@@ -169,10 +169,8 @@ fn canonical_names(raw: Vec<String>) -> BTreeMap<String, String> {
             names.insert("cls.predictions.bias".into(), raw);
         }
     }
-    // The decoder bias is the same parameter as `cls.predictions.bias`, and the decoder weight is tied to
-    // the word embeddings: neither is a separate weight.
+    // The decoder bias is the same parameter as `cls.predictions.bias`.
     names.remove("cls.predictions.decoder.bias");
-    names.remove("cls.predictions.decoder.weight");
     names
 }
 

@@ -50,7 +50,9 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     pub initializer_range: f64,
     pub layer_norm_eps: f64,
-    pub pad_token_id: usize,
+    pub pad_token_id: Option<usize>,
+    /// Whether the masked-LM decoder shares the word-embedding matrix.
+    pub tie_word_embeddings: bool,
     pub position_embedding_type: String,
     pub classifier_dropout: Option<f64>,
     pub problem_type: Option<ProblemType>,
@@ -83,7 +85,8 @@ impl Default for BertConfig {
             type_vocab_size: 2,
             initializer_range: 0.02,
             layer_norm_eps: 1e-12,
-            pad_token_id: 0,
+            pad_token_id: Some(0),
+            tie_word_embeddings: true,
             position_embedding_type: "absolute".into(),
             classifier_dropout: None,
             problem_type: None,
@@ -152,6 +155,14 @@ impl BertConfig {
                     self.hidden_size, self.num_attention_heads
                 ),
             );
+        }
+        if self.num_labels() == 0 {
+            let key = if self.num_labels.is_some() {
+                "num_labels"
+            } else {
+                "id2label"
+            };
+            return unsupported(key, "a task head needs at least one label".into());
         }
         if let Some(map) = &self.id2label {
             for key in map.keys() {

@@ -39,9 +39,14 @@ impl HubOptions {
             cache_dir: var("HF_HUB_CACHE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| home.join("hub")),
-            token: var("HF_TOKEN"),
-            offline: var("HF_HUB_OFFLINE")
-                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on")),
+            token: var("HF_TOKEN").or_else(|| {
+                // The token `huggingface-cli login` saves.
+                let saved = std::fs::read_to_string(home.join("token")).ok()?;
+                Some(saved.trim().to_string()).filter(|t| !t.is_empty())
+            }),
+            offline: var("HF_HUB_OFFLINE").is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            }),
         }
     }
 }
@@ -70,7 +75,18 @@ pub fn resolve_model(model: &str, revision: Option<&str>) -> Result<PathBuf> {
             message: "no such directory, and not a Hub id (`name` or `org/name`)".into(),
         });
     }
-    Repo::new(model, revision.unwrap_or("main"), HubOptions::from_env()).snapshot()
+    let revision = revision.unwrap_or("main");
+    if revision.is_empty()
+        || revision
+            .split('/')
+            .any(|part| part.is_empty() || part == "..")
+    {
+        return Err(Error::Hub {
+            model: model.into(),
+            message: format!("invalid revision `{revision}`"),
+        });
+    }
+    Repo::new(model, revision, HubOptions::from_env()).snapshot()
 }
 
 fn is_repo_id(id: &str) -> bool {
@@ -134,11 +150,11 @@ impl Repo {
         }
         match self.download() {
             Ok(dir) => Ok(dir),
-            // Unreachable Hub: fall back to what is cached, as huggingface_hub does.
-            Err(Error::Hub { message, .. }) if message.starts_with("cannot reach") => {
+            // Unreachable or failing Hub: fall back to what is cached, as huggingface_hub does.
+            Err(Fetch::Unavailable(message)) => {
                 self.cached_snapshot().ok_or_else(|| self.error(message))
             }
-            Err(e) => Err(e),
+            Err(Fetch::Failed(e)) => Err(e),
         }
     }
 
@@ -155,7 +171,7 @@ impl Repo {
         snapshot.join("config.json").exists().then_some(snapshot)
     }
 
-    fn download(&self) -> Result<PathBuf> {
+    fn download(&self) -> Result<PathBuf, Fetch> {
         let config = self
             .fetch("config.json")?
             .ok_or_else(|| self.error("the repository has no config.json"))?;
@@ -166,51 +182,79 @@ impl Repo {
         if self.fetch("model.safetensors")?.is_none() {
             if let Some(index) = self.fetch("model.safetensors.index.json")? {
                 for shard in shard_names(&index)? {
+                    if shard.contains('/') || shard.contains("..") {
+                        let message = format!("unsafe shard name `{shard}` in the index");
+                        return Err(self.error(message).into());
+                    }
                     self.fetch(&shard)?.ok_or_else(|| {
                         self.error(format!("shard `{shard}` is listed but missing"))
                     })?;
                 }
             } else if self.fetch("pytorch_model.bin")?.is_none() {
-                return Err(
-                    self.error("the repository has no model.safetensors or pytorch_model.bin")
-                );
+                let message = "the repository has no model.safetensors or pytorch_model.bin";
+                return Err(self.error(message).into());
             }
         }
         Ok(snapshot)
     }
 
     fn url(&self, file: &str) -> String {
+        let revision = self.revision.replace('/', "%2F");
         format!(
-            "{}/{}/resolve/{}/{}",
-            self.options.endpoint, self.id, self.revision, file
+            "{}/{}/resolve/{revision}/{file}",
+            self.options.endpoint, self.id
         )
     }
 
+    /// A request; the token goes only to the Hub itself, not to a storage host it redirects to.
+    /// Compression is refused so that sizes can be checked against the Hub's headers.
     fn request(&self, agent: &ureq::Agent, method: &str, url: &str) -> ureq::Request {
-        let request = agent.request(method, url).set("User-Agent", "bert-rs");
+        let request = agent
+            .request(method, url)
+            .set("User-Agent", "bert-rs")
+            .set("Accept-Encoding", "identity");
         match &self.options.token {
-            Some(token) => request.set("Authorization", &format!("Bearer {token}")),
-            None => request,
+            Some(token) if url.starts_with(&self.options.endpoint) => {
+                request.set("Authorization", &format!("Bearer {token}"))
+            }
+            _ => request,
+        }
+    }
+
+    /// Turns an HTTP error status into what it means for the user (the Hub says in `X-Error-Code`).
+    fn status_error(&self, code: u16, response: &ureq::Response, url: &str) -> Fetch {
+        let error_code = response.header("x-error-code").unwrap_or_default();
+        match (code, error_code) {
+            (_, "RepoNotFound") | (401, _) => self
+                .error("no such repository on the Hub, or it is private (then set HF_TOKEN)")
+                .into(),
+            (_, "RevisionNotFound") => self
+                .error(format!("no revision `{}`", self.revision))
+                .into(),
+            (_, "GatedRepo") | (403, _) => self
+                .error("the repository is gated: accept its terms on the Hub and set HF_TOKEN")
+                .into(),
+            (500.., _) => Fetch::Unavailable(format!("HTTP {code} from {url}")),
+            _ => self.error(format!("HTTP {code} for {url}")).into(),
         }
     }
 
     /// Asks the Hub for the file's commit and etag; `None` when the repository has no such file.
-    fn info(&self, file: &str) -> Result<Option<FileInfo>> {
+    fn info(&self, file: &str) -> Result<Option<FileInfo>, Fetch> {
         let agent = agent().redirects(0).build();
         let url = self.url(file);
         let response = match self.request(&agent, "HEAD", &url).call() {
             Ok(r) => r,
-            Err(ureq::Error::Status(404, _)) => return Ok(None),
-            Err(ureq::Error::Status(code @ (401 | 403), _)) => {
-                return Err(self.error(format!(
-                    "HTTP {code} for {file}: the repository is private or gated; set HF_TOKEN"
-                )))
+            Err(ureq::Error::Status(404, r))
+                if r.header("x-error-code")
+                    .is_none_or(|c| c == "EntryNotFound") =>
+            {
+                return Ok(None)
             }
-            Err(ureq::Error::Status(code, _)) => {
-                return Err(self.error(format!("HTTP {code} for {url}")))
-            }
+            Err(ureq::Error::Status(code, r)) => return Err(self.status_error(code, &r, &url)),
             Err(e) => {
-                return Err(self.error(format!("cannot reach {}: {e}", self.options.endpoint)))
+                let message = format!("cannot reach {}: {e}", self.options.endpoint);
+                return Err(Fetch::Unavailable(message));
             }
         };
         let header = |name: &str| response.header(name).map(str::to_string);
@@ -238,7 +282,7 @@ impl Repo {
     }
 
     /// Makes `snapshots/<commit>/<file>` exist, downloading the blob if the cache lacks it.
-    fn fetch(&self, file: &str) -> Result<Option<PathBuf>> {
+    fn fetch(&self, file: &str) -> Result<Option<PathBuf>, Fetch> {
         let Some(info) = self.info(file)? else {
             return Ok(None);
         };
@@ -294,6 +338,18 @@ impl Repo {
             }
         }
         std::fs::rename(&partial, blob).map_err(|e| Error::io(blob, e))
+    }
+}
+
+/// Why a download did not complete: the Hub could not be reached (the cache may do), or a real error.
+enum Fetch {
+    Unavailable(String),
+    Failed(Error),
+}
+
+impl From<Error> for Fetch {
+    fn from(e: Error) -> Self {
+        Fetch::Failed(e)
     }
 }
 

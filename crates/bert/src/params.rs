@@ -25,6 +25,8 @@ pub struct ParamStore {
     loaded: Mutex<BTreeMap<String, Tensor>>,
     vars: Mutex<BTreeMap<String, Var>>,
     initialized: Mutex<BTreeSet<String>>,
+    /// Names that are another weight under a second name (a tied decoder), not unused weights.
+    tied: Mutex<BTreeSet<String>>,
     rng: Mutex<Rng>,
 }
 
@@ -57,6 +59,7 @@ impl ParamStore {
             loaded: Mutex::default(),
             vars: Mutex::default(),
             initialized: Mutex::default(),
+            tied: Mutex::default(),
             rng: Mutex::new(Rng::new(seed)),
         }
     }
@@ -81,10 +84,11 @@ impl ParamStore {
     /// Which head weights were initialised and which checkpoint tensors went unused.
     pub fn report(&self) -> LoadReport {
         let loaded = lock(&self.loaded);
+        let tied = lock(&self.tied);
         let unused = match &self.checkpoint {
             Some(c) => c
                 .names()
-                .filter(|n| !loaded.contains_key(*n))
+                .filter(|n| !loaded.contains_key(*n) && !tied.contains(*n))
                 .map(String::from)
                 .collect(),
             None => Vec::new(),
@@ -199,8 +203,10 @@ impl<'a> Params<'a> {
         self.store.fetch(&self.full(name), shape, Some(init))
     }
 
-    pub fn device(&self) -> &Device {
-        &self.store.device
+    /// Records that `name` is tied to a weight already loaded, so a copy of it in the checkpoint is
+    /// not reported as unused.
+    pub fn tie(&self, name: &str) {
+        lock(&self.store.tied).insert(self.full(name));
     }
 }
 

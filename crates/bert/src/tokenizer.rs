@@ -85,7 +85,6 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     special: SpecialTokens,
     model_max_length: Option<usize>,
-    max_length: usize,
 }
 
 /// `tokenizer_config.json`: the settings a vocabulary-only tokenizer needs.
@@ -147,10 +146,12 @@ impl Tokenizer {
         };
         let json = dir.join("tokenizer.json");
         let vocab = dir.join("vocab.txt");
-        let mut inner = if json.exists() {
-            tokenizers::Tokenizer::from_file(&json).map_err(|e| tokenizer_error(&json, e))?
+        let (mut inner, source) = if json.exists() {
+            let t =
+                tokenizers::Tokenizer::from_file(&json).map_err(|e| tokenizer_error(&json, e))?;
+            (t, json)
         } else if vocab.exists() {
-            from_vocab(&vocab, &config)?
+            (from_vocab(&vocab, &config)?, vocab)
         } else {
             return Err(Error::Tokenizer {
                 path: dir.to_path_buf(),
@@ -160,12 +161,12 @@ impl Tokenizer {
         inner.with_padding(None);
         inner
             .with_truncation(None)
-            .map_err(|e| tokenizer_error(&json, e))?;
+            .map_err(|e| tokenizer_error(&source, e))?;
         let special = special_tokens(&config);
         for token in [&special.pad, &special.cls, &special.sep] {
             if inner.token_to_id(token).is_none() {
                 return Err(Error::Tokenizer {
-                    path: dir.to_path_buf(),
+                    path: source.clone(),
                     message: format!("special token `{token}` is not in the vocabulary"),
                 });
             }
@@ -178,7 +179,6 @@ impl Tokenizer {
             inner,
             special,
             model_max_length,
-            max_length: usize::MAX,
         })
     }
 
@@ -197,7 +197,6 @@ impl Tokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::Tokenize(e.to_string()))?;
-        self.max_length = max_length;
         Ok(self)
     }
 
@@ -267,10 +266,10 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    /// Turns ids back into text, dropping special tokens and joining word pieces.
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+    /// Turns ids back into text, joining word pieces; `skip_special_tokens` drops `[CLS]`, `[MASK]`...
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner
-            .decode(ids, true)
+            .decode(ids, skip_special_tokens)
             .map_err(|e| Error::Tokenize(e.to_string()))
     }
 }

@@ -19,7 +19,7 @@ pub struct BertLmPredictionHead {
     dense: Linear,
     layer_norm: LayerNorm,
     act: crate::config::HiddenAct,
-    decoder_weight: Tensor, // (V, C), the word embeddings
+    decoder_weight: Tensor, // (V, C), the word embeddings unless untied
     bias: Tensor,           // (V)
 }
 
@@ -31,7 +31,14 @@ impl BertLmPredictionHead {
             dense: Linear::load_or_init(&transform.pp("dense"), h, h, c.initializer_range)?,
             layer_norm: LayerNorm::load_or_init(&transform.pp("LayerNorm"), h, c.layer_norm_eps)?,
             act: c.hidden_act,
-            decoder_weight: word_embeddings.clone(),
+            decoder_weight: if c.tie_word_embeddings {
+                p.tie("decoder.weight");
+                word_embeddings.clone()
+            } else {
+                let init = Init::Normal(c.initializer_range);
+                p.pp("decoder")
+                    .get_or_init(&[c.vocab_size, h], "weight", init)?
+            },
             bias: p.get_or_init(&[c.vocab_size], "bias", Init::Zeros)?,
         })
     }

@@ -108,7 +108,7 @@ impl TextClassifier {
     }
 
     pub fn encode_pair(&self, text: &str, pair: &str) -> Result<Encoding> {
-        self.pipeline.tokenizer.encode_pair(text, pair)
+        self.pipeline.encode_pair(text, pair)
     }
 
     /// Scores every label of each encoding, best first.

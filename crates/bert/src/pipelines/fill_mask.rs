@@ -73,19 +73,27 @@ impl FillMask {
                 masks
                     .map(|(pos, _)| {
                         let scores: Vec<f32> = logits.get(row)?.get(pos)?.to_vec1()?;
-                        self.top_predictions(encoding, pos, &softmax(&scores), top_k)
+                        let single_mask = encoding
+                            .ids
+                            .iter()
+                            .filter(|&&id| id == self.mask_id)
+                            .count()
+                            == 1;
+                        self.top_predictions(encoding, pos, &softmax(&scores), top_k, single_mask)
                     })
                     .collect()
             })
             .collect()
     }
 
+    /// As `transformers`: with several masks, `sequence` keeps the special tokens (the other masks too).
     fn top_predictions(
         &self,
         encoding: &Encoding,
         pos: usize,
         probs: &[f32],
         top_k: usize,
+        single_mask: bool,
     ) -> Result<Vec<MaskPrediction>> {
         let mut order: Vec<u32> = (0..probs.len() as u32).collect();
         let k = top_k.min(order.len());
@@ -101,10 +109,10 @@ impl FillMask {
                 let mut ids = encoding.ids.clone();
                 ids[pos] = id;
                 Ok(MaskPrediction {
-                    token: tokenizer.decode(&[id])?,
+                    token: tokenizer.decode(&[id], false)?,
                     token_id: id,
                     score: probs[id as usize],
-                    sequence: tokenizer.decode(&ids)?,
+                    sequence: tokenizer.decode(&ids, single_mask)?,
                 })
             })
             .collect()

@@ -86,6 +86,16 @@ impl<M> Pipeline<M> {
         let device = Device::Cpu;
         let (tokenizer, max_length) = load_tokenizer(dir, options, preferred_max)?;
         let pretrained = Pretrained::load(dir, &device, build)?;
+        let vocab = tokenizer.vocab_size();
+        if vocab > pretrained.config.vocab_size {
+            return Err(Error::Tokenizer {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the tokenizer has {vocab} tokens but config.json's vocab_size is {}",
+                    pretrained.config.vocab_size
+                ),
+            });
+        }
         Ok(Pipeline {
             tokenizer,
             config: pretrained.config,
@@ -99,6 +109,17 @@ impl<M> Pipeline<M> {
     /// Tokenizes one text.
     pub fn encode(&self, text: &str) -> Result<Encoding> {
         self.tokenizer.encode(text)
+    }
+
+    /// Tokenizes a text pair (token types 0 and 1).
+    pub fn encode_pair(&self, text: &str, pair: &str) -> Result<Encoding> {
+        if self.config.type_vocab_size < 2 {
+            return Err(Error::InvalidInput(format!(
+                "this model has type_vocab_size {}: it takes single texts, not pairs",
+                self.config.type_vocab_size
+            )));
+        }
+        self.tokenizer.encode_pair(text, pair)
     }
 
     /// Pads encodings into one batch.

@@ -209,7 +209,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("a.txt"), "one.\ntwo.\n\n\nthree.\n").unwrap();
         std::fs::write(dir.join("sub/b.txt"), b"four.\n\xff\xfe\nfive.\n").unwrap();
-        let corpus = Corpus::new(&[dir.clone()]).unwrap();
+        let corpus = Corpus::new(std::slice::from_ref(&dir)).unwrap();
         let docs: Vec<Document> = corpus.documents().collect::<Result<_>>().unwrap();
         assert_eq!(
             docs,
