@@ -344,7 +344,7 @@ def minilm_fixtures(path):
         "Rust is a systems programming language.", "Le chat dort sur le canapé.", "東京は日本の首都です。",
         "How do I reset my password?", "book a flight to Berlin tomorrow morning",
         "word " * 300,  # longer than max_seq_length: truncated to 256 tokens
-    ] + rng.sample(lines, 23)
+    ] + [line.replace("\n", " ").replace("\r", " ") for line in rng.sample(lines, 23)]  # one text per line for the CLI
     emb = model.encode(embed_texts, batch_size=8, convert_to_numpy=True, normalize_embeddings=False)
     with open(os.path.join(directory, "embeddings.jsonl"), "w") as f:
         for text, e in zip(embed_texts, emb):

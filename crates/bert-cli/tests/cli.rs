@@ -276,6 +276,51 @@ fn fatal_errors_name_the_problem_and_exit_2() {
 }
 
 #[test]
+fn a_corrupt_checkpoint_stops_with_its_name() {
+    let dir = std::env::temp_dir().join(format!("bert-cli-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(PathBuf::from(fixture("tiny-base")).join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage",
+    )
+    .unwrap();
+    let out = bert(&["embed", "--model", &dir.display().to_string(), "x"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("model.safetensors"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_json_lines_fail_alone() {
+    let input = b"{\"text\": \"the sea\"}\nnot json\n{\"text\": \"a movie\", \"label\": 1}\n";
+    let out = bert(
+        &["classify", "--model", &fixture("tiny-classify"), "--jsonl"],
+        input,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = lines(&out);
+    assert_eq!(v.len(), 3);
+    assert!(v[1]["error"].as_str().unwrap().contains("invalid JSON"));
+    assert_eq!(v[2]["text"], "a movie", "extra fields are allowed");
+    // A pair where the command takes single texts.
+    let out = bert(
+        &["embed", "--model", &fixture("tiny-base"), "--jsonl"],
+        b"{\"text\": \"a\", \"text_pair\": \"b\"}\n",
+    );
+    assert!(lines(&out)[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("text_pair"));
+}
+
+#[test]
 fn help_explains_every_flag() {
     for command in ["tokenize", "embed", "fill-mask", "classify"] {
         let out = bert(&[command, "--help"], b"");

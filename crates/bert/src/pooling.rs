@@ -176,3 +176,106 @@ pub fn pool(
         .clamp(1e-12, f64::MAX)?;
     Ok(pooled.broadcast_div(&norm)?.to_dtype(DType::F32)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)], name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("bert-pooling-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, contents) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        dir
+    }
+
+    const MODULES: &str = r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#;
+
+    #[test]
+    fn reads_sentence_transformers_modules() {
+        let cls = r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#;
+        let dir = dir_with(
+            &[("modules.json", MODULES), ("1_Pooling/config.json", cls)],
+            "cls",
+        );
+        let config = EmbeddingConfig::from_dir(&dir).unwrap();
+        assert_eq!(
+            (config.pooling, config.normalize, config.max_seq_length),
+            (Pooling::Cls, false, None)
+        );
+
+        let with_normalize = MODULES.replace(
+            "}]",
+            r#"}, {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+        );
+        let max = r#"{"pooling_mode_max_tokens": true}"#;
+        let files = [
+            ("modules.json", with_normalize.as_str()),
+            ("1_Pooling/config.json", max),
+            ("sentence_bert_config.json", r#"{"max_seq_length": 128}"#),
+        ];
+        let config = EmbeddingConfig::from_dir(&dir_with(&files, "max")).unwrap();
+        assert_eq!(
+            (config.pooling, config.normalize, config.max_seq_length),
+            (Pooling::Max, true, Some(128))
+        );
+
+        assert_eq!(
+            EmbeddingConfig::from_dir(&dir_with(&[], "none")).unwrap(),
+            EmbeddingConfig::default()
+        );
+    }
+
+    #[test]
+    fn unsupported_modules_and_combined_modes_are_errors() {
+        let dense = MODULES.replace("}]", r#"}, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#);
+        let mean = r#"{"pooling_mode_mean_tokens": true}"#;
+        let err = EmbeddingConfig::from_dir(&dir_with(
+            &[("modules.json", &dense), ("1_Pooling/config.json", mean)],
+            "dense",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("Dense") && err.contains("modules.json"),
+            "{err}"
+        );
+        let both = r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#;
+        let err = EmbeddingConfig::from_dir(&dir_with(
+            &[("modules.json", MODULES), ("1_Pooling/config.json", both)],
+            "both",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("exactly one pooling mode"), "{err}");
+    }
+
+    #[test]
+    fn pooling_ignores_padding() {
+        let device = candle_core::Device::Cpu;
+        // One text of two tokens, padded to three; the padded state is huge and must not count.
+        let hidden = Tensor::new(&[[[1f32, 2.], [3., 6.], [100., 100.]]], &device).unwrap();
+        let mask = Tensor::new(&[[1f32, 1., 0.]], &device).unwrap();
+        let row = |p, n| -> Vec<f32> {
+            pool(&hidden, &mask, p, n)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(row(Pooling::Mean, false), [2., 4.]);
+        assert_eq!(row(Pooling::Cls, false), [1., 2.]);
+        assert_eq!(row(Pooling::Max, false), [3., 6.]);
+        let s = 2f32.sqrt();
+        assert_eq!(row(Pooling::MeanSqrtLen, false), [4. / s, 8. / s]);
+        assert_eq!(
+            row(Pooling::Mean, true),
+            [2. / 20f32.sqrt(), 4. / 20f32.sqrt()]
+        );
+    }
+}

@@ -182,6 +182,33 @@ fn hub_ids_download_once_into_the_cache() {
     );
     std::env::remove_var("HF_HUB_OFFLINE");
 
+    // A commit hash as the revision, offline.
+    std::env::set_var("HF_HUB_OFFLINE", "True");
+    assert_eq!(resolve_model("test-org/tiny", Some(COMMIT)).unwrap(), dir);
+    std::env::remove_var("HF_HUB_OFFLINE");
+
+    // An unreachable Hub: the cached snapshot is used, as huggingface_hub does.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    std::env::set_var("HF_ENDPOINT", &dead);
+    assert_eq!(resolve_model("test-org/tiny", None).unwrap(), dir);
+    let err = resolve_model("test-org/never-cached", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot reach"), "{err}");
+    std::env::set_var("HF_ENDPOINT", &endpoint);
+
+    // HF_HUB_CACHE moves the cache.
+    let cache = home.join("elsewhere");
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    let moved = resolve_model("test-org/tiny", None).unwrap();
+    assert_eq!(
+        moved,
+        cache.join("models--test-org--tiny/snapshots").join(COMMIT)
+    );
+    std::env::remove_var("HF_HUB_CACHE");
+
     // A repository the server does not have.
     let err = resolve_model("test-org/absent", None)
         .unwrap_err()

@@ -260,3 +260,77 @@ fn missing_head_weights_are_initialised_and_reported() {
         m.report
     );
 }
+
+#[test]
+fn a_padded_batch_equals_each_text_alone() {
+    let tokenizer = Tokenizer::from_dir(&fixture("tiny-base")).unwrap();
+    let m = load("tiny-base", |p, c| BertModel::load(&p.pp("bert"), c, true));
+    let texts = [
+        "the sea",
+        "the capital of france is paris, a city in the north",
+        "中文",
+    ];
+    let encodings: Vec<_> = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
+    let batch = Batch::from_encodings(&encodings, tokenizer.pad_id(), &Device::Cpu).unwrap();
+    let together = m.model.forward(&batch, &Mode::Eval).unwrap();
+    for (i, e) in encodings.iter().enumerate() {
+        let alone_batch = Batch::from_encodings(std::slice::from_ref(e), 0, &Device::Cpu).unwrap();
+        let alone = m.model.forward(&alone_batch, &Mode::Eval).unwrap();
+        let rows = together
+            .hidden_states
+            .get(i)
+            .unwrap()
+            .narrow(0, 0, e.ids.len())
+            .unwrap();
+        let diff: f32 = (rows - alone.hidden_states.get(0).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "text {i}: hidden states differ by {diff}");
+        let pooled = (together.pooled.as_ref().unwrap().get(i).unwrap()
+            - alone.pooled.unwrap().get(0).unwrap())
+        .unwrap();
+        let diff: f32 = pooled
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "text {i}: pooled output differs by {diff}");
+    }
+}
+
+#[test]
+fn an_untied_decoder_is_its_own_weight() {
+    let dir = std::env::temp_dir().join(format!("bert-untied-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture("tiny-mlm").join(f), dir.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(fixture("tiny-mlm/config.json")).unwrap();
+    let config = config.replace(
+        "\"tie_word_embeddings\": true",
+        "\"tie_word_embeddings\": false",
+    );
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let m = Pretrained::load(&dir, &Device::Cpu, BertForMaskedLM::load).unwrap();
+    assert_eq!(
+        m.report.newly_initialized,
+        ["cls.predictions.decoder.weight"]
+    );
+    let tied = load("tiny-mlm", BertForMaskedLM::load);
+    assert!(
+        tied.report.newly_initialized.is_empty() && tied.report.unused.is_empty(),
+        "{:?}",
+        tied.report
+    );
+}

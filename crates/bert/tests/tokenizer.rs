@@ -114,3 +114,37 @@ fn missing_tokenizer_files_name_the_directory() {
     let err = Tokenizer::from_dir(&dir).err().unwrap().to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
 }
+
+#[test]
+fn padding_and_truncation_inside_tokenizer_json_are_ignored() {
+    // As all-MiniLM-L6-v2's file does: fixed padding and truncation baked into tokenizer.json.
+    let dir = std::env::temp_dir().join(format!("bert-padded-tokenizer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-base/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 20}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    json["truncation"] = serde_json::json!({"max_length": 4, "strategy": "LongestFirst", "stride": 0, "direction": "Right"});
+    std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let e = tokenizer.encode("the capital of france is paris").unwrap();
+    assert_eq!(
+        e.tokens.len(),
+        8,
+        "neither padded to 20 nor truncated to 4: {:?}",
+        e.tokens
+    );
+    let truncated = tokenizer
+        .with_truncation(6, Truncation::LongestFirst)
+        .unwrap();
+    assert_eq!(
+        truncated
+            .encode("the capital of france is paris")
+            .unwrap()
+            .ids
+            .len(),
+        6
+    );
+}
