@@ -66,17 +66,28 @@ fn serve() -> (String, Arc<Mutex<Log>>) {
 fn respond(method: &str, path: &str) -> Vec<u8> {
     let not_found =
         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
-    let (file, redirected) = if let Some(file) = path.strip_prefix("/cdn/") {
-        (file.to_string(), true)
-    } else if let Some(rest) = path.strip_prefix("/test-org/tiny/resolve/") {
+    // `/test-org/{repo}/resolve/{revision}/{file}`, or `/cdn/{repo}/{file}` after a redirect.
+    let (repo, file, redirected) = if let Some(rest) = path.strip_prefix("/cdn/") {
         match rest.split_once('/') {
-            Some((_revision, file)) => (file.to_string(), false),
+            Some((repo, file)) => (repo, file, true),
             None => return not_found,
+        }
+    } else if let Some(rest) = path.strip_prefix("/test-org/") {
+        let parts: Vec<&str> = rest.splitn(4, '/').collect();
+        match parts.as_slice() {
+            [repo, "resolve", _revision, file] => (*repo, *file, false),
+            _ => return not_found,
         }
     } else {
         return not_found;
     };
-    let Ok(body) = std::fs::read(fixture("tiny-base").join(&file)) else {
+    let fixture_dir = match repo {
+        "tiny" => "tiny-base",
+        "sharded" => "tiny-pretraining",
+        "torch" => "tiny-nsp",
+        _ => return not_found,
+    };
+    let Ok(body) = std::fs::read(fixture(fixture_dir).join(file)) else {
         return not_found;
     };
     let etag = format!(
@@ -87,7 +98,7 @@ fn respond(method: &str, path: &str) -> Vec<u8> {
     );
     let redirect = file.ends_with(".safetensors") && !redirected;
     let mut head = if redirect {
-        format!("HTTP/1.1 302 Found\r\nLocation: /cdn/{file}\r\nX-Linked-Etag: \"{etag}\"\r\nX-Linked-Size: {}\r\nContent-Length: 0\r\n", body.len())
+        format!("HTTP/1.1 302 Found\r\nLocation: /cdn/{repo}/{file}\r\nX-Linked-Etag: \"{etag}\"\r\nX-Linked-Size: {}\r\nContent-Length: 0\r\n", body.len())
     } else {
         format!(
             "HTTP/1.1 200 OK\r\nETag: \"{etag}\"\r\nContent-Length: {}\r\n",
@@ -145,7 +156,7 @@ fn hub_ids_download_once_into_the_cache() {
             .unwrap()
             .requests
             .iter()
-            .any(|r| r == "GET /cdn/model.safetensors"),
+            .any(|r| r == "GET /cdn/tiny/model.safetensors"),
         "redirect followed"
     );
     assert!(log
@@ -208,6 +219,24 @@ fn hub_ids_download_once_into_the_cache() {
         cache.join("models--test-org--tiny/snapshots").join(COMMIT)
     );
     std::env::remove_var("HF_HUB_CACHE");
+
+    // Sharded safetensors and a PyTorch checkpoint download too, and load.
+    let sharded = resolve_model("test-org/sharded", None).unwrap();
+    assert!(sharded.join("model-00003-of-00003.safetensors").exists());
+    Pretrained::load(
+        &sharded,
+        &Device::Cpu,
+        bert::model::BertForPreTraining::load,
+    )
+    .unwrap();
+    let torch = resolve_model("test-org/torch", None).unwrap();
+    assert!(torch.join("pytorch_model.bin").exists());
+    Pretrained::load(
+        &torch,
+        &Device::Cpu,
+        bert::model::BertForNextSentencePrediction::load,
+    )
+    .unwrap();
 
     // A repository the server does not have.
     let err = resolve_model("test-org/absent", None)
