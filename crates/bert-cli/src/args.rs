@@ -1,5 +1,7 @@
 //! Command-line flags, defined once; `--help` text comes from the doc comments here.
 
+use std::path::PathBuf;
+
 use bert::pipelines::ScoreFunction;
 use bert::pooling::Pooling;
 use bert::Truncation;
@@ -28,7 +30,130 @@ pub enum Command {
     FillMask(FillMaskArgs),
     /// Classify texts or text pairs with a sequence-classification checkpoint.
     Classify(ClassifyArgs),
+    /// Train a WordPiece vocabulary on text files; writes vocab.txt, tokenizer.json and
+    /// tokenizer_config.json.
+    Vocab(VocabArgs),
+    /// Pretrain BERT with masked LM and next-sentence prediction on plain text (one sentence per
+    /// line, a blank line between documents); writes a Hugging Face checkpoint directory.
+    Pretrain(PretrainArgs),
 }
+
+#[derive(Args, Debug)]
+pub struct VocabArgs {
+    /// Text files, directories or glob patterns.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where to write the tokenizer files.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Vocabulary size, special tokens included.
+    #[arg(long, default_value_t = 30522)]
+    pub vocab_size: usize,
+    /// Lower-case and strip accents (an uncased model).
+    #[arg(long)]
+    pub lowercase: bool,
+    /// Leave out pieces seen fewer times than this.
+    #[arg(long, default_value_t = 2)]
+    pub min_frequency: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Corpus files, directories or glob patterns: one sentence per line, a blank line between documents.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output directory: checkpoints, metrics.jsonl, and the final model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tokenizer directory (from `bert vocab`); default: the --model directory.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Model size to train from scratch: tiny (2 layers/128 hidden), mini (4/256), small (4/512),
+    /// medium (8/512) or base (12/768).
+    #[arg(long, conflicts_with_all = ["config", "model"], default_value = "mini")]
+    pub size: ConfigSize,
+    /// A config.json to train from scratch instead of --size.
+    #[arg(long, conflicts_with = "model")]
+    pub config: Option<PathBuf>,
+    /// A checkpoint directory to continue pretraining from.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokens per instance, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_length: usize,
+    /// Probability of a shorter instance.
+    #[arg(long, default_value_t = 0.1)]
+    pub short_seq_prob: f64,
+    /// Share of tokens to predict.
+    #[arg(long, default_value_t = 0.15)]
+    pub masked_lm_prob: f64,
+    /// At most this many predictions per instance.
+    #[arg(long, default_value_t = 20)]
+    pub max_predictions_per_seq: usize,
+    /// Mask every piece of a word together.
+    #[arg(long)]
+    pub whole_word_masking: bool,
+    /// Instances per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Batches whose gradients are summed before each optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub gradient_accumulation_steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub learning_rate: f64,
+    /// Linear warm-up steps (default: 1% of --max-steps).
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Optimizer steps; the learning rate decays to zero here.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_steps: usize,
+    /// Stop after this many passes over the corpus, if before --max-steps.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// AdamW weight decay (not applied to biases and LayerNorm weights).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Seed of everything random: initial weights, instances, masks, dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Evaluate on the held-out documents every N steps (0: at the end only).
+    #[arg(long, default_value_t = 500)]
+    pub eval_every: usize,
+    /// Documents held out for evaluation (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub eval_documents: usize,
+    /// Hold out every N-th document (until --eval-documents are held out).
+    #[arg(long, default_value_t = 20)]
+    pub eval_stride: usize,
+    /// Save a checkpoint every N steps (0: at the end only).
+    #[arg(long, default_value_t = 1000)]
+    pub save_every: usize,
+    /// Keep this many newest checkpoints.
+    #[arg(long, default_value_t = 2)]
+    pub save_total_limit: usize,
+    /// Write a metrics.jsonl line every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace an earlier run in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Documents kept around the current one for random next sentences (bounds memory).
+    #[arg(long, default_value_t = 1000)]
+    pub window_documents: usize,
+    /// Instances held for shuffling (bounds memory).
+    #[arg(long, default_value_t = 10_000)]
+    pub shuffle_buffer: usize,
+}
+
+/// `--size` values.
+pub type ConfigSize = bert::config::ModelSize;
 
 /// Flags every command shares.
 #[derive(Args, Debug, Clone)]

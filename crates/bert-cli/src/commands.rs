@@ -25,6 +25,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Embed(args) => embed(args),
         Command::FillMask(args) => fill_mask(args),
         Command::Classify(args) => classify(args),
+        Command::Vocab(args) => crate::training::vocab(args),
+        Command::Pretrain(args) => crate::training::pretrain(args),
     }
 }
 

@@ -101,7 +101,57 @@ impl Default for BertConfig {
     }
 }
 
+/// Google's smaller BERTs (Turc et al., 2019) and BERT-base, for pretraining from scratch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSize {
+    /// 2 layers, hidden 128
+    Tiny,
+    /// 4 layers, hidden 256
+    Mini,
+    /// 4 layers, hidden 512
+    Small,
+    /// 8 layers, hidden 512
+    Medium,
+    /// 12 layers, hidden 768
+    Base,
+}
+
+impl std::str::FromStr for ModelSize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tiny" => Ok(ModelSize::Tiny),
+            "mini" => Ok(ModelSize::Mini),
+            "small" => Ok(ModelSize::Small),
+            "medium" => Ok(ModelSize::Medium),
+            "base" => Ok(ModelSize::Base),
+            other => Err(format!(
+                "unknown size `{other}` (expected tiny, mini, small, medium or base)"
+            )),
+        }
+    }
+}
+
 impl BertConfig {
+    /// The configuration of a standard size: heads = hidden / 64, feed-forward = 4 x hidden.
+    pub fn for_size(size: ModelSize, vocab_size: usize) -> Self {
+        let (layers, hidden) = match size {
+            ModelSize::Tiny => (2, 128),
+            ModelSize::Mini => (4, 256),
+            ModelSize::Small => (4, 512),
+            ModelSize::Medium => (8, 512),
+            ModelSize::Base => (12, 768),
+        };
+        BertConfig {
+            vocab_size,
+            hidden_size: hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: hidden / 64,
+            intermediate_size: 4 * hidden,
+            ..Default::default()
+        }
+    }
+
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: BertConfig = read_json(path)?;

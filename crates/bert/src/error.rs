@@ -37,6 +37,8 @@ pub enum Error {
     Hub { model: String, message: String },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error("training: {0}")]
+    Training(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

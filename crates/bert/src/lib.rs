@@ -68,8 +68,10 @@ pub mod pooling;
 pub mod pretrained;
 pub mod pretraining;
 pub mod rng;
+pub mod save;
 pub mod tokenizer;
 pub mod train;
+pub mod vocab;
 
 pub use batch::Batch;
 pub use config::BertConfig;

@@ -12,6 +12,18 @@ impl Rng {
         Rng { state: seed }
     }
 
+    /// The generator's whole state: `Rng::new(rng.state())` continues the same stream.
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    /// A generator for one item of a stream, independent of the others: `(seed, a, b)` mixed.
+    pub fn derived(seed: u64, a: u64, b: u64) -> Self {
+        let mut mix = Rng::new(seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let first = mix.next_u64();
+        Rng::new(first ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

@@ -3,8 +3,10 @@
 //! anew each epoch ([`masking`]).
 
 pub mod corpus;
+pub mod data;
 pub mod instances;
 pub mod masking;
+pub mod trainer;
 
 pub use corpus::Corpus;
 pub use instances::{InstanceConfig, InstanceStream, PairIds, PairInstance};

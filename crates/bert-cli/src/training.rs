@@ -1,0 +1,248 @@
+//! The training commands: `bert vocab` and `bert pretrain`, with a progress line on stderr and a
+//! checkpoint saved on SIGINT/SIGTERM.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use bert::config::BertConfig;
+use bert::pretraining::data::{HoldOut, PretrainData};
+use bert::pretraining::trainer::{pretrain as run_pretraining, Event, ModelInit, PretrainOptions};
+use bert::pretraining::{Corpus, InstanceConfig};
+use bert::train::AdamWConfig;
+use bert::vocab::{train_vocab, VocabOptions};
+use bert::Tokenizer;
+
+use crate::args::{PretrainArgs, VocabArgs};
+
+pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
+    let corpus = Corpus::new(&args.files)?;
+    let started = Instant::now();
+    let options = VocabOptions {
+        vocab_size: args.vocab_size,
+        lowercase: args.lowercase,
+        min_frequency: args.min_frequency,
+    };
+    let size = train_vocab(&corpus, &options, &args.out)?;
+    if corpus.skipped_lines() > 0 {
+        eprintln!(
+            "skipped {} lines that are not UTF-8",
+            corpus.skipped_lines()
+        );
+    }
+    eprintln!(
+        "wrote a {size}-token vocabulary to {} in {:.1}s",
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
+    let tokenizer_dir = match (&args.tokenizer, &args.model) {
+        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+        (None, None) => {
+            bail!("--tokenizer DIR is needed to train from scratch (make one with `bert vocab`)")
+        }
+    };
+    let tokenizer = Tokenizer::from_dir(&tokenizer_dir)?;
+    let init = match (&args.model, &args.config) {
+        (Some(dir), _) => ModelInit::Checkpoint(dir.clone()),
+        (None, Some(path)) => ModelInit::Fresh(BertConfig::from_file(path)?),
+        (None, None) => {
+            let mut config = BertConfig::for_size(args.size, tokenizer.vocab_size());
+            config.max_position_embeddings =
+                config.max_position_embeddings.max(args.max_seq_length);
+            ModelInit::Fresh(config)
+        }
+    };
+    let corpus = Corpus::new(&args.files)?;
+    let instances = InstanceConfig {
+        max_seq_length: args.max_seq_length,
+        short_seq_prob: args.short_seq_prob,
+        window_documents: args.window_documents,
+        shuffle_buffer: args.shuffle_buffer,
+    };
+    let hold_out = HoldOut {
+        count: args.eval_documents,
+        stride: args.eval_stride,
+    };
+    let data = PretrainData::new(
+        corpus,
+        tokenizer,
+        instances,
+        bert::pretraining::data::MaskingOptions {
+            masked_lm_prob: args.masked_lm_prob,
+            max_predictions_per_seq: args.max_predictions_per_seq,
+            whole_word: args.whole_word_masking,
+        },
+        hold_out,
+        args.seed,
+    )?;
+    let options = PretrainOptions {
+        out: args.out.clone(),
+        init,
+        tokenizer_dir,
+        batch_size: args.batch_size,
+        gradient_accumulation_steps: args.gradient_accumulation_steps,
+        learning_rate: args.learning_rate,
+        warmup_steps: args.warmup_steps.unwrap_or(args.max_steps / 100),
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        optimizer: AdamWConfig {
+            weight_decay: args.weight_decay,
+            max_grad_norm: Some(args.max_grad_norm),
+            ..Default::default()
+        },
+        eval_every: args.eval_every,
+        save_every: args.save_every,
+        save_total_limit: args.save_total_limit,
+        log_every: args.log_every,
+        resume: args.resume,
+        overwrite: args.overwrite,
+        seed: args.seed,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: saving a checkpoint after this step (interrupt again to exit at once)"
+        );
+    })
+    .context("installing the SIGINT/SIGTERM handler")?;
+    let mut progress = Progress::new(args.log_every);
+    let outcome = run_pretraining(&data, &options, &stop, &mut |event| progress.show(event))
+        .with_context(|| format!("pretraining into {}", args.out.display()))?;
+    progress.finish();
+    if data.corpus.skipped_lines() > 0 {
+        eprintln!(
+            "skipped {} corpus lines that are not UTF-8",
+            data.corpus.skipped_lines()
+        );
+    }
+    if !outcome.finished {
+        eprintln!(
+            "stopped at step {}; continue with the same command and --resume",
+            outcome.state.step
+        );
+        return Ok(ExitCode::from(130));
+    }
+    eprintln!(
+        "done: {} steps, {} tokens, {:.0}s; model in {}",
+        outcome.state.step,
+        outcome.state.tokens_seen,
+        outcome.state.elapsed_seconds,
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The progress line: step, loss, learning rate, tokens/s, ETA. Redrawn in place on a terminal, a line
+/// per `--log-every` steps otherwise.
+struct Progress {
+    terminal: bool,
+    every: usize,
+    max_steps: usize,
+    first_step: usize,
+    started: Instant,
+    tokens_per_second: f64,
+}
+
+impl Progress {
+    fn new(every: usize) -> Self {
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+            every: every.max(1),
+            max_steps: 0,
+            first_step: 0,
+            started: Instant::now(),
+            tokens_per_second: 0.0,
+        }
+    }
+
+    fn show(&mut self, event: Event) {
+        match event {
+            Event::Started {
+                step,
+                max_steps,
+                parameters,
+            } => {
+                self.max_steps = max_steps;
+                self.first_step = step;
+                self.started = Instant::now();
+                let from = if step > 0 {
+                    format!(", resuming at step {step}")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "training {:.1}M parameters for {max_steps} steps{from}",
+                    parameters as f64 / 1e6
+                );
+            }
+            Event::Step(m) => {
+                let smoothing = if self.tokens_per_second == 0.0 {
+                    1.0
+                } else {
+                    0.1
+                };
+                self.tokens_per_second +=
+                    smoothing * (m.tokens_per_second - self.tokens_per_second);
+                if !self.terminal && m.step % self.every != 0 {
+                    return;
+                }
+                let done = (m.step - self.first_step).max(1) as f64;
+                let per_step = self.started.elapsed().as_secs_f64() / done;
+                let eta = per_step * self.max_steps.saturating_sub(m.step) as f64;
+                let line = format!(
+                    "step {}/{} | epoch {} | loss {:.4} | lr {:.2e} | {:.0} tok/s | ETA {}",
+                    m.step,
+                    self.max_steps,
+                    m.epoch,
+                    m.loss,
+                    m.lr,
+                    self.tokens_per_second,
+                    duration(eta)
+                );
+                if self.terminal {
+                    eprint!("\r{line}\x1b[K");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            Event::Eval(e) => {
+                self.finish();
+                eprintln!(
+                    "eval at step {}: mlm loss {:.4}, mlm accuracy {:.4}, nsp accuracy {:.4}",
+                    e.step, e.eval_mlm_loss, e.eval_mlm_accuracy, e.eval_nsp_accuracy
+                );
+            }
+            Event::Saved(path) => {
+                self.finish();
+                eprintln!("saved {}", path.display());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

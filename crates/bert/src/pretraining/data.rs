@@ -1,0 +1,193 @@
+//! The pretraining data pipeline from files to batches: documents are tokenized sentence by sentence,
+//! split into training and held-out documents, cut into NSP instances (reshuffled per epoch), masked with
+//! a generator derived from (seed, epoch, example index), and padded into batches.
+
+use candle_core::{Device, Tensor};
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::pretraining::instances::{
+    InstanceConfig, InstanceStream, PairIds, PairInstance, TokenizedDocument,
+};
+use crate::pretraining::masking::{mask_instance, MaskedInstance, MaskingConfig};
+use crate::pretraining::Corpus;
+use crate::rng::Rng;
+use crate::tokenizer::Tokenizer;
+
+/// Which documents are held out for evaluation: every `stride`-th, at most `count` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldOut {
+    pub count: usize,
+    pub stride: usize,
+}
+
+impl HoldOut {
+    fn contains(&self, index: usize) -> bool {
+        self.count > 0
+            && index % self.stride.max(1) == self.stride.max(1) - 1
+            && index / self.stride.max(1) < self.count
+    }
+}
+
+/// How tokens are chosen for masked-LM prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskingOptions {
+    pub masked_lm_prob: f64,
+    pub max_predictions_per_seq: usize,
+    pub whole_word: bool,
+}
+
+/// A padded batch with its labels.
+pub struct PretrainBatch {
+    pub batch: Batch,
+    /// (B, T), [`crate::loss::IGNORE_INDEX`] where nothing is predicted
+    pub mlm_labels: Tensor,
+    /// (B)
+    pub next_sentence_labels: Tensor,
+    /// Real (unpadded) tokens in the batch.
+    pub tokens: usize,
+}
+
+/// Everything needed to turn the corpus into batches.
+pub struct PretrainData {
+    pub corpus: Corpus,
+    pub tokenizer: Tokenizer,
+    pub instances: InstanceConfig,
+    pub masking: MaskingConfig,
+    pub hold_out: HoldOut,
+    pub seed: u64,
+    ids: PairIds,
+    pad_id: u32,
+}
+
+impl PretrainData {
+    /// Checks the vocabulary has BERT's special tokens and prepares masking over it.
+    pub fn new(
+        corpus: Corpus,
+        tokenizer: Tokenizer,
+        instances: InstanceConfig,
+        masking: MaskingOptions,
+        hold_out: HoldOut,
+        seed: u64,
+    ) -> Result<Self> {
+        let special = tokenizer.special_tokens().clone();
+        let id = |token: &str| {
+            tokenizer.token_to_id(token).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "the vocabulary has no `{token}` token, which pretraining needs"
+                ))
+            })
+        };
+        let (cls, sep, mask, pad) = (
+            id(&special.cls)?,
+            id(&special.sep)?,
+            id(&special.mask)?,
+            id(&special.pad)?,
+        );
+        let unk = tokenizer.token_to_id(&special.unk);
+        let vocab_size = tokenizer.vocab_size();
+        let special_ids: Vec<u32> = [Some(cls), Some(sep), Some(mask), Some(pad), unk]
+            .into_iter()
+            .flatten()
+            .collect();
+        let tokens: Vec<String> = (0..vocab_size as u32)
+            .map(|i| tokenizer.id_to_token(i).unwrap_or_default())
+            .collect();
+        let masking = MaskingConfig {
+            masked_lm_prob: masking.masked_lm_prob,
+            max_predictions_per_seq: masking.max_predictions_per_seq,
+            whole_word: masking.whole_word,
+            mask_id: mask,
+            replacement_ids: (0..vocab_size as u32)
+                .filter(|i| !special_ids.contains(i) && !is_bracketed(&tokens[*i as usize]))
+                .collect(),
+            is_continuation: tokens.iter().map(|t| t.starts_with("##")).collect(),
+            special_ids,
+        };
+        Ok(PretrainData {
+            corpus,
+            tokenizer,
+            instances,
+            masking,
+            hold_out,
+            seed,
+            ids: PairIds { cls, sep },
+            pad_id: pad,
+        })
+    }
+
+    /// Tokenized documents, training or held-out ones.
+    fn documents(&self, held_out: bool) -> impl Iterator<Item = Result<TokenizedDocument>> + '_ {
+        self.corpus
+            .documents()
+            .enumerate()
+            .filter(move |(i, _)| self.hold_out.contains(*i) == held_out)
+            .map(|(_, doc)| {
+                doc?.iter()
+                    .map(|s| self.tokenizer.encode_plain(s))
+                    .collect()
+            })
+    }
+
+    /// The training instances of an epoch, in that epoch's shuffled order.
+    pub fn train_instances(
+        &self,
+        epoch: usize,
+    ) -> Result<impl Iterator<Item = Result<PairInstance>> + '_> {
+        let seed = Rng::derived(self.seed, 1, epoch as u64).next_u64();
+        InstanceStream::new(self.documents(false), self.instances, self.ids, seed)
+    }
+
+    /// Masks training example `index` of `epoch`: the same example masks differently each epoch.
+    pub fn mask(&self, instance: &PairInstance, epoch: usize, index: usize) -> MaskedInstance {
+        let mut rng = Rng::derived(self.seed, 2 + epoch as u64, index as u64);
+        mask_instance(instance, &self.masking, &mut rng)
+    }
+
+    /// The fixed evaluation batches from held-out documents (none when nothing is held out).
+    pub fn eval_batches(&self, batch_size: usize, device: &Device) -> Result<Vec<PretrainBatch>> {
+        if self.hold_out.count == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = InstanceStream::new(self.documents(true), self.instances, self.ids, self.seed)
+            .map_err(|e| Error::InvalidInput(format!("held-out documents: {e}")))?;
+        let masked: Vec<MaskedInstance> = stream
+            .enumerate()
+            .map(|(i, inst)| inst.map(|inst| self.mask(&inst, usize::MAX, i)))
+            .collect::<Result<_>>()?;
+        masked
+            .chunks(batch_size)
+            .map(|chunk| self.collate(chunk, device))
+            .collect()
+    }
+
+    /// Pads masked instances into a batch.
+    pub fn collate(&self, examples: &[MaskedInstance], device: &Device) -> Result<PretrainBatch> {
+        let rows: Vec<(&[u32], &[u32])> = examples
+            .iter()
+            .map(|e| (e.input_ids.as_slice(), e.segment_ids.as_slice()))
+            .collect();
+        let batch = Batch::from_ids(&rows, self.pad_id, device)?;
+        let t = batch.input_ids.dims2()?.1;
+        let mut labels = Vec::with_capacity(examples.len() * t);
+        for e in examples {
+            labels.extend_from_slice(&e.mlm_labels);
+            labels.resize(
+                labels.len() + t - e.mlm_labels.len(),
+                crate::loss::IGNORE_INDEX,
+            );
+        }
+        let nsp: Vec<i64> = examples.iter().map(|e| e.next_sentence_label).collect();
+        Ok(PretrainBatch {
+            mlm_labels: Tensor::from_vec(labels, (examples.len(), t), device)?,
+            next_sentence_labels: Tensor::from_vec(nsp, examples.len(), device)?,
+            tokens: examples.iter().map(|e| e.input_ids.len()).sum(),
+            batch,
+        })
+    }
+}
+
+/// Added tokens such as `[unused0]` are never random replacements.
+fn is_bracketed(token: &str) -> bool {
+    token.starts_with('[') && token.ends_with(']')
+}

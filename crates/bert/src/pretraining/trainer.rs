@@ -1,0 +1,442 @@
+//! The pretraining loop: masked LM + next-sentence prediction with AdamW, warm-up and linear decay,
+//! gradient clipping and accumulation; evaluation on held-out documents; atomic checkpoints that resume
+//! to the same result as an uninterrupted run; a stop flag (SIGINT/SIGTERM in the CLI) that saves first;
+//! and a clear stop, keeping the last good checkpoint, if the loss stops being finite.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, D};
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::loss::{pretraining_loss, IGNORE_INDEX};
+use crate::model::{BertForPreTraining, Mode};
+use crate::params::ParamStore;
+use crate::pretraining::data::{PretrainBatch, PretrainData};
+use crate::rng::Rng;
+use crate::save::{copy_tokenizer, save_model};
+use crate::train::{
+    checkpoints, restore_checkpoint, save_checkpoint, AdamW, AdamWConfig, CheckpointParts,
+    LinearSchedule, TrainerState,
+};
+
+const ARCHITECTURE: &str = "BertForPreTraining";
+
+/// Where the weights start.
+#[derive(Debug, Clone)]
+pub enum ModelInit {
+    /// Freshly initialised, as `transformers` initialises BERT.
+    Fresh(BertConfig),
+    /// From a checkpoint directory (continued pretraining).
+    Checkpoint(PathBuf),
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct PretrainOptions {
+    pub out: PathBuf,
+    pub init: ModelInit,
+    /// The directory whose tokenizer files go into every checkpoint.
+    pub tokenizer_dir: PathBuf,
+    pub batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub learning_rate: f64,
+    pub warmup_steps: usize,
+    pub max_steps: usize,
+    pub epochs: Option<usize>,
+    pub optimizer: AdamWConfig,
+    /// Evaluate every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub save_every: usize,
+    pub save_total_limit: usize,
+    pub log_every: usize,
+    pub resume: bool,
+    pub overwrite: bool,
+    pub seed: u64,
+}
+
+/// One logged training step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_second: f64,
+    pub elapsed_seconds: f64,
+}
+
+/// Held-out metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalMetrics {
+    pub step: usize,
+    pub eval_mlm_loss: f64,
+    pub eval_mlm_accuracy: f64,
+    pub eval_nsp_accuracy: f64,
+}
+
+/// What the loop reports while it runs.
+pub enum Event<'a> {
+    Started {
+        step: usize,
+        max_steps: usize,
+        parameters: usize,
+    },
+    Step(&'a StepMetrics),
+    Eval(&'a EvalMetrics),
+    Saved(&'a Path),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct PretrainOutcome {
+    pub state: TrainerState,
+    /// False when the stop flag ended it early (a checkpoint was saved).
+    pub finished: bool,
+    pub last_eval: Option<EvalMetrics>,
+}
+
+/// Files of an earlier run that `--overwrite` may remove.
+const RUN_FILES: [&str; 4] = [
+    "model.safetensors",
+    "config.json",
+    "metrics.jsonl",
+    "loss.png",
+];
+
+/// Runs pretraining until `max_steps` (or `epochs`), or until `stop` is set.
+pub fn pretrain(
+    data: &PretrainData,
+    options: &PretrainOptions,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<PretrainOutcome> {
+    let resume_from = prepare_out_dir(options)?;
+    let device = Device::Cpu;
+    let (config, store) = load_weights(options, resume_from.as_deref(), &device)?;
+    let vocab = data.tokenizer.vocab_size();
+    if vocab > config.vocab_size {
+        return Err(Error::InvalidInput(format!(
+            "the tokenizer has {vocab} tokens but the model's vocab_size is {}",
+            config.vocab_size
+        )));
+    }
+    let model = BertForPreTraining::load(&store.root(), &config)?;
+    let mut optimizer = AdamW::new(store.vars(), options.optimizer)?;
+    let mut state = match &resume_from {
+        Some(dir) => restore_checkpoint(dir, &mut optimizer, &device)?,
+        None => TrainerState {
+            dropout_rng: Rng::derived(options.seed, 3, 0).state(),
+            ..Default::default()
+        },
+    };
+    let parameters = store
+        .vars()
+        .values()
+        .map(|v| v.as_tensor().elem_count())
+        .sum();
+    on_event(Event::Started {
+        step: state.step,
+        max_steps: options.max_steps,
+        parameters,
+    });
+    let eval = data.eval_batches(options.batch_size, &device)?;
+    let schedule = LinearSchedule {
+        peak_lr: options.learning_rate,
+        warmup_steps: options.warmup_steps,
+        total_steps: options.max_steps,
+    };
+    let dropout = Mutex::new(Rng::new(state.dropout_rng));
+    let mut metrics = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(options.out.join("metrics.jsonl"))
+        .map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+    let mut last_eval = None;
+    let mut last_checkpoint = resume_from.clone();
+    let run_start = Instant::now();
+    let elapsed_before = state.elapsed_seconds;
+    let save = |state: &TrainerState, optimizer: &AdamW| -> Result<PathBuf> {
+        let parts = CheckpointParts {
+            config: &config,
+            architecture: ARCHITECTURE,
+            vars: &store.vars(),
+            optimizer,
+            state,
+            tokenizer_dir: &options.tokenizer_dir,
+        };
+        save_checkpoint(&options.out, &parts, options.save_total_limit)
+    };
+
+    while state.step < options.max_steps && options.epochs.is_none_or(|e| state.epoch < e) {
+        let mut examples = data
+            .train_instances(state.epoch)?
+            .enumerate()
+            .skip(state.examples_in_epoch);
+        let mut epoch_done = false;
+        let mut used_this_epoch = state.examples_in_epoch;
+        while state.step < options.max_steps && !epoch_done {
+            let step_start = Instant::now();
+            let mut grads: Option<GradStore> = None;
+            let (mut loss_sum, mut micro_batches, mut tokens) = (0f64, 0usize, 0usize);
+            for _ in 0..options.gradient_accumulation_steps.max(1) {
+                let mut masked = Vec::with_capacity(options.batch_size);
+                for (index, instance) in examples.by_ref().take(options.batch_size) {
+                    masked.push(data.mask(&instance?, state.epoch, index));
+                }
+                if masked.len() < options.batch_size {
+                    epoch_done = true;
+                }
+                if masked.is_empty() {
+                    break;
+                }
+                state.examples_in_epoch += masked.len();
+                used_this_epoch += masked.len();
+                let batch = data.collate(&masked, &device)?;
+                let output = model.forward(&batch.batch, &Mode::Train(&dropout))?;
+                let loss =
+                    pretraining_loss(&output, &batch.mlm_labels, &batch.next_sentence_labels)?;
+                let value = f64::from(loss.to_scalar::<f32>()?);
+                if !value.is_finite() {
+                    return Err(Error::Training(format!(
+                        "the loss became {value} at step {}; stopped without saving. The last good checkpoint is {}",
+                        state.step + 1,
+                        last_checkpoint.as_ref().map_or("none (nothing saved yet)".into(), |p| p.display().to_string())
+                    )));
+                }
+                let scaled = (loss / options.gradient_accumulation_steps.max(1) as f64)?;
+                grads = Some(accumulate(
+                    grads,
+                    scaled.backward()?,
+                    &optimizer_vars(&store),
+                )?);
+                loss_sum += value;
+                micro_batches += 1;
+                tokens += batch.tokens;
+                if epoch_done {
+                    break;
+                }
+            }
+            let Some(grads) = grads else {
+                break;
+            };
+            let lr = schedule.lr(state.step);
+            let grad_norm = optimizer.step(&grads, lr)?;
+            state.step += 1;
+            state.tokens_seen += tokens as u64;
+            state.dropout_rng = dropout.lock().unwrap_or_else(|e| e.into_inner()).state();
+            state.elapsed_seconds = elapsed_before + run_start.elapsed().as_secs_f64();
+            let step_metrics = StepMetrics {
+                step: state.step,
+                epoch: state.epoch,
+                loss: loss_sum / micro_batches as f64,
+                lr,
+                grad_norm,
+                tokens_per_second: tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+                elapsed_seconds: state.elapsed_seconds,
+            };
+            on_event(Event::Step(&step_metrics));
+            if state.step % options.log_every.max(1) == 0 || state.step == options.max_steps {
+                write_metric(&mut metrics, &options.out, &step_metrics)?;
+            }
+            if options.eval_every > 0 && state.step % options.eval_every == 0 && !eval.is_empty() {
+                let e = evaluate(&model, &eval, state.step)?;
+                write_metric(&mut metrics, &options.out, &e)?;
+                on_event(Event::Eval(&e));
+                last_eval = Some(e);
+            }
+            let stopping = stop.load(Ordering::SeqCst);
+            if (options.save_every > 0 && state.step % options.save_every == 0) || stopping {
+                let path = save(&state, &optimizer)?;
+                on_event(Event::Saved(&path));
+                last_checkpoint = Some(path);
+            }
+            if stopping {
+                return Ok(PretrainOutcome {
+                    state,
+                    finished: false,
+                    last_eval,
+                });
+            }
+        }
+        if epoch_done {
+            if used_this_epoch == 0 {
+                return Err(Error::InvalidInput(
+                    "the corpus gives no training instances".into(),
+                ));
+            }
+            state.epoch += 1;
+            state.examples_in_epoch = 0;
+        }
+    }
+    if !eval.is_empty() && last_eval.as_ref().is_none_or(|e| e.step != state.step) {
+        let e = evaluate(&model, &eval, state.step)?;
+        write_metric(&mut metrics, &options.out, &e)?;
+        on_event(Event::Eval(&e));
+        last_eval = Some(e);
+    }
+    if last_checkpoint.as_ref().and_then(|p| p.file_name())
+        != Some(format!("checkpoint-{}", state.step).as_ref())
+    {
+        let path = save(&state, &optimizer)?;
+        on_event(Event::Saved(&path));
+    }
+    save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
+    copy_tokenizer(&options.tokenizer_dir, &options.out)?;
+    Ok(PretrainOutcome {
+        state,
+        finished: true,
+        last_eval,
+    })
+}
+
+fn optimizer_vars(store: &ParamStore) -> Vec<Tensor> {
+    store
+        .vars()
+        .values()
+        .map(|v| v.as_tensor().clone())
+        .collect()
+}
+
+/// Adds this micro-batch's gradients to those gathered so far.
+fn accumulate(sum: Option<GradStore>, mut new: GradStore, vars: &[Tensor]) -> Result<GradStore> {
+    let Some(mut sum) = sum else {
+        return Ok(new);
+    };
+    for var in vars {
+        if let Some(g) = new.remove(var) {
+            let total = match sum.get(var) {
+                Some(old) => (old + g)?,
+                None => g,
+            };
+            sum.insert(var, total);
+        }
+    }
+    Ok(sum)
+}
+
+fn write_metric(file: &mut std::fs::File, out: &Path, value: &impl Serialize) -> Result<()> {
+    let line = serde_json::to_string(value).map_err(|e| Error::Training(e.to_string()))?;
+    writeln!(file, "{line}").map_err(|e| Error::io(out.join("metrics.jsonl"), e))
+}
+
+/// Checks the output directory: a new run needs it empty of another run (or `--overwrite`); `--resume`
+/// needs a checkpoint there. Returns the checkpoint to resume from.
+fn prepare_out_dir(options: &PretrainOptions) -> Result<Option<PathBuf>> {
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let existing = checkpoints(out)?;
+    if options.resume {
+        return match existing.last() {
+            Some((_, dir)) => Ok(Some(dir.clone())),
+            None => Err(Error::InvalidInput(format!(
+                "--resume: {} holds no checkpoint to resume from",
+                out.display()
+            ))),
+        };
+    }
+    let earlier_files: Vec<&str> = RUN_FILES
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if existing.is_empty() && earlier_files.is_empty() {
+        return Ok(None);
+    }
+    if !options.overwrite {
+        return Err(Error::InvalidInput(format!(
+            "{} holds another run ({}); use --resume to continue it or --overwrite to replace it",
+            out.display(),
+            existing
+                .last()
+                .map(|(step, _)| format!("checkpoint-{step}"))
+                .unwrap_or_else(|| earlier_files.join(", "))
+        )));
+    }
+    for (_, dir) in existing {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    for file in earlier_files {
+        std::fs::remove_file(out.join(file)).map_err(|e| Error::io(out.join(file), e))?;
+    }
+    Ok(None)
+}
+
+/// The config and trainable weights: from the checkpoint being resumed, else as `init` says.
+fn load_weights(
+    options: &PretrainOptions,
+    resume: Option<&Path>,
+    device: &Device,
+) -> Result<(BertConfig, ParamStore)> {
+    let from_dir = |dir: &Path| -> Result<(BertConfig, ParamStore)> {
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        Ok((
+            config,
+            ParamStore::new(Checkpoint::open(dir)?, device, true, options.seed),
+        ))
+    };
+    match (resume, &options.init) {
+        (Some(dir), _) => from_dir(dir),
+        (None, ModelInit::Checkpoint(dir)) => from_dir(dir),
+        (None, ModelInit::Fresh(config)) => {
+            Ok((config.clone(), ParamStore::fresh(device, options.seed)))
+        }
+    }
+}
+
+/// MLM loss and accuracy over the masked positions, NSP accuracy, on the held-out batches.
+pub fn evaluate(
+    model: &BertForPreTraining,
+    batches: &[PretrainBatch],
+    step: usize,
+) -> Result<EvalMetrics> {
+    let (mut loss_sum, mut predicted, mut correct, mut nsp_correct, mut nsp_total) =
+        (0f64, 0usize, 0usize, 0usize, 0usize);
+    for b in batches {
+        let out = model.forward(&b.batch, &Mode::Eval)?;
+        let labels: Vec<i64> = b.mlm_labels.flatten_all()?.to_vec1()?;
+        let count = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+        let mean = crate::loss::token_cross_entropy(&out.prediction_logits, &b.mlm_labels)?;
+        loss_sum += f64::from(mean.to_scalar::<f32>()?) * count as f64;
+        predicted += count;
+        let guesses: Vec<u32> = out
+            .prediction_logits
+            .argmax(D::Minus1)?
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1()?;
+        correct += labels
+            .iter()
+            .zip(&guesses)
+            .filter(|(&l, &g)| l != IGNORE_INDEX && l == i64::from(g))
+            .count();
+        let nsp: Vec<i64> = b.next_sentence_labels.to_vec1()?;
+        let nsp_guess: Vec<u32> = out
+            .seq_relationship_logits
+            .argmax(D::Minus1)?
+            .to_dtype(DType::U32)?
+            .to_vec1()?;
+        nsp_correct += nsp
+            .iter()
+            .zip(&nsp_guess)
+            .filter(|(&l, &g)| l == i64::from(g))
+            .count();
+        nsp_total += nsp.len();
+    }
+    Ok(EvalMetrics {
+        step,
+        eval_mlm_loss: loss_sum / predicted.max(1) as f64,
+        eval_mlm_accuracy: correct as f64 / predicted.max(1) as f64,
+        eval_nsp_accuracy: nsp_correct as f64 / nsp_total.max(1) as f64,
+    })
+}
