@@ -51,12 +51,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
     let tokenizer = Tokenizer::from_dir(&tokenizer_dir)?;
     let init = match (&args.model, &args.config) {
         (Some(dir), _) => ModelInit::Checkpoint(dir.clone()),
-        (None, Some(path)) => ModelInit::Fresh(BertConfig::from_file(path)?),
+        (None, Some(path)) => ModelInit::Fresh(Box::new(BertConfig::from_file(path)?)),
         (None, None) => {
             let mut config = BertConfig::for_size(args.size, tokenizer.vocab_size());
             config.max_position_embeddings =
                 config.max_position_embeddings.max(args.max_seq_length);
-            ModelInit::Fresh(config)
+            ModelInit::Fresh(Box::new(config))
         }
     };
     let corpus = Corpus::new(&args.files)?;

@@ -34,7 +34,7 @@ const ARCHITECTURE: &str = "BertForPreTraining";
 #[derive(Debug, Clone)]
 pub enum ModelInit {
     /// Freshly initialised, as `transformers` initialises BERT.
-    Fresh(BertConfig),
+    Fresh(Box<BertConfig>),
     /// From a checkpoint directory (continued pretraining).
     Checkpoint(PathBuf),
 }
@@ -157,6 +157,8 @@ pub fn pretrain(
         total_steps: options.max_steps,
     };
     let dropout = Mutex::new(Rng::new(state.dropout_rng));
+    // Opened before any file is written, so a corpus too small to train on fails with nothing left behind.
+    let mut first_epoch = Some(data.train_instances(state.epoch)?);
     let mut metrics = OpenOptions::new()
         .create(true)
         .append(true)
@@ -179,10 +181,11 @@ pub fn pretrain(
     };
 
     while state.step < options.max_steps && options.epochs.is_none_or(|e| state.epoch < e) {
-        let mut examples = data
-            .train_instances(state.epoch)?
-            .enumerate()
-            .skip(state.examples_in_epoch);
+        let stream = match first_epoch.take() {
+            Some(stream) => stream,
+            None => data.train_instances(state.epoch)?,
+        };
+        let mut examples = stream.enumerate().skip(state.examples_in_epoch);
         let mut epoch_done = false;
         let mut used_this_epoch = state.examples_in_epoch;
         while state.step < options.max_steps && !epoch_done {
@@ -389,7 +392,7 @@ fn load_weights(
         (Some(dir), _) => from_dir(dir),
         (None, ModelInit::Checkpoint(dir)) => from_dir(dir),
         (None, ModelInit::Fresh(config)) => {
-            Ok((config.clone(), ParamStore::fresh(device, options.seed)))
+            Ok(((**config).clone(), ParamStore::fresh(device, options.seed)))
         }
     }
 }
