@@ -156,3 +156,62 @@ fn ten_adamw_steps_match_pytorch_losses() {
         optimizer.step(&l.backward().unwrap(), lr).unwrap();
     }
 }
+
+#[test]
+fn predicting_only_masked_positions_gives_the_same_loss_and_gradients() {
+    let s = setup();
+    let rng = std::sync::Mutex::new(Rng::new(0));
+    let labels: Vec<i64> = s.reference.labels.iter().flatten().copied().collect();
+    let (positions, targets): (Vec<u32>, Vec<i64>) = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l != bert::loss::IGNORE_INDEX)
+        .map(|(i, &l)| (i as u32, l))
+        .unzip();
+    let n = positions.len();
+    let positions = Tensor::from_vec(positions, n, &Device::Cpu).unwrap();
+    let targets = Tensor::from_vec(targets, n, &Device::Cpu).unwrap();
+    let out = s
+        .model
+        .forward_at(&s.batch, &positions, &Mode::Train(&rng))
+        .unwrap();
+    let l = (bert::loss::cross_entropy(&out.prediction_logits, &targets).unwrap()
+        + bert::loss::cross_entropy(&out.seq_relationship_logits, &s.nsp_labels).unwrap())
+    .unwrap();
+    let value: f32 = l.to_scalar().unwrap();
+    assert!(
+        (f64::from(value) - s.reference.losses[0]).abs() < 1e-4,
+        "loss {value}"
+    );
+    let grads = l.backward().unwrap();
+    let expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(fixture("training/grads.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (name, var) in &s.store.vars() {
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let reference = &expected[name];
+        let scale: f32 = reference
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let diff: f32 = (grad - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            diff <= 1e-4 * scale + 1e-6,
+            "{name}: gradient differs by {diff}"
+        );
+    }
+}

@@ -162,6 +162,27 @@ impl BertForPreTraining {
             seq_relationship_logits: self.seq_relationship.forward(pooled(&out)?)?,
         })
     }
+
+    /// As [`BertForPreTraining::forward`], but the vocabulary logits only at `positions`, indices into
+    /// the flattened (B*T) tokens: `prediction_logits` is (N, V). Training needs no more, and the
+    /// vocabulary projection is most of a small model's work.
+    pub fn forward_at(
+        &self,
+        batch: &Batch,
+        positions: &Tensor,
+        mode: &Mode,
+    ) -> Result<PreTrainingOutput> {
+        let out = self.bert.forward(batch, mode)?;
+        let (b, t, c) = out.hidden_states.dims3()?;
+        let picked = out
+            .hidden_states
+            .reshape((b * t, c))?
+            .index_select(positions, 0)?; // (N, C)
+        Ok(PreTrainingOutput {
+            prediction_logits: self.predictions.forward(&picked, mode)?,
+            seq_relationship_logits: self.seq_relationship.forward(pooled(&out)?)?,
+        })
+    }
 }
 
 /// `BertForSequenceClassification`: one label (or value) per text or text pair.

@@ -42,6 +42,10 @@ pub struct PretrainBatch {
     pub batch: Batch,
     /// (B, T), [`crate::loss::IGNORE_INDEX`] where nothing is predicted
     pub mlm_labels: Tensor,
+    /// (N) u32: the predicted positions, as indices into the flattened (B*T) tokens
+    pub masked_positions: Tensor,
+    /// (N) i64: the original tokens at those positions
+    pub masked_labels: Tensor,
     /// (B)
     pub next_sentence_labels: Tensor,
     /// Real (unpadded) tokens in the batch.
@@ -178,7 +182,16 @@ impl PretrainData {
             );
         }
         let nsp: Vec<i64> = examples.iter().map(|e| e.next_sentence_label).collect();
+        let (positions, targets): (Vec<u32>, Vec<i64>) = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l != crate::loss::IGNORE_INDEX)
+            .map(|(i, &l)| (i as u32, l))
+            .unzip();
+        let n = positions.len();
         Ok(PretrainBatch {
+            masked_positions: Tensor::from_vec(positions, n, device)?,
+            masked_labels: Tensor::from_vec(targets, n, device)?,
             mlm_labels: Tensor::from_vec(labels, (examples.len(), t), device)?,
             next_sentence_labels: Tensor::from_vec(nsp, examples.len(), device)?,
             tokens: examples.iter().map(|e| e.input_ids.len()).sum(),

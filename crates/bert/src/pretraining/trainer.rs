@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::checkpoint::Checkpoint;
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::loss::{pretraining_loss, IGNORE_INDEX};
+use crate::loss::{cross_entropy, IGNORE_INDEX};
 use crate::model::{BertForPreTraining, Mode};
 use crate::params::ParamStore;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
@@ -206,9 +206,12 @@ pub fn pretrain(
                 state.examples_in_epoch += masked.len();
                 used_this_epoch += masked.len();
                 let batch = data.collate(&masked, &device)?;
-                let output = model.forward(&batch.batch, &Mode::Train(&dropout))?;
-                let loss =
-                    pretraining_loss(&output, &batch.mlm_labels, &batch.next_sentence_labels)?;
+                let mode = Mode::Train(&dropout);
+                let output = model.forward_at(&batch.batch, &batch.masked_positions, &mode)?;
+                let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
+                let nsp =
+                    cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
+                let loss = (mlm + nsp)?;
                 let value = f64::from(loss.to_scalar::<f32>()?);
                 if !value.is_finite() {
                     return Err(Error::Training(format!(
