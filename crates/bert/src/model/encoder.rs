@@ -103,11 +103,12 @@ impl BertSelfAttention {
 
     fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
-        let q = self.split_heads(&self.query.forward(x)?)?; // (B, H, T, D)
+        // Scaling the queries rather than the scores touches D values per token instead of T.
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let q = (self.split_heads(&self.query.forward(x)?)? * scale)?; // (B, H, T, D)
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
-        let scale = 1.0 / (self.head_size as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, T)
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
         let scores = scores.broadcast_add(bias)?;
         let probs = softmax(&scores, mode)?;
         let probs = self.dropout.forward(&probs, mode)?;

@@ -3,6 +3,7 @@
 
 pub mod encoder;
 pub mod heads;
+mod kernels;
 pub mod ops;
 
 pub use encoder::{BertEmbeddings, BertModel, BertOutput, BertPooler};

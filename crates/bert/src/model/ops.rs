@@ -9,6 +9,7 @@ use candle_core::{DType, Module, Tensor, D};
 
 use crate::config::HiddenAct;
 use crate::error::Result;
+use crate::model::kernels::{LayerNormOp, Softmax};
 use crate::params::Params;
 use crate::rng::Rng;
 
@@ -90,14 +91,20 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let x = x.contiguous()?;
         if !mode.is_train() {
-            let x = x.contiguous()?;
             return Ok(candle_nn::ops::layer_norm(
                 &x,
                 &self.weight,
                 &self.bias,
                 self.eps as f32,
             )?);
+        }
+        if fused_kernels_apply(&x) {
+            let op = LayerNormOp {
+                eps: self.eps as f32,
+            };
+            return Ok(x.apply_op3(&self.weight, &self.bias, op)?);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
@@ -109,12 +116,18 @@ impl LayerNorm {
     }
 }
 
+/// Whether the fused CPU kernels (with backward) can take this tensor.
+fn fused_kernels_apply(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor, mode: &Mode) -> Result<Tensor> {
-    Ok(if mode.is_train() {
-        candle_nn::ops::softmax(x, D::Minus1)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&x.contiguous()?)?
+    let x = x.contiguous()?;
+    Ok(match (mode.is_train(), fused_kernels_apply(&x)) {
+        (false, _) => candle_nn::ops::softmax_last_dim(&x)?,
+        (true, true) => x.apply_op1(Softmax)?,
+        (true, false) => candle_nn::ops::softmax(&x, D::Minus1)?,
     })
 }
 

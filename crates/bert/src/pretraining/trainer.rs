@@ -73,6 +73,8 @@ pub struct StepMetrics {
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens_per_second: f64,
+    /// Wall time of this optimizer step (data preparation included).
+    pub step_seconds: f64,
     pub elapsed_seconds: f64,
 }
 
@@ -249,6 +251,7 @@ pub fn pretrain(
                 lr,
                 grad_norm,
                 tokens_per_second: tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+                step_seconds: step_start.elapsed().as_secs_f64(),
                 elapsed_seconds: state.elapsed_seconds,
             };
             on_event(Event::Step(&step_metrics));

@@ -1,0 +1,235 @@
+//! Fused CPU kernels with backward passes for the two ops that candle fuses only for inference:
+//! softmax over the last dimension and LayerNorm. The composite, differentiable forms cost several
+//! passes over memory each way; these cost one or two. Rows are processed in parallel. f32, contiguous
+//! input; [`super::ops`] falls back to the composite forms for anything else.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+type CResult<T> = candle_core::Result<T>;
+
+fn f32_rows<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> CResult<(&'a [f32], usize)> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: only f32 is supported")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: the input must be contiguous")
+    };
+    let width = *layout.dims().last().unwrap_or(&1);
+    Ok((&data[start..end], width.max(1)))
+}
+
+/// Softmax over the last dimension.
+pub struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "bert-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (x, d) = f32_rows(storage, layout, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(y, row)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (o, &v) in y.iter_mut().zip(row) {
+                    *o = (v - max).exp();
+                    sum += *o;
+                }
+                let scale = 1.0 / sum;
+                y.iter_mut().for_each(|o| *o *= scale);
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &SoftmaxBackward,
+        )?))
+    }
+}
+
+/// dx = y * (g - sum(g * y)) per row.
+struct SoftmaxBackward;
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "bert-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (y, d) = f32_rows(s1, l1, self.name())?;
+        let (g, _) = f32_rows(s2, l2, self.name())?;
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(d)
+            .zip(y.par_chunks(d).zip(g.par_chunks(d)))
+            .for_each(|(dx, (y, g))| {
+                let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+                for ((o, &yi), &gi) in dx.iter_mut().zip(y).zip(g) {
+                    *o = yi * (gi - dot);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Mean and 1/std of a row.
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// LayerNorm over the last dimension: (x, weight, bias).
+pub struct LayerNormOp {
+    pub eps: f32,
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "bert-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, d) = f32_rows(s1, l1, self.name())?;
+        let (w, _) = f32_rows(s2, l2, self.name())?;
+        let (b, _) = f32_rows(s3, l3, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(y, row)| {
+                let (mean, rstd) = moments(row, self.eps);
+                for (i, o) in y.iter_mut().enumerate() {
+                    *o = (row[i] - mean) * rstd * w[i] + b[i];
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = x.apply_op3_no_bwd(weight, &grad, &LayerNormBackwardInput { eps: self.eps })?;
+        let dwb = x.apply_op2_no_bwd(&grad, &LayerNormBackwardParams { eps: self.eps })?; // (2, D)
+        Ok((Some(dx), Some(dwb.get(0)?), Some(dwb.get(1)?)))
+    }
+}
+
+/// dx = rstd * (g w - mean(g w) - xhat * mean(g w xhat)) per row.
+struct LayerNormBackwardInput {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBackwardInput {
+    fn name(&self) -> &'static str {
+        "bert-layer-norm-backward-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, d) = f32_rows(s1, l1, self.name())?;
+        let (w, _) = f32_rows(s2, l2, self.name())?;
+        let (g, _) = f32_rows(s3, l3, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+            .for_each(|(dx, (row, g))| {
+                let (mean, rstd) = moments(row, self.eps);
+                let n = d as f32;
+                let (mut mean_gw, mut mean_gwx) = (0f32, 0f32);
+                for i in 0..d {
+                    let gw = g[i] * w[i];
+                    mean_gw += gw;
+                    mean_gwx += gw * (row[i] - mean) * rstd;
+                }
+                mean_gw /= n;
+                mean_gwx /= n;
+                for i in 0..d {
+                    let xhat = (row[i] - mean) * rstd;
+                    dx[i] = rstd * (g[i] * w[i] - mean_gw - xhat * mean_gwx);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// (2, D): the weight gradient sum(g * xhat) and the bias gradient sum(g), over rows.
+struct LayerNormBackwardParams {
+    eps: f32,
+}
+
+impl CustomOp2 for LayerNormBackwardParams {
+    fn name(&self) -> &'static str {
+        "bert-layer-norm-backward-params"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, d) = f32_rows(s1, l1, self.name())?;
+        let (g, _) = f32_rows(s2, l2, self.name())?;
+        let rows = x.len() / d;
+        let chunk = rows
+            .div_ceil(rayon::current_num_threads().max(1) * 4)
+            .max(1)
+            * d;
+        let sums = x
+            .par_chunks(chunk)
+            .zip(g.par_chunks(chunk))
+            .map(|(xs, gs)| {
+                let mut acc = vec![0f32; 2 * d];
+                for (row, g) in xs.chunks(d).zip(gs.chunks(d)) {
+                    let (mean, rstd) = moments(row, self.eps);
+                    for i in 0..d {
+                        acc[i] += g[i] * (row[i] - mean) * rstd;
+                        acc[d + i] += g[i];
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f32; 2 * d],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        Ok((CpuStorage::F32(sums), Shape::from((2, d))))
+    }
+}
