@@ -160,9 +160,10 @@ pub type ConfigSize = bert::config::ModelSize;
 pub struct ModelArgs {
     /// A local checkpoint directory, or a Hugging Face Hub id (`bert-base-uncased`, `org/name`),
     /// downloaded once into the Hugging Face cache (honours HF_HOME, HF_HUB_CACHE, HF_ENDPOINT,
-    /// HF_TOKEN, HF_HUB_OFFLINE).
+    /// HF_TOKEN, HF_HUB_OFFLINE). Default for tokenize, embed and fill-mask: the model bundled in the
+    /// repository (models/kjv-bert-mini), or $BERT_DEFAULT_MODEL.
     #[arg(long, short = 'm')]
-    pub model: String,
+    pub model: Option<String>,
     /// Hub revision (branch, tag or commit) when --model is a Hub id.
     #[arg(long)]
     pub revision: Option<String>,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bert::params::LoadReport;
 use bert::pipelines::{
     load_tokenizer, ClassificationScore, EmbedOptions, Embedder, FillMask, MaskPrediction,
@@ -30,11 +30,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn model_dir(args: &ModelArgs) -> Result<PathBuf> {
-    Ok(bert::hub::resolve_model(
-        &args.model,
-        args.revision.as_deref(),
-    )?)
+/// The model bundled in the repository, pretrained by `bert pretrain` (see its README).
+const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/kjv-bert-mini");
+
+/// `--model` as a directory; without it, the bundled model where `bundled_ok` (a command it can serve).
+fn model_dir(args: &ModelArgs, bundled_ok: bool) -> Result<PathBuf> {
+    let Some(model) = &args.model else {
+        if !bundled_ok {
+            bail!("--model is required: give a checkpoint directory or a Hub id");
+        }
+        let dir = std::env::var_os("BERT_DEFAULT_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+        if !dir.join("config.json").exists() {
+            bail!(
+                "no --model given and no bundled model at {}; give --model or set BERT_DEFAULT_MODEL",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    };
+    Ok(bert::hub::resolve_model(model, args.revision.as_deref())?)
+}
+
+/// How warnings name the model.
+fn model_name(args: &ModelArgs) -> &str {
+    args.model.as_deref().unwrap_or("the bundled model")
 }
 
 fn pipeline_options(args: &ModelArgs) -> PipelineOptions {
@@ -128,7 +149,7 @@ fn single_text(item: &Item) -> bert::Result<&str> {
 }
 
 fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
-    let dir = model_dir(&args.model)?;
+    let dir = model_dir(&args.model, true)?;
     let (tokenizer, max_length) = load_tokenizer(&dir, &pipeline_options(&args.model), None)?;
     drive(
         &args.input,
@@ -159,7 +180,7 @@ fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
 }
 
 fn embed(args: EmbedArgs) -> Result<ExitCode> {
-    let dir = model_dir(&args.model)?;
+    let dir = model_dir(&args.model, true)?;
     let normalize = match (args.normalize, args.no_normalize) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -195,10 +216,10 @@ fn embed(args: EmbedArgs) -> Result<ExitCode> {
 }
 
 fn fill_mask(args: FillMaskArgs) -> Result<ExitCode> {
-    let dir = model_dir(&args.model)?;
+    let dir = model_dir(&args.model, true)?;
     let pipeline = FillMask::load(&dir, &pipeline_options(&args.model))
         .with_context(|| format!("loading {}", dir.display()))?;
-    warn_about(&pipeline.pipeline().report, &args.model.model);
+    warn_about(&pipeline.pipeline().report, model_name(&args.model));
     drive(
         &args.input,
         args.model.batch_size,
@@ -228,11 +249,11 @@ fn fill_mask(args: FillMaskArgs) -> Result<ExitCode> {
 }
 
 fn classify(args: ClassifyArgs) -> Result<ExitCode> {
-    let dir = model_dir(&args.model)?;
+    let dir = model_dir(&args.model, false)?;
     let classifier =
         TextClassifier::load(&dir, &pipeline_options(&args.model), args.function_to_apply)
             .with_context(|| format!("loading {}", dir.display()))?;
-    warn_about(&classifier.pipeline().report, &args.model.model);
+    warn_about(&classifier.pipeline().report, model_name(&args.model));
     let top_k = args.top_k.map_or(usize::MAX, |k| k as usize);
     drive(
         &args.input,

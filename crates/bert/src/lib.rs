@@ -64,6 +64,7 @@ pub mod loss;
 pub mod model;
 pub mod params;
 pub mod pipelines;
+pub mod plot;
 pub mod pooling;
 pub mod pretrained;
 pub mod pretraining;

@@ -22,6 +22,7 @@ use crate::model::{BertForPreTraining, Mode};
 use crate::params::ParamStore;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
 use crate::rng::Rng;
+use crate::plot::write_loss_curve;
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::{
     checkpoints, restore_checkpoint, save_checkpoint, AdamW, AdamWConfig, CheckpointParts,
@@ -266,6 +267,8 @@ pub fn pretrain(
             }
             let stopping = stop.load(Ordering::SeqCst);
             if (options.save_every > 0 && state.step % options.save_every == 0) || stopping {
+                metrics.flush().map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+                draw_loss_curve(&options.out)?;
                 let path = save(&state, &optimizer)?;
                 on_event(Event::Saved(&path));
                 last_checkpoint = Some(path);
@@ -300,6 +303,8 @@ pub fn pretrain(
         let path = save(&state, &optimizer)?;
         on_event(Event::Saved(&path));
     }
+    metrics.flush().map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+    draw_loss_curve(&options.out)?;
     save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
     copy_tokenizer(&options.tokenizer_dir, &options.out)?;
     Ok(PretrainOutcome {
@@ -401,6 +406,25 @@ fn load_weights(
             Ok(((**config).clone(), ParamStore::fresh(device, options.seed)))
         }
     }
+}
+
+/// Redraws `loss.png` from `metrics.jsonl` (which holds every run of a resumed training).
+fn draw_loss_curve(out: &Path) -> Result<()> {
+    let path = out.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let step = value["step"].as_f64().unwrap_or(0.0);
+        if let Some(loss) = value["loss"].as_f64() {
+            train.push((step, loss));
+        } else if let Some(loss) = value["eval_mlm_loss"].as_f64() {
+            eval.push((step, loss));
+        }
+    }
+    write_loss_curve(&out.join("loss.png"), &train, &eval)
 }
 
 /// MLM loss and accuracy over the masked positions, NSP accuracy, on the held-out batches.
