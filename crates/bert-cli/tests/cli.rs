@@ -379,3 +379,205 @@ fn embed_matches_sentence_transformers_on_minilm() {
         assert!(worst <= 1e-4, "{}: {worst}", case["text"]);
     }
 }
+
+/// A small corpus: `documents` documents of sentences over the tiny vocabulary's words.
+fn tiny_corpus(dir: &std::path::Path, documents: usize) -> PathBuf {
+    let words = [
+        "the", "sea", "city", "tree", "water", "school", "food", "story", "night", "life",
+    ];
+    let mut text = String::new();
+    for d in 0..documents {
+        for s in 0..6 {
+            let (a, b) = (
+                words[(d + s) % words.len()],
+                words[(d * 3 + s * 7) % words.len()],
+            );
+            text.push_str(&format!("the {a} of the {b} is the {a} .\n"));
+        }
+        text.push('\n');
+    }
+    text.push_str("\u{fffd}ok\n");
+    let path = dir.join("corpus.txt");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe not utf-8\n");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn vocab_then_pretrain_then_fill_mask() {
+    let dir = std::env::temp_dir().join(format!("bert-cli-pretrain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = tiny_corpus(&dir, 30);
+    let vocab = dir.join("vocab");
+    let out = bert(
+        &[
+            "vocab",
+            "--vocab-size",
+            "60",
+            "--lowercase",
+            "--out",
+            vocab.to_str().unwrap(),
+            corpus.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tokens = std::fs::read_to_string(vocab.join("vocab.txt")).unwrap();
+    assert!(
+        tokens.starts_with("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n"),
+        "{tokens}"
+    );
+    assert!(vocab.join("tokenizer.json").exists() && vocab.join("tokenizer_config.json").exists());
+
+    let run = dir.join("run");
+    let args = [
+        "pretrain",
+        corpus.to_str().unwrap(),
+        "--tokenizer",
+        vocab.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--size",
+        "tiny",
+        "--max-seq-length",
+        "32",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--eval-documents",
+        "3",
+        "--eval-stride",
+        "5",
+        "--save-every",
+        "3",
+        "--log-every",
+        "1",
+    ];
+    let out = bert(&args, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("step 6/6")
+            && err.contains("eval at step 6")
+            && err.contains("skipped 1 corpus lines"),
+        "{err}"
+    );
+    assert!(run.join("checkpoint-6").exists() && run.join("loss.png").exists());
+    let out = bert(
+        &[
+            "fill-mask",
+            "--model",
+            run.to_str().unwrap(),
+            "the [MASK] of the city",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["predictions"].as_array().unwrap().len(), 5);
+
+    // The same command again: refused, nothing overwritten.
+    let out = bert(&args, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("holds another run"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sigint_saves_a_checkpoint_and_resume_continues() {
+    let dir = std::env::temp_dir().join(format!("bert-cli-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = tiny_corpus(&dir, 30);
+    let run = dir.join("run");
+    let tokenizer = fixture("tokenizer/uncased");
+    let config = fixture("tiny-base/config.json");
+    let args = |steps: &'static str| {
+        vec![
+            "pretrain".to_string(),
+            corpus.display().to_string(),
+            "--tokenizer".into(),
+            tokenizer.clone(),
+            "--config".into(),
+            config.clone(),
+            "--out".into(),
+            run.display().to_string(),
+            "--max-seq-length".into(),
+            "32".into(),
+            "--batch-size".into(),
+            "4".into(),
+            "--max-steps".into(),
+            steps.into(),
+            "--log-every".into(),
+            "1".into(),
+            "--eval-documents".into(),
+            "0".into(),
+        ]
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bert"))
+        .args(args("1000000"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr_lines, &mut line).unwrap() > 0
+        && !line.contains("step 3/")
+    {
+        line.clear();
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr_lines, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(
+        rest.contains("saved") && rest.contains("--resume"),
+        "{rest}"
+    );
+    let saved: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let step: usize = saved[0]["checkpoint-".len()..].parse().unwrap();
+
+    let mut resume = args("1000000");
+    let steps = (step + 2).to_string();
+    let at = resume.iter().position(|a| a == "1000000").unwrap();
+    resume[at] = steps.clone();
+    resume.push("--resume".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_bert"))
+        .args(&resume)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("resuming at step {step}"))
+            && err.contains(&format!("step {steps}/{steps}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn classify_needs_a_model() {
+    let out = bert(&["classify", "x"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--model is required"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -89,7 +89,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -145,7 +149,11 @@ pub fn write_loss_curve(path: &Path, train: &[(f64, f64)], eval: &[(f64, f64)]) 
     canvas.line((left, MARGIN as i64), (left, bottom), AXIS);
     canvas.line((left, bottom), ((WIDTH - MARGIN) as i64, bottom), AXIS);
     for (series, color) in [(train, TRAIN), (eval, EVAL)] {
-        let points: Vec<(i64, i64)> = series.iter().filter(|(_, y)| y.is_finite()).map(|&p| to_pixel(p)).collect();
+        let points: Vec<(i64, i64)> = series
+            .iter()
+            .filter(|(_, y)| y.is_finite())
+            .map(|&p| to_pixel(p))
+            .collect();
         for pair in points.windows(2) {
             canvas.line(pair[0], pair[1], color);
         }
@@ -169,7 +177,9 @@ mod tests {
     #[test]
     fn writes_a_png() {
         let path = std::env::temp_dir().join(format!("bert-loss-{}.png", std::process::id()));
-        let train: Vec<(f64, f64)> = (1..100).map(|s| (f64::from(s), 10.0 / f64::from(s).sqrt())).collect();
+        let train: Vec<(f64, f64)> = (1..100)
+            .map(|s| (f64::from(s), 10.0 / f64::from(s).sqrt()))
+            .collect();
         write_loss_curve(&path, &train, &[(50.0, 2.0), (99.0, 1.5)]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Corpus {
     files: Vec<PathBuf>,
-    skipped_lines: Arc<AtomicUsize>,
+    /// Lines skipped by each pass over the corpus (a pass per epoch, and one for held-out documents).
+    skipped_per_pass: Arc<Mutex<Vec<Arc<AtomicUsize>>>>,
 }
 
 /// One document: its sentences, in order.
@@ -67,7 +68,7 @@ impl Corpus {
         }
         Ok(Corpus {
             files,
-            skipped_lines: Arc::default(),
+            skipped_per_pass: Arc::default(),
         })
     }
 
@@ -75,16 +76,29 @@ impl Corpus {
         &self.files
     }
 
-    /// Lines skipped so far because they were not UTF-8.
+    /// Lines of the corpus that are not UTF-8 and were skipped (the most any one pass has met).
     pub fn skipped_lines(&self) -> usize {
-        self.skipped_lines.load(Ordering::Relaxed)
+        let passes = self
+            .skipped_per_pass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        passes
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Streams the documents of every file in order. A file's end also ends its last document.
     pub fn documents(&self) -> impl Iterator<Item = Result<Document>> + '_ {
+        let skipped = Arc::new(AtomicUsize::new(0));
+        self.skipped_per_pass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(skipped.clone());
         self.files
             .iter()
-            .flat_map(move |file| FileDocuments::open(file, self.skipped_lines.clone()))
+            .flat_map(move |file| FileDocuments::open(file, skipped.clone()))
     }
 }
 

@@ -20,9 +20,9 @@ use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, IGNORE_INDEX};
 use crate::model::{BertForPreTraining, Mode};
 use crate::params::ParamStore;
+use crate::plot::write_loss_curve;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
 use crate::rng::Rng;
-use crate::plot::write_loss_curve;
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::{
     checkpoints, restore_checkpoint, save_checkpoint, AdamW, AdamWConfig, CheckpointParts,
@@ -267,7 +267,9 @@ pub fn pretrain(
             }
             let stopping = stop.load(Ordering::SeqCst);
             if (options.save_every > 0 && state.step % options.save_every == 0) || stopping {
-                metrics.flush().map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+                metrics
+                    .flush()
+                    .map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
                 draw_loss_curve(&options.out)?;
                 let path = save(&state, &optimizer)?;
                 on_event(Event::Saved(&path));
@@ -303,7 +305,9 @@ pub fn pretrain(
         let path = save(&state, &optimizer)?;
         on_event(Event::Saved(&path));
     }
-    metrics.flush().map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+    metrics
+        .flush()
+        .map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
     draw_loss_curve(&options.out)?;
     save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
     copy_tokenizer(&options.tokenizer_dir, &options.out)?;
