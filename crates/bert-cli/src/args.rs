@@ -79,8 +79,8 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Tokens per instance, [CLS] and [SEP] included.
-    #[arg(long, default_value_t = 128)]
-    pub max_seq_length: usize,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(5..))]
+    pub max_seq_length: u64,
     /// Probability of a shorter instance.
     #[arg(long, default_value_t = 0.1)]
     pub short_seq_prob: f64,
@@ -88,17 +88,17 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0.15)]
     pub masked_lm_prob: f64,
     /// At most this many predictions per instance.
-    #[arg(long, default_value_t = 20)]
-    pub max_predictions_per_seq: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_predictions_per_seq: u64,
     /// Mask every piece of a word together.
     #[arg(long)]
     pub whole_word_masking: bool,
     /// Instances per batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
     /// Batches whose gradients are summed before each optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub gradient_accumulation_steps: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gradient_accumulation_steps: u64,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-4)]
     pub learning_rate: f64,
@@ -106,8 +106,8 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Optimizer steps; the learning rate decays to zero here.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_steps: usize,
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: u64,
     /// Stop after this many passes over the corpus, if before --max-steps.
     #[arg(long)]
     pub epochs: Option<usize>,

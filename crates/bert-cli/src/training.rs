@@ -54,14 +54,15 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         (None, Some(path)) => ModelInit::Fresh(Box::new(BertConfig::from_file(path)?)),
         (None, None) => {
             let mut config = BertConfig::for_size(args.size, tokenizer.vocab_size());
-            config.max_position_embeddings =
-                config.max_position_embeddings.max(args.max_seq_length);
+            config.max_position_embeddings = config
+                .max_position_embeddings
+                .max(args.max_seq_length as usize);
             ModelInit::Fresh(Box::new(config))
         }
     };
     let corpus = Corpus::new(&args.files)?;
     let instances = InstanceConfig {
-        max_seq_length: args.max_seq_length,
+        max_seq_length: args.max_seq_length as usize,
         short_seq_prob: args.short_seq_prob,
         window_documents: args.window_documents,
         shuffle_buffer: args.shuffle_buffer,
@@ -76,7 +77,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         instances,
         bert::pretraining::data::MaskingOptions {
             masked_lm_prob: args.masked_lm_prob,
-            max_predictions_per_seq: args.max_predictions_per_seq,
+            max_predictions_per_seq: args.max_predictions_per_seq as usize,
             whole_word: args.whole_word_masking,
         },
         hold_out,
@@ -86,11 +87,11 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         out: args.out.clone(),
         init,
         tokenizer_dir,
-        batch_size: args.batch_size,
-        gradient_accumulation_steps: args.gradient_accumulation_steps,
+        batch_size: args.batch_size as usize,
+        gradient_accumulation_steps: args.gradient_accumulation_steps as usize,
         learning_rate: args.learning_rate,
-        warmup_steps: args.warmup_steps.unwrap_or(args.max_steps / 100),
-        max_steps: args.max_steps,
+        warmup_steps: args.warmup_steps.unwrap_or(args.max_steps as usize / 100),
+        max_steps: args.max_steps as usize,
         epochs: args.epochs,
         optimizer: AdamWConfig {
             weight_decay: args.weight_decay,

@@ -59,6 +59,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod hub;
 pub mod loss;
 pub mod model;

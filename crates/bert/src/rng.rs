@@ -1,6 +1,21 @@
 //! A small seedable random generator (SplitMix64). candle's CPU generator cannot be seeded, and dropout
 //! masks and freshly initialised head weights must be reproducible from a seed.
 
+/// The purposes a training run draws random numbers for, each its own stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Instance building and shuffling, per epoch.
+    Instances,
+    /// Masking, per epoch: the epoch's own stream, then one generator per example.
+    Masks,
+    /// Held-out instances.
+    EvalInstances,
+    /// Held-out masks.
+    EvalMasks,
+    /// Dropout.
+    Dropout,
+}
+
 /// SplitMix64: tiny, fast, and good enough for dropout masks and weight initialisation.
 #[derive(Debug, Clone)]
 pub struct Rng {
@@ -15,6 +30,12 @@ impl Rng {
     /// The generator's whole state: `Rng::new(rng.state())` continues the same stream.
     pub fn state(&self) -> u64 {
         self.state
+    }
+
+    /// The generator of one purpose (`stream`) and item (`index`) under a run's seed, independent of every
+    /// other (stream, index) pair and of `Rng::new(seed)`.
+    pub fn stream(seed: u64, stream: Stream, index: u64) -> Self {
+        Self::derived(seed, stream as u64 + 1, index)
     }
 
     /// A generator for one item of a stream, independent of the others: `(seed, a, b)` mixed.

@@ -9,7 +9,7 @@ use candle_core::{Tensor, Var};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::vocab::write_file;
+use crate::files::write_file;
 
 /// The tokenizer files a checkpoint directory carries.
 pub const TOKENIZER_FILES: [&str; 4] = [

@@ -11,6 +11,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Model};
 
 use crate::error::{Error, Result};
+use crate::files::write_file;
 use crate::pretraining::Corpus;
 
 /// BERT's special tokens, in the order they take the first ids.
@@ -113,16 +114,4 @@ fn write_tokenizer(tokenizer: &tokenizers::Tokenizer, lowercase: bool, out: &Pat
         &out.join("tokenizer_config.json"),
         format!("{config:#}\n").as_bytes(),
     )
-}
-
-/// Writes a file through a temporary name and a rename, so a reader never sees half of it.
-pub fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

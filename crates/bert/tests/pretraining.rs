@@ -281,3 +281,52 @@ fn bad_corpora_and_vocabularies_are_clear_errors() {
     .unwrap();
     assert!(err.to_string().contains("[MASK]"), "{err}");
 }
+
+#[test]
+fn masks_are_drawn_anew_each_epoch_and_reproducibly() {
+    let dir = scratch("masks");
+    let data = data(&write_corpus(&dir, 20));
+    let instance = data.train_instances(0).unwrap().next().unwrap().unwrap();
+    assert_eq!(data.mask(&instance, 0, 3), data.mask(&instance, 0, 3));
+    let differs = (0..20).any(|i| data.mask(&instance, 0, i) != data.mask(&instance, 1, i));
+    assert!(differs, "another epoch masks differently");
+}
+
+#[test]
+fn resuming_with_other_settings_is_refused() {
+    let dir = scratch("settings");
+    let data = data(&write_corpus(&dir, 20));
+    let out = dir.join("out");
+    let mut first = options(&out, 2);
+    first.save_every = 1;
+    run(&data, &first, None);
+    let mut other = options(&out, 4);
+    other.resume = true;
+    other.batch_size = 4;
+    let stop = AtomicBool::new(false);
+    let err = pretrain(&data, &other, &stop, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch_size 8 -> 4"), "{err}");
+}
+
+#[test]
+fn a_failing_overwrite_leaves_the_earlier_run() {
+    let dir = scratch("failing-overwrite");
+    let good = data(&write_corpus(&dir, 20));
+    let out = dir.join("out");
+    run(&good, &options(&out, 2), None);
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    let mut bad = data(&write_corpus(&dir, 20));
+    bad.corpus = Corpus::new(&[empty]).unwrap();
+    bad.hold_out = HoldOut {
+        count: 0,
+        stride: 1,
+    };
+    let mut overwrite = options(&out, 2);
+    overwrite.overwrite = true;
+    let stop = AtomicBool::new(false);
+    assert!(pretrain(&bad, &overwrite, &stop, &mut |_| {}).is_err());
+    assert!(out.join("checkpoint-2").exists() && out.join("model.safetensors").exists());
+}

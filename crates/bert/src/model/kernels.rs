@@ -70,6 +70,9 @@ impl CustomOp2 for SoftmaxBackward {
     ) -> CResult<(CpuStorage, Shape)> {
         let (y, d) = f32_rows(s1, l1, self.name())?;
         let (g, _) = f32_rows(s2, l2, self.name())?;
+        if g.len() != y.len() {
+            candle_core::bail!("{}: shapes disagree", self.name())
+        }
         let mut out = vec![0f32; y.len()];
         out.par_chunks_mut(d)
             .zip(y.par_chunks(d).zip(g.par_chunks(d)))
@@ -113,6 +116,9 @@ impl CustomOp3 for LayerNormOp {
         let (x, d) = f32_rows(s1, l1, self.name())?;
         let (w, _) = f32_rows(s2, l2, self.name())?;
         let (b, _) = f32_rows(s3, l3, self.name())?;
+        if w.len() != d || b.len() != d {
+            candle_core::bail!("{}: weight and bias must have {d} values", self.name())
+        }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d)
             .zip(x.par_chunks(d))
@@ -162,6 +168,9 @@ impl CustomOp3 for LayerNormBackwardInput {
         let (x, d) = f32_rows(s1, l1, self.name())?;
         let (w, _) = f32_rows(s2, l2, self.name())?;
         let (g, _) = f32_rows(s3, l3, self.name())?;
+        if w.len() != d || g.len() != x.len() {
+            candle_core::bail!("{}: shapes disagree", self.name())
+        }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d)
             .zip(x.par_chunks(d).zip(g.par_chunks(d)))
@@ -204,14 +213,15 @@ impl CustomOp2 for LayerNormBackwardParams {
     ) -> CResult<(CpuStorage, Shape)> {
         let (x, d) = f32_rows(s1, l1, self.name())?;
         let (g, _) = f32_rows(s2, l2, self.name())?;
-        let rows = x.len() / d;
-        let chunk = rows
-            .div_ceil(rayon::current_num_threads().max(1) * 4)
-            .max(1)
-            * d;
-        let sums = x
-            .par_chunks(chunk)
-            .zip(g.par_chunks(chunk))
+        if g.len() != x.len() {
+            candle_core::bail!("{}: shapes disagree", self.name())
+        }
+        // Fixed chunks summed in order, so the result does not depend on the thread count or on
+        // scheduling: training must be reproducible bit for bit.
+        const ROWS_PER_CHUNK: usize = 64;
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(ROWS_PER_CHUNK * d)
+            .zip(g.par_chunks(ROWS_PER_CHUNK * d))
             .map(|(xs, gs)| {
                 let mut acc = vec![0f32; 2 * d];
                 for (row, g) in xs.chunks(d).zip(gs.chunks(d)) {
@@ -223,13 +233,11 @@ impl CustomOp2 for LayerNormBackwardParams {
                 }
                 acc
             })
-            .reduce(
-                || vec![0f32; 2 * d],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
+            .collect();
+        let mut sums = vec![0f32; 2 * d];
+        for partial in partials {
+            sums.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+        }
         Ok((CpuStorage::F32(sums), Shape::from((2, d))))
     }
 }

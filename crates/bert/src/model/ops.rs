@@ -1,7 +1,8 @@
 //! The building-block ops of the encoder, each in an inference form and a differentiable training form.
 //!
-//! candle's fused LayerNorm and softmax are fast but record no gradient, so under [`Mode::Train`] the
-//! composite forms are used; dropout draws its masks from our own seeded [`Rng`].
+//! candle's fused LayerNorm and softmax are fast but record no gradient, so under [`Mode::Train`] our
+//! fused kernels with backward passes are used (the composite forms off the CPU or f32); dropout draws
+//! its masks from our own seeded [`Rng`].
 
 use std::sync::Mutex;
 
@@ -15,7 +16,7 @@ use crate::rng::Rng;
 
 /// Whether a forward pass is for inference or training.
 pub enum Mode<'a> {
-    /// Dropout off, fused (non-differentiable) kernels.
+    /// Dropout off, candle's fused (non-differentiable) kernels.
     Eval,
     /// Dropout on, with masks from this generator; every op differentiable.
     Train(&'a Mutex<Rng>),

@@ -11,7 +11,7 @@ use crate::pretraining::instances::{
 };
 use crate::pretraining::masking::{mask_instance, MaskedInstance, MaskingConfig};
 use crate::pretraining::Corpus;
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 use crate::tokenizer::Tokenizer;
 
 /// Which documents are held out for evaluation: every `stride`-th, at most `count` of them.
@@ -40,8 +40,6 @@ pub struct MaskingOptions {
 /// A padded batch with its labels.
 pub struct PretrainBatch {
     pub batch: Batch,
-    /// (B, T), [`crate::loss::IGNORE_INDEX`] where nothing is predicted
-    pub mlm_labels: Tensor,
     /// (N) u32: the predicted positions, as indices into the flattened (B*T) tokens
     pub masked_positions: Tensor,
     /// (N) i64: the original tokens at those positions
@@ -103,11 +101,28 @@ impl PretrainData {
             whole_word: masking.whole_word,
             mask_id: mask,
             replacement_ids: (0..vocab_size as u32)
-                .filter(|i| !special_ids.contains(i) && !is_bracketed(&tokens[*i as usize]))
+                .filter(|i| {
+                    !special_ids.contains(i)
+                        && Some(*i) != unk
+                        && !is_bracketed(&tokens[*i as usize])
+                })
                 .collect(),
             is_continuation: tokens.iter().map(|t| t.starts_with("##")).collect(),
             special_ids,
         };
+        if masking.replacement_ids.is_empty() {
+            return Err(Error::InvalidInput(
+                "the vocabulary has no ordinary tokens to train on".into(),
+            ));
+        }
+        if !(masking.masked_lm_prob > 0.0 && masking.masked_lm_prob <= 1.0)
+            || masking.max_predictions_per_seq == 0
+        {
+            return Err(Error::InvalidInput(
+                "--masked-lm-prob must be in (0, 1] and --max-predictions-per-seq at least 1"
+                    .into(),
+            ));
+        }
         Ok(PretrainData {
             corpus,
             tokenizer,
@@ -138,14 +153,18 @@ impl PretrainData {
         &self,
         epoch: usize,
     ) -> Result<impl Iterator<Item = Result<PairInstance>> + '_> {
-        let seed = Rng::derived(self.seed, 1, epoch as u64).next_u64();
+        let seed = Rng::stream(self.seed, Stream::Instances, epoch as u64).next_u64();
         InstanceStream::new(self.documents(false), self.instances, self.ids, seed)
     }
 
     /// Masks training example `index` of `epoch`: the same example masks differently each epoch.
     pub fn mask(&self, instance: &PairInstance, epoch: usize, index: usize) -> MaskedInstance {
-        let mut rng = Rng::derived(self.seed, 2 + epoch as u64, index as u64);
-        mask_instance(instance, &self.masking, &mut rng)
+        let epoch_seed = Rng::stream(self.seed, Stream::Masks, epoch as u64).next_u64();
+        mask_instance(
+            instance,
+            &self.masking,
+            &mut Rng::new(epoch_seed ^ splitmix(index as u64)),
+        )
     }
 
     /// The fixed evaluation batches from held-out documents (none when nothing is held out).
@@ -153,11 +172,19 @@ impl PretrainData {
         if self.hold_out.count == 0 {
             return Ok(Vec::new());
         }
-        let stream = InstanceStream::new(self.documents(true), self.instances, self.ids, self.seed)
-            .map_err(|e| Error::InvalidInput(format!("held-out documents: {e}")))?;
+        let seed = Rng::stream(self.seed, Stream::EvalInstances, 0).next_u64();
+        let stream = InstanceStream::new(self.documents(true), self.instances, self.ids, seed).map_err(|e| {
+            Error::InvalidInput(format!(
+                "held-out documents (every {}th, up to {}): {e}; lower --eval-stride, or --eval-documents 0 for no evaluation",
+                self.hold_out.stride, self.hold_out.count
+            ))
+        })?;
         let masked: Vec<MaskedInstance> = stream
             .enumerate()
-            .map(|(i, inst)| inst.map(|inst| self.mask(&inst, usize::MAX, i)))
+            .map(|(i, inst)| {
+                let mut rng = Rng::stream(self.seed, Stream::EvalMasks, i as u64);
+                inst.map(|inst| mask_instance(&inst, &self.masking, &mut rng))
+            })
             .collect::<Result<_>>()?;
         masked
             .chunks(batch_size)
@@ -192,12 +219,16 @@ impl PretrainData {
         Ok(PretrainBatch {
             masked_positions: Tensor::from_vec(positions, n, device)?,
             masked_labels: Tensor::from_vec(targets, n, device)?,
-            mlm_labels: Tensor::from_vec(labels, (examples.len(), t), device)?,
             next_sentence_labels: Tensor::from_vec(nsp, examples.len(), device)?,
             tokens: examples.iter().map(|e| e.input_ids.len()).sum(),
             batch,
         })
     }
+}
+
+/// Mixes an index into a seed (SplitMix64's finaliser).
+fn splitmix(x: u64) -> u64 {
+    Rng::new(x).next_u64()
 }
 
 /// Added tokens such as `[unused0]` are never random replacements.

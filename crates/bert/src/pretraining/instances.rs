@@ -221,11 +221,6 @@ impl<D: Iterator<Item = Result<TokenizedDocument>>> InstanceStream<D> {
         Ok(false)
     }
 
-    /// Documents read so far.
-    pub fn documents_read(&self) -> usize {
-        self.documents_read
-    }
-
     /// Makes instances of the next document; false when every document is done.
     fn refill(&mut self) -> Result<bool> {
         if self.cursor >= self.window.len() {

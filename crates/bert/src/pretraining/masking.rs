@@ -59,7 +59,8 @@ pub fn mask_instance(
         }
     }
     shuffle(&mut candidates, rng);
-    let wanted = ((tokens.len() as f64 * config.masked_lm_prob).round() as usize)
+    // Python 3's `round`, which Google's script uses: halves go to the even neighbour.
+    let wanted = ((tokens.len() as f64 * config.masked_lm_prob).round_ties_even() as usize)
         .max(1)
         .min(config.max_predictions_per_seq);
     let mut input_ids = tokens.clone();

@@ -17,12 +17,13 @@ use serde::Serialize;
 use crate::checkpoint::Checkpoint;
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::loss::{cross_entropy, IGNORE_INDEX};
+use crate::files::write_file;
+use crate::loss::cross_entropy;
 use crate::model::{BertForPreTraining, Mode};
 use crate::params::ParamStore;
 use crate::plot::write_loss_curve;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::{
     checkpoints, restore_checkpoint, save_checkpoint, AdamW, AdamWConfig, CheckpointParts,
@@ -117,6 +118,22 @@ const RUN_FILES: [&str; 4] = [
     "loss.png",
 ];
 
+/// The settings a resumed run must share with the run it continues.
+fn run_settings(data: &PretrainData, options: &PretrainOptions) -> serde_json::Value {
+    serde_json::json!({
+        "seed": options.seed,
+        "batch_size": options.batch_size,
+        "gradient_accumulation_steps": options.gradient_accumulation_steps,
+        "max_seq_length": data.instances.max_seq_length,
+        "short_seq_prob": data.instances.short_seq_prob,
+        "masked_lm_prob": data.masking.masked_lm_prob,
+        "max_predictions_per_seq": data.masking.max_predictions_per_seq,
+        "whole_word_masking": data.masking.whole_word,
+        "eval_documents": data.hold_out.count,
+        "eval_stride": data.hold_out.stride,
+    })
+}
+
 /// Runs pretraining until `max_steps` (or `epochs`), or until `stop` is set.
 pub fn pretrain(
     data: &PretrainData,
@@ -124,25 +141,31 @@ pub fn pretrain(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<PretrainOutcome> {
-    let resume_from = prepare_out_dir(options)?;
+    let out_dir = inspect_out_dir(options)?;
     let device = Device::Cpu;
-    let (config, store) = load_weights(options, resume_from.as_deref(), &device)?;
-    let vocab = data.tokenizer.vocab_size();
-    if vocab > config.vocab_size {
-        return Err(Error::InvalidInput(format!(
-            "the tokenizer has {vocab} tokens but the model's vocab_size is {}",
-            config.vocab_size
-        )));
-    }
+    let (config, store) = load_weights(options, out_dir.resume_from.as_deref(), &device)?;
+    check_fit(data, &config)?;
     let model = BertForPreTraining::load(&store.root(), &config)?;
     let mut optimizer = AdamW::new(store.vars(), options.optimizer)?;
-    let mut state = match &resume_from {
-        Some(dir) => restore_checkpoint(dir, &mut optimizer, &device)?,
+    let settings = run_settings(data, options);
+    let mut state = match &out_dir.resume_from {
+        Some(dir) => {
+            let state = restore_checkpoint(dir, &mut optimizer, &device)?;
+            check_same_settings(&state.settings, &settings, dir)?;
+            state
+        }
         None => TrainerState {
-            dropout_rng: Rng::derived(options.seed, 3, 0).state(),
+            dropout_rng: Rng::stream(options.seed, Stream::Dropout, 0).state(),
+            settings,
             ..Default::default()
         },
     };
+    let eval = data.eval_batches(options.batch_size, &device)?;
+    // Made before anything is written or removed: a corpus too small to train on fails with the output
+    // directory as it was.
+    let mut first_epoch = Some(data.train_instances(state.epoch)?);
+    out_dir.clear_previous_run()?;
+    let mut metrics = MetricsLog::open(&options.out, state.step)?;
     let parameters = store
         .vars()
         .values()
@@ -153,35 +176,31 @@ pub fn pretrain(
         max_steps: options.max_steps,
         parameters,
     });
-    let eval = data.eval_batches(options.batch_size, &device)?;
     let schedule = LinearSchedule {
         peak_lr: options.learning_rate,
         warmup_steps: options.warmup_steps,
         total_steps: options.max_steps,
     };
     let dropout = Mutex::new(Rng::new(state.dropout_rng));
-    // Opened before any file is written, so a corpus too small to train on fails with nothing left behind.
-    let mut first_epoch = Some(data.train_instances(state.epoch)?);
-    let mut metrics = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(options.out.join("metrics.jsonl"))
-        .map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+    let vars = optimizer_vars(&store);
     let mut last_eval = None;
-    let mut last_checkpoint = resume_from.clone();
+    let mut last_checkpoint = out_dir.resume_from.clone();
     let run_start = Instant::now();
     let elapsed_before = state.elapsed_seconds;
-    let save = |state: &TrainerState, optimizer: &AdamW| -> Result<PathBuf> {
-        let parts = CheckpointParts {
-            config: &config,
-            architecture: ARCHITECTURE,
-            vars: &store.vars(),
-            optimizer,
-            state,
-            tokenizer_dir: &options.tokenizer_dir,
+    let save =
+        |state: &TrainerState, optimizer: &AdamW, metrics: &mut MetricsLog| -> Result<PathBuf> {
+            metrics.flush()?;
+            draw_loss_curve(&options.out)?;
+            let parts = CheckpointParts {
+                config: &config,
+                architecture: ARCHITECTURE,
+                vars: &store.vars(),
+                optimizer,
+                state,
+                tokenizer_dir: &options.tokenizer_dir,
+            };
+            save_checkpoint(&options.out, &parts, options.save_total_limit)
         };
-        save_checkpoint(&options.out, &parts, options.save_total_limit)
-    };
 
     while state.step < options.max_steps && options.epochs.is_none_or(|e| state.epoch < e) {
         let stream = match first_epoch.take() {
@@ -190,88 +209,60 @@ pub fn pretrain(
         };
         let mut examples = stream.enumerate().skip(state.examples_in_epoch);
         let mut epoch_done = false;
-        let mut used_this_epoch = state.examples_in_epoch;
         while state.step < options.max_steps && !epoch_done {
             let step_start = Instant::now();
-            let mut grads: Option<GradStore> = None;
-            let (mut loss_sum, mut micro_batches, mut tokens) = (0f64, 0usize, 0usize);
-            for _ in 0..options.gradient_accumulation_steps.max(1) {
-                let mut masked = Vec::with_capacity(options.batch_size);
-                for (index, instance) in examples.by_ref().take(options.batch_size) {
-                    masked.push(data.mask(&instance?, state.epoch, index));
-                }
-                if masked.len() < options.batch_size {
-                    epoch_done = true;
-                }
-                if masked.is_empty() {
-                    break;
-                }
-                state.examples_in_epoch += masked.len();
-                used_this_epoch += masked.len();
-                let batch = data.collate(&masked, &device)?;
-                let mode = Mode::Train(&dropout);
-                let output = model.forward_at(&batch.batch, &batch.masked_positions, &mode)?;
-                let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
-                let nsp =
-                    cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
-                let loss = (mlm + nsp)?;
-                let value = f64::from(loss.to_scalar::<f32>()?);
-                if !value.is_finite() {
-                    return Err(Error::Training(format!(
-                        "the loss became {value} at step {}; stopped without saving. The last good checkpoint is {}",
-                        state.step + 1,
-                        last_checkpoint.as_ref().map_or("none (nothing saved yet)".into(), |p| p.display().to_string())
-                    )));
-                }
-                let scaled = (loss / options.gradient_accumulation_steps.max(1) as f64)?;
-                grads = Some(accumulate(
-                    grads,
-                    scaled.backward()?,
-                    &optimizer_vars(&store),
-                )?);
-                loss_sum += value;
-                micro_batches += 1;
-                tokens += batch.tokens;
-                if epoch_done {
-                    break;
-                }
-            }
-            let Some(grads) = grads else {
+            let gathered = gather_gradients(
+                data,
+                options,
+                &model,
+                &dropout,
+                &vars,
+                &mut examples,
+                &mut state,
+            )?;
+            epoch_done = gathered.epoch_done;
+            let Some(grads) = gathered.grads else {
                 break;
             };
+            if !gathered.loss.is_finite() {
+                return Err(non_finite(
+                    format!("the loss became {}", gathered.loss),
+                    &state,
+                    &last_checkpoint,
+                ));
+            }
             let lr = schedule.lr(state.step);
-            let grad_norm = optimizer.step(&grads, lr)?;
+            let grad_norm = optimizer
+                .step(&grads, lr)
+                .map_err(|e| non_finite(e.to_string(), &state, &last_checkpoint))?;
             state.step += 1;
-            state.tokens_seen += tokens as u64;
+            state.tokens_seen += gathered.tokens as u64;
             state.dropout_rng = dropout.lock().unwrap_or_else(|e| e.into_inner()).state();
             state.elapsed_seconds = elapsed_before + run_start.elapsed().as_secs_f64();
+            let step_seconds = step_start.elapsed().as_secs_f64();
             let step_metrics = StepMetrics {
                 step: state.step,
                 epoch: state.epoch,
-                loss: loss_sum / micro_batches as f64,
+                loss: gathered.loss,
                 lr,
                 grad_norm,
-                tokens_per_second: tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
-                step_seconds: step_start.elapsed().as_secs_f64(),
+                tokens_per_second: gathered.tokens as f64 / step_seconds.max(1e-9),
+                step_seconds,
                 elapsed_seconds: state.elapsed_seconds,
             };
             on_event(Event::Step(&step_metrics));
             if state.step % options.log_every.max(1) == 0 || state.step == options.max_steps {
-                write_metric(&mut metrics, &options.out, &step_metrics)?;
+                metrics.write(&step_metrics)?;
             }
             if options.eval_every > 0 && state.step % options.eval_every == 0 && !eval.is_empty() {
                 let e = evaluate(&model, &eval, state.step)?;
-                write_metric(&mut metrics, &options.out, &e)?;
+                metrics.write(&e)?;
                 on_event(Event::Eval(&e));
                 last_eval = Some(e);
             }
             let stopping = stop.load(Ordering::SeqCst);
             if (options.save_every > 0 && state.step % options.save_every == 0) || stopping {
-                metrics
-                    .flush()
-                    .map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
-                draw_loss_curve(&options.out)?;
-                let path = save(&state, &optimizer)?;
+                let path = save(&state, &optimizer, &mut metrics)?;
                 on_event(Event::Saved(&path));
                 last_checkpoint = Some(path);
             }
@@ -284,7 +275,7 @@ pub fn pretrain(
             }
         }
         if epoch_done {
-            if used_this_epoch == 0 {
+            if state.examples_in_epoch == 0 {
                 return Err(Error::InvalidInput(
                     "the corpus gives no training instances".into(),
                 ));
@@ -295,19 +286,17 @@ pub fn pretrain(
     }
     if !eval.is_empty() && last_eval.as_ref().is_none_or(|e| e.step != state.step) {
         let e = evaluate(&model, &eval, state.step)?;
-        write_metric(&mut metrics, &options.out, &e)?;
+        metrics.write(&e)?;
         on_event(Event::Eval(&e));
         last_eval = Some(e);
     }
-    if last_checkpoint.as_ref().and_then(|p| p.file_name())
-        != Some(format!("checkpoint-{}", state.step).as_ref())
-    {
-        let path = save(&state, &optimizer)?;
+    let saved_now = last_checkpoint.as_ref().and_then(|p| p.file_name())
+        == Some(format!("checkpoint-{}", state.step).as_ref());
+    if !saved_now {
+        let path = save(&state, &optimizer, &mut metrics)?;
         on_event(Event::Saved(&path));
     }
-    metrics
-        .flush()
-        .map_err(|e| Error::io(options.out.join("metrics.jsonl"), e))?;
+    metrics.flush()?;
     draw_loss_curve(&options.out)?;
     save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
     copy_tokenizer(&options.tokenizer_dir, &options.out)?;
@@ -316,6 +305,134 @@ pub fn pretrain(
         finished: true,
         last_eval,
     })
+}
+
+/// The error for a loss or gradient that stopped being finite, naming the last good checkpoint.
+fn non_finite(what: String, state: &TrainerState, last_checkpoint: &Option<PathBuf>) -> Error {
+    Error::Training(format!(
+        "{what} at step {}; stopped without saving. The last good checkpoint is {}",
+        state.step + 1,
+        last_checkpoint
+            .as_ref()
+            .map_or("none (nothing saved yet)".into(), |p| p
+                .display()
+                .to_string())
+    ))
+}
+
+/// The model must take the tokenizer's ids and the instances' length.
+fn check_fit(data: &PretrainData, config: &BertConfig) -> Result<()> {
+    let vocab = data.tokenizer.vocab_size();
+    if vocab > config.vocab_size {
+        return Err(Error::InvalidInput(format!(
+            "the tokenizer has {vocab} tokens but the model's vocab_size is {}",
+            config.vocab_size
+        )));
+    }
+    if data.instances.max_seq_length > config.max_position_embeddings {
+        return Err(Error::InvalidInput(format!(
+            "--max-seq-length {} exceeds the model's max_position_embeddings {}",
+            data.instances.max_seq_length, config.max_position_embeddings
+        )));
+    }
+    Ok(())
+}
+
+fn check_same_settings(
+    saved: &serde_json::Value,
+    now: &serde_json::Value,
+    dir: &Path,
+) -> Result<()> {
+    if saved.is_null() || saved == now {
+        return Ok(());
+    }
+    let changed: Vec<String> = now
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| saved.get(key.as_str()) != Some(value))
+        .map(|(key, value)| {
+            format!(
+                "{key} {} -> {value}",
+                saved.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
+            )
+        })
+        .collect();
+    Err(Error::InvalidInput(format!(
+        "--resume with other settings than {} was trained with ({}); resume with the same ones",
+        dir.display(),
+        changed.join(", ")
+    )))
+}
+
+/// The gradients of one optimizer step.
+struct Gathered {
+    grads: Option<GradStore>,
+    loss: f64,
+    tokens: usize,
+    epoch_done: bool,
+}
+
+/// Runs up to `gradient_accumulation_steps` batches forward and backward and averages their gradients.
+fn gather_gradients(
+    data: &PretrainData,
+    options: &PretrainOptions,
+    model: &BertForPreTraining,
+    dropout: &Mutex<Rng>,
+    vars: &[Tensor],
+    examples: &mut impl Iterator<Item = (usize, Result<crate::pretraining::PairInstance>)>,
+    state: &mut TrainerState,
+) -> Result<Gathered> {
+    let device = Device::Cpu;
+    let mut gathered = Gathered {
+        grads: None,
+        loss: 0.0,
+        tokens: 0,
+        epoch_done: false,
+    };
+    let mut micro_batches = 0;
+    for _ in 0..options.gradient_accumulation_steps.max(1) {
+        let mut masked = Vec::with_capacity(options.batch_size);
+        for (index, instance) in examples.by_ref().take(options.batch_size) {
+            masked.push(data.mask(&instance?, state.epoch, index));
+        }
+        gathered.epoch_done = masked.len() < options.batch_size;
+        if masked.is_empty() {
+            break;
+        }
+        state.examples_in_epoch += masked.len();
+        let batch = data.collate(&masked, &device)?;
+        let output =
+            model.forward_at(&batch.batch, &batch.masked_positions, &Mode::Train(dropout))?;
+        let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
+        let nsp = cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
+        let loss = (mlm + nsp)?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            gathered.loss = value;
+            return Ok(gathered);
+        }
+        gathered.grads = Some(accumulate(gathered.grads.take(), loss.backward()?, vars)?);
+        gathered.loss += value;
+        gathered.tokens += batch.tokens;
+        micro_batches += 1;
+        if gathered.epoch_done {
+            break;
+        }
+    }
+    if micro_batches > 1 {
+        // The mean over the batches actually run (fewer at the end of an epoch).
+        let scale = 1.0 / micro_batches as f64;
+        if let Some(grads) = gathered.grads.as_mut() {
+            for var in vars {
+                if let Some(g) = grads.remove(var) {
+                    grads.insert(var, (g * scale)?);
+                }
+            }
+        }
+        gathered.loss *= scale;
+    }
+    Ok(gathered)
 }
 
 fn optimizer_vars(store: &ParamStore) -> Vec<Tensor> {
@@ -343,20 +460,82 @@ fn accumulate(sum: Option<GradStore>, mut new: GradStore, vars: &[Tensor]) -> Re
     Ok(sum)
 }
 
-fn write_metric(file: &mut std::fs::File, out: &Path, value: &impl Serialize) -> Result<()> {
-    let line = serde_json::to_string(value).map_err(|e| Error::Training(e.to_string()))?;
-    writeln!(file, "{line}").map_err(|e| Error::io(out.join("metrics.jsonl"), e))
+/// `metrics.jsonl`: one JSON line per logged step or evaluation, kept across resumed runs.
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
 }
 
-/// Checks the output directory: a new run needs it empty of another run (or `--overwrite`); `--resume`
-/// needs a checkpoint there. Returns the checkpoint to resume from.
-fn prepare_out_dir(options: &PretrainOptions) -> Result<Option<PathBuf>> {
+impl MetricsLog {
+    /// Opens the log for appending, first dropping lines past `step` (written after the checkpoint
+    /// being resumed, by a run that then crashed).
+    fn open(out: &Path, step: usize) -> Result<Self> {
+        let path = out.join("metrics.jsonl");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            write_file(&path, kept.as_bytes())?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog { path, file })
+    }
+
+    fn write(&mut self, value: &impl Serialize) -> Result<()> {
+        let line = serde_json::to_string(value).map_err(|e| Error::Training(e.to_string()))?;
+        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// What the output directory holds: a checkpoint to resume from, or another run's files that
+/// `--overwrite` removes (only once the new run has checked its inputs).
+struct OutDir {
+    resume_from: Option<PathBuf>,
+    previous_run: Vec<PathBuf>,
+}
+
+impl OutDir {
+    fn clear_previous_run(&self) -> Result<()> {
+        for path in &self.previous_run {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            removed.map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the output directory: a new run needs it free of another run (or `--overwrite`); `--resume`
+/// needs a checkpoint there.
+fn inspect_out_dir(options: &PretrainOptions) -> Result<OutDir> {
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let existing = checkpoints(out)?;
     if options.resume {
         return match existing.last() {
-            Some((_, dir)) => Ok(Some(dir.clone())),
+            Some((_, dir)) => Ok(OutDir {
+                resume_from: Some(dir.clone()),
+                previous_run: Vec::new(),
+            }),
             None => Err(Error::InvalidInput(format!(
                 "--resume: {} holds no checkpoint to resume from",
                 out.display()
@@ -368,10 +547,8 @@ fn prepare_out_dir(options: &PretrainOptions) -> Result<Option<PathBuf>> {
         .copied()
         .filter(|f| out.join(f).exists())
         .collect();
-    if existing.is_empty() && earlier_files.is_empty() {
-        return Ok(None);
-    }
-    if !options.overwrite {
+    let occupied = !existing.is_empty() || !earlier_files.is_empty();
+    if occupied && !options.overwrite {
         return Err(Error::InvalidInput(format!(
             "{} holds another run ({}); use --resume to continue it or --overwrite to replace it",
             out.display(),
@@ -381,13 +558,15 @@ fn prepare_out_dir(options: &PretrainOptions) -> Result<Option<PathBuf>> {
                 .unwrap_or_else(|| earlier_files.join(", "))
         )));
     }
-    for (_, dir) in existing {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    for file in earlier_files {
-        std::fs::remove_file(out.join(file)).map_err(|e| Error::io(out.join(file), e))?;
-    }
-    Ok(None)
+    let previous_run = existing
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .chain(earlier_files.iter().map(|f| out.join(f)))
+        .collect();
+    Ok(OutDir {
+        resume_from: None,
+        previous_run,
+    })
 }
 
 /// The config and trainable weights: from the checkpoint being resumed, else as `init` says.
@@ -440,22 +619,20 @@ pub fn evaluate(
     let (mut loss_sum, mut predicted, mut correct, mut nsp_correct, mut nsp_total) =
         (0f64, 0usize, 0usize, 0usize, 0usize);
     for b in batches {
-        let out = model.forward(&b.batch, &Mode::Eval)?;
-        let labels: Vec<i64> = b.mlm_labels.flatten_all()?.to_vec1()?;
-        let count = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
-        let mean = crate::loss::token_cross_entropy(&out.prediction_logits, &b.mlm_labels)?;
-        loss_sum += f64::from(mean.to_scalar::<f32>()?) * count as f64;
-        predicted += count;
+        let out = model.forward_at(&b.batch, &b.masked_positions, &Mode::Eval)?;
+        let labels: Vec<i64> = b.masked_labels.to_vec1()?;
+        let mean = crate::loss::cross_entropy(&out.prediction_logits, &b.masked_labels)?;
+        loss_sum += f64::from(mean.to_scalar::<f32>()?) * labels.len() as f64;
+        predicted += labels.len();
         let guesses: Vec<u32> = out
             .prediction_logits
             .argmax(D::Minus1)?
             .to_dtype(DType::U32)?
-            .flatten_all()?
             .to_vec1()?;
         correct += labels
             .iter()
             .zip(&guesses)
-            .filter(|(&l, &g)| l != IGNORE_INDEX && l == i64::from(g))
+            .filter(|(&l, &g)| l == i64::from(g))
             .count();
         let nsp: Vec<i64> = b.next_sentence_labels.to_vec1()?;
         let nsp_guess: Vec<u32> = out

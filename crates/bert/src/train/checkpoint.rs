@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BertConfig;
 use crate::error::{read_json, Error, Result};
+use crate::files::write_file;
 use crate::save::{copy_tokenizer, save_model, save_safetensors};
 use crate::train::AdamW;
-use crate::vocab::write_file;
 
 /// Where training stands: enough to continue exactly where it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,10 @@ pub struct TrainerState {
     pub tokens_seen: u64,
     /// Training seconds so far, across runs.
     pub elapsed_seconds: f64,
+    /// The settings that decide the data and the updates (seed, batch size...): a resumed run must
+    /// use the same ones to continue the same run.
+    #[serde(default)]
+    pub settings: serde_json::Value,
 }
 
 /// What a checkpoint directory holds besides the model.

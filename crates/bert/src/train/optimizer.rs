@@ -74,17 +74,12 @@ impl AdamW {
         })
     }
 
-    /// Optimizer steps taken so far.
-    pub fn steps(&self) -> usize {
-        self.step
-    }
-
     /// Clips (if configured) and applies one update at learning rate `lr`. Returns the gradient norm
     /// before clipping.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
         let norm = global_norm(self.slots.values().map(|s| grads.get(s.var.as_tensor())))?;
         if !norm.is_finite() {
-            return Err(Error::InvalidInput(format!("gradient norm is {norm}")));
+            return Err(Error::Training(format!("the gradient norm became {norm}")));
         }
         let clip = match self.config.max_grad_norm {
             Some(max) => (max / (norm + 1e-6)).min(1.0),
