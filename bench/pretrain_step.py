@@ -36,7 +36,7 @@ def corpus(path, vocab_words, documents=400, sentences=60):
 def run_bert(args, work):
     vocab_dir = os.path.join(work, "vocab")
     text = os.path.join(work, "corpus.txt")
-    words = [f"w{i}" for i in range(3000)]
+    words = [f"w{i}" for i in range(20000)]  # enough distinct words for the vocabulary to fill up
     corpus(text, words)
     bert = os.path.join(ROOT, "target", "release", "bert")
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), CANDLE_NUM_THREADS=str(args.threads))
@@ -51,6 +51,9 @@ def run_bert(args, work):
     if done.returncode != 0:
         sys.exit(done.stderr)
     peak_kb = int(done.stderr.strip().splitlines()[-1])
+    vocab_lines = sum(1 for _ in open(os.path.join(vocab_dir, "vocab.txt")))
+    if vocab_lines != args.vocab:
+        sys.exit(f"the benchmark vocabulary has {vocab_lines} tokens, not {args.vocab}")
     steps = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"step_seconds"' in l]
     times = [s["step_seconds"] for s in steps[2:]]  # the first steps warm up
     return statistics.median(times), peak_kb / 1024
@@ -71,12 +74,13 @@ def run_torch(args):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, eps=1e-6)
     g = torch.Generator().manual_seed(0)
+    masks = min(20, round(0.15 * args.seq))  # what `bert pretrain` predicts per full-length instance
     times = []
     for _ in range(args.steps):
         ids = torch.randint(5, args.vocab, (args.batch, args.seq), generator=g)
         labels = torch.full_like(ids, -100)
         for row in range(args.batch):
-            pos = torch.randperm(args.seq - 2, generator=g)[:20] + 1
+            pos = torch.randperm(args.seq - 2, generator=g)[:masks] + 1
             labels[row, pos] = ids[row, pos]
         types = torch.zeros_like(ids)
         types[:, args.seq // 2:] = 1

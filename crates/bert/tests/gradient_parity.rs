@@ -14,7 +14,7 @@ use bert::rng::Rng;
 use bert::train::{AdamW, AdamWConfig, LinearSchedule};
 use bert::{Batch, BertConfig};
 use candle_core::{Device, Tensor};
-use common::fixture;
+use common::{fixture, max_abs, max_abs_diff};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -74,6 +74,32 @@ fn setup() -> Setup {
     }
 }
 
+/// Every parameter's gradient against PyTorch's: within 1e-4 of the tensor's largest gradient, plus a
+/// 1e-6 floor of fp32 noise for gradients that are zero in exact arithmetic (the key bias: softmax
+/// ignores a shift shared by every key).
+fn assert_gradients_match_pytorch(store: &ParamStore, grads: &candle_core::backprop::GradStore) {
+    let expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(fixture("training/grads.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
+    let vars = store.vars();
+    assert_eq!(vars.len(), expected.len(), "same parameters as PyTorch");
+    for (name, var) in &vars {
+        let reference = expected
+            .get(name)
+            .unwrap_or_else(|| panic!("PyTorch has no gradient for {name}"));
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let (scale, diff) = (max_abs(reference), max_abs_diff(grad, reference));
+        assert!(
+            diff <= 1e-4 * scale + 1e-6,
+            "{name}: gradient differs by {diff} (scale {scale})"
+        );
+    }
+}
+
 fn loss(s: &Setup, rng: &std::sync::Mutex<Rng>) -> Tensor {
     let out = s.model.forward(&s.batch, &Mode::Train(rng)).unwrap();
     pretraining_loss(&out, &s.mlm_labels, &s.nsp_labels).unwrap()
@@ -90,43 +116,7 @@ fn one_step_loss_and_every_gradient_match_pytorch() {
         "loss {value} vs {}",
         s.reference.losses[0]
     );
-    let grads = l.backward().unwrap();
-    let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(fixture("training/grads.safetensors"), &Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .collect();
-    let vars = s.store.vars();
-    assert_eq!(vars.len(), expected.len(), "same parameters as PyTorch");
-    for (name, var) in &vars {
-        let reference = expected
-            .get(name)
-            .unwrap_or_else(|| panic!("PyTorch has no gradient for {name}"));
-        let grad = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let scale: f32 = reference
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let diff: f32 = (grad - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        // Relative to the tensor's largest gradient; the 1e-6 floor is fp32 noise, for gradients that are
-        // zero in exact arithmetic (the key bias: softmax ignores a shift shared by every key).
-        assert!(
-            diff <= 1e-4 * scale + 1e-6,
-            "{name}: gradient differs by {diff} (scale {scale})"
-        );
-    }
+    assert_gradients_match_pytorch(&s.store, &l.backward().unwrap());
 }
 
 #[test]
@@ -183,35 +173,5 @@ fn predicting_only_masked_positions_gives_the_same_loss_and_gradients() {
         (f64::from(value) - s.reference.losses[0]).abs() < 1e-4,
         "loss {value}"
     );
-    let grads = l.backward().unwrap();
-    let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(fixture("training/grads.safetensors"), &Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .collect();
-    for (name, var) in &s.store.vars() {
-        let grad = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let reference = &expected[name];
-        let scale: f32 = reference
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let diff: f32 = (grad - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(
-            diff <= 1e-4 * scale + 1e-6,
-            "{name}: gradient differs by {diff}"
-        );
-    }
+    assert_gradients_match_pytorch(&s.store, &l.backward().unwrap());
 }

@@ -9,7 +9,7 @@ use bert::model::*;
 use bert::pretrained::Pretrained;
 use bert::{Batch, Tokenizer};
 use candle_core::{Device, Tensor};
-use common::{assert_close, fixture, reference, Reference};
+use common::{assert_close, fixture, max_abs_diff, reference, Reference};
 
 const TOL: f32 = 1e-4;
 
@@ -282,14 +282,7 @@ fn a_padded_batch_equals_each_text_alone() {
             .unwrap()
             .narrow(0, 0, e.ids.len())
             .unwrap();
-        let diff: f32 = (rows - alone.hidden_states.get(0).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&rows, &alone.hidden_states.get(0).unwrap());
         assert!(diff < 1e-5, "text {i}: hidden states differ by {diff}");
         let pooled = (together.pooled.as_ref().unwrap().get(i).unwrap()
             - alone.pooled.unwrap().get(0).unwrap())

@@ -18,7 +18,7 @@ use bert::rng::Rng;
 use bert::train::AdamWConfig;
 use bert::Tokenizer;
 use candle_core::{Device, Tensor};
-use common::fixture;
+use common::{fixture, max_abs_diff};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bert-pretrain-{name}-{}", std::process::id()));
@@ -193,14 +193,7 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     assert_eq!(losses, expected, "the same losses, step for step");
     let (a, b) = (weights(&straight), weights(&resumed));
     for (name, tensor) in &a {
-        let diff: f32 = (tensor - &b[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(tensor, &b[name]);
         assert!(diff == 0.0, "{name} differs by {diff}");
     }
 }

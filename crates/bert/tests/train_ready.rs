@@ -13,7 +13,7 @@ use bert::params::ParamStore;
 use bert::rng::Rng;
 use bert::{Batch, BertConfig, Tokenizer};
 use candle_core::{Device, Tensor};
-use common::fixture;
+use common::{fixture, max_abs_diff};
 
 fn setup(name: &str, no_dropout: bool) -> (ParamStore, BertConfig, Batch) {
     let dir = fixture(name);
@@ -136,14 +136,7 @@ fn training_path_without_dropout_equals_inference() {
         .forward(&batch, &Mode::Eval)
         .unwrap()
         .prediction_logits;
-    let diff: f32 = (train - eval)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let diff = max_abs_diff(&train, &eval);
     assert!(diff < 1e-4, "train and eval paths differ by {diff}");
 }
 

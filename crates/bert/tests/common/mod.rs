@@ -62,3 +62,20 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Dumped, tol: f32) {
         .fold(0f32, f32::max);
     assert!(worst <= tol, "{what}: max abs difference {worst} > {tol}");
 }
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// The largest absolute value of a tensor.
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+}
