@@ -581,3 +581,25 @@ fn classify_needs_a_model() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_bundled_model_serves_without_a_model_flag() {
+    let out = bert(
+        &[
+            "fill-mask",
+            "--top-k",
+            "2",
+            "in the beginning god created the [MASK].",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["predictions"].as_array().unwrap().len(), 2);
+    let out = bert(&["tokenize", "and god said"], b"");
+    assert_eq!(
+        lines(&out)[0]["tokens"],
+        serde_json::json!(["[CLS]", "and", "god", "said", "[SEP]"])
+    );
+    let out = bert(&["embed", "let there be light"], b"");
+    assert_eq!(lines(&out)[0]["embedding"].as_array().unwrap().len(), 256);
+}
