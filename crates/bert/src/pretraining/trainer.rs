@@ -624,28 +624,9 @@ pub fn evaluate(
         let mean = crate::loss::cross_entropy(&out.prediction_logits, &b.masked_labels)?;
         loss_sum += f64::from(mean.to_scalar::<f32>()?) * labels.len() as f64;
         predicted += labels.len();
-        let guesses: Vec<u32> = out
-            .prediction_logits
-            .argmax(D::Minus1)?
-            .to_dtype(DType::U32)?
-            .to_vec1()?;
-        correct += labels
-            .iter()
-            .zip(&guesses)
-            .filter(|(&l, &g)| l == i64::from(g))
-            .count();
-        let nsp: Vec<i64> = b.next_sentence_labels.to_vec1()?;
-        let nsp_guess: Vec<u32> = out
-            .seq_relationship_logits
-            .argmax(D::Minus1)?
-            .to_dtype(DType::U32)?
-            .to_vec1()?;
-        nsp_correct += nsp
-            .iter()
-            .zip(&nsp_guess)
-            .filter(|(&l, &g)| l == i64::from(g))
-            .count();
-        nsp_total += nsp.len();
+        correct += correct_predictions(&out.prediction_logits, &b.masked_labels)?;
+        nsp_correct += correct_predictions(&out.seq_relationship_logits, &b.next_sentence_labels)?;
+        nsp_total += b.next_sentence_labels.dim(0)?;
     }
     Ok(EvalMetrics {
         step,
@@ -653,4 +634,15 @@ pub fn evaluate(
         eval_mlm_accuracy: correct as f64 / predicted.max(1) as f64,
         eval_nsp_accuracy: nsp_correct as f64 / nsp_total.max(1) as f64,
     })
+}
+
+/// How many rows of (N, K) logits have their largest value at the (N) label.
+fn correct_predictions(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let labels: Vec<i64> = labels.to_vec1()?;
+    let guesses: Vec<u32> = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
+    Ok(labels
+        .iter()
+        .zip(&guesses)
+        .filter(|(&l, &g)| l == i64::from(g))
+        .count())
 }
