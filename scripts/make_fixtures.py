@@ -417,6 +417,41 @@ def training_fixtures():
     print("wrote", directory)
 
 
+HEAD_MODELS = {
+    "tiny-classify": "BertForSequenceClassification",
+    "tiny-multilabel": "BertForSequenceClassification",
+    "tiny-regression": "BertForSequenceClassification",
+    "tiny-ner": "BertForTokenClassification",
+    "tiny-qa": "BertForQuestionAnswering",
+}
+
+
+def head_gradient_fixtures():
+    """Every parameter's gradient of one step of each fine-tuning head (dropout off), on the batch and
+    labels of its reference.json: what the Rust heads and losses must match."""
+    import transformers
+    from safetensors.torch import save_file as save_tensors
+
+    directory = os.path.join(OUT, "training")
+    os.makedirs(directory, exist_ok=True)
+    for name, architecture in HEAD_MODELS.items():
+        src = os.path.join(OUT, name)
+        with open(os.path.join(src, "reference.json")) as f:
+            ref = json.load(f)
+        cls = getattr(transformers, architecture)
+        model = cls.from_pretrained(src, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                    classifier_dropout=0.0)
+        model.train()
+        batch = {k: torch.tensor(ref[k]) for k in ["input_ids", "token_type_ids", "attention_mask"]}
+        labels = {k: torch.tensor(v) for k, v in ref["labels"].items()}
+        out = model(**batch, **labels)
+        out.loss.backward()
+        grads = {n: p.grad.detach().clone().contiguous() for n, p in model.named_parameters()}
+        grads["loss"] = out.loss.detach().reshape(1)
+        save_tensors(grads, os.path.join(directory, f"{name}-grads.safetensors"))
+        print("wrote gradients of", name)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", default=os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2"))
@@ -427,6 +462,7 @@ def main():
     tiny_models(vocab)
     tokenizer_fixtures(vocab)
     training_fixtures()
+    head_gradient_fixtures()
     if not args.skip_minilm:
         minilm_fixtures(args.minilm)
 

@@ -36,6 +36,122 @@ pub enum Command {
     /// Pretrain BERT with masked LM and next-sentence prediction on plain text (one sentence per
     /// line, a blank line between documents); writes a Hugging Face checkpoint directory.
     Pretrain(PretrainArgs),
+    /// Fine-tune a checkpoint on labelled data (text classification: sentiment, intent, NLI);
+    /// writes the best model as a Hugging Face checkpoint directory with eval_results.json.
+    Finetune(FinetuneArgs),
+}
+
+/// Fine-tuning tasks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Sequence classification: a label (or labels, or a number) per text or text pair.
+    Classify,
+}
+
+/// `--problem-type` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemTypeArg {
+    /// One label per example (softmax, cross-entropy).
+    SingleLabel,
+    /// Any number of labels per example (sigmoid, binary cross-entropy): a JSON list, or names
+    /// separated by commas.
+    MultiLabel,
+    /// A number per example (mean squared error).
+    Regression,
+}
+
+impl From<ProblemTypeArg> for bert::config::ProblemType {
+    fn from(p: ProblemTypeArg) -> Self {
+        match p {
+            ProblemTypeArg::SingleLabel => Self::SingleLabelClassification,
+            ProblemTypeArg::MultiLabel => Self::MultiLabelClassification,
+            ProblemTypeArg::Regression => Self::Regression,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// The task.
+    #[arg(long, value_enum, default_value = "classify")]
+    pub task: TaskKind,
+    /// The checkpoint to start from: a local directory or a Hugging Face Hub id.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Hub revision when --model is a Hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Training data: CSV or TSV with a header row, or JSON Lines (by extension: .csv, .tsv, .jsonl).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Evaluation data, same format; scored each epoch (or every --eval-steps) and used to pick the
+    /// best model. Without it, the last model is kept.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Output directory: the best model, eval_results.json, metrics.jsonl, loss.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an earlier run in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The column holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// The column holding the second text of a pair (NLI, paraphrase).
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
+    /// The column holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// What the labels are.
+    #[arg(long, value_enum, default_value = "single-label")]
+    pub problem_type: ProblemTypeArg,
+    /// Tokens per example, [CLS] and [SEP] included; longer ones are truncated.
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub epochs: u64,
+    /// Stop after this many optimizer steps instead (the learning rate decays to zero here).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Examples per batch (padded to the longest in the batch).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Batches whose gradients are averaged before each optimizer step.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gradient_accumulation_steps: u64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub learning_rate: f64,
+    /// Share of the steps spent warming the learning rate up linearly.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_ratio: f64,
+    /// Warm-up steps (overrides --warmup-ratio).
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// AdamW weight decay (not applied to biases and LayerNorm weights).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Evaluate every N steps instead of at the end of each epoch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_steps: Option<u64>,
+    /// The evaluation metric that picks the best model: loss (lower is better), accuracy, macro_f1,
+    /// micro_f1, pearson, mse...
+    #[arg(long, default_value = "loss")]
+    pub metric_for_best: String,
+    /// Stop after this many evaluations without a better --metric-for-best.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub early_stopping_patience: Option<u64>,
+    /// Seed of the new head's weights, the example order and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Write a metrics.jsonl line every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
 }
 
 #[derive(Args, Debug)]

@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Classify(args) => classify(args),
         Command::Vocab(args) => crate::training::vocab(args),
         Command::Pretrain(args) => crate::training::pretrain(args),
+        Command::Finetune(args) => crate::finetuning::run(args),
     }
 }
 

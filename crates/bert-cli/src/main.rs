@@ -3,8 +3,10 @@
 
 mod args;
 mod commands;
+mod finetuning;
 mod input;
 mod output;
+mod progress;
 mod training;
 
 use std::process::ExitCode;

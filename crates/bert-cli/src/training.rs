@@ -1,10 +1,7 @@
 //! The training commands: `bert vocab` and `bert pretrain`, with a progress line on stderr and a
 //! checkpoint saved on SIGINT/SIGTERM.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +14,7 @@ use bert::vocab::{train_vocab, VocabOptions};
 use bert::Tokenizer;
 
 use crate::args::{PretrainArgs, VocabArgs};
+use crate::progress::Progress;
 
 pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
     let corpus = Corpus::new(&args.files)?;
@@ -106,21 +104,22 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         overwrite: args.overwrite,
         seed: args.seed,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond interrupt: exiting without a checkpoint");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupted: saving a checkpoint after this step (interrupt again to exit at once)"
-        );
-    })
-    .context("installing the SIGINT/SIGTERM handler")?;
+    let stop = crate::progress::stop_flag("saving a checkpoint after this step")?;
     let mut progress = Progress::new(args.log_every);
-    let outcome = run_pretraining(&data, &options, &stop, &mut |event| progress.show(event))
-        .with_context(|| format!("pretraining into {}", args.out.display()))?;
+    let outcome = run_pretraining(&data, &options, &stop, &mut |event| match event {
+        Event::Started {
+            step,
+            max_steps,
+            parameters,
+        } => progress.start(step, max_steps, parameters),
+        Event::Step(m) => progress.step(m),
+        Event::Eval(e) => progress.note(&format!(
+            "eval at step {}: mlm loss {:.4}, mlm accuracy {:.4}, nsp accuracy {:.4}",
+            e.step, e.eval_mlm_loss, e.eval_mlm_accuracy, e.eval_nsp_accuracy
+        )),
+        Event::Saved(path) => progress.note(&format!("saved {}", path.display())),
+    })
+    .with_context(|| format!("pretraining into {}", args.out.display()))?;
     progress.finish();
     if data.corpus.skipped_lines() > 0 {
         eprintln!(
@@ -143,107 +142,4 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The progress line: step, loss, learning rate, tokens/s, ETA. Redrawn in place on a terminal, a line
-/// per `--log-every` steps otherwise.
-struct Progress {
-    terminal: bool,
-    every: usize,
-    max_steps: usize,
-    first_step: usize,
-    started: Instant,
-    tokens_per_second: f64,
-}
-
-impl Progress {
-    fn new(every: usize) -> Self {
-        Progress {
-            terminal: std::io::stderr().is_terminal(),
-            every: every.max(1),
-            max_steps: 0,
-            first_step: 0,
-            started: Instant::now(),
-            tokens_per_second: 0.0,
-        }
-    }
-
-    fn show(&mut self, event: Event) {
-        match event {
-            Event::Started {
-                step,
-                max_steps,
-                parameters,
-            } => {
-                self.max_steps = max_steps;
-                self.first_step = step;
-                self.started = Instant::now();
-                let from = if step > 0 {
-                    format!(", resuming at step {step}")
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "training {:.1}M parameters for {max_steps} steps{from}",
-                    parameters as f64 / 1e6
-                );
-            }
-            Event::Step(m) => {
-                let smoothing = if self.tokens_per_second == 0.0 {
-                    1.0
-                } else {
-                    0.1
-                };
-                self.tokens_per_second +=
-                    smoothing * (m.tokens_per_second - self.tokens_per_second);
-                if !self.terminal && m.step % self.every != 0 {
-                    return;
-                }
-                let done = (m.step - self.first_step).max(1) as f64;
-                let per_step = self.started.elapsed().as_secs_f64() / done;
-                let eta = per_step * self.max_steps.saturating_sub(m.step) as f64;
-                let line = format!(
-                    "step {}/{} | epoch {} | loss {:.4} | lr {:.2e} | {:.0} tok/s | ETA {}",
-                    m.step,
-                    self.max_steps,
-                    m.epoch,
-                    m.loss,
-                    m.lr,
-                    self.tokens_per_second,
-                    duration(eta)
-                );
-                if self.terminal {
-                    eprint!("\r{line}\x1b[K");
-                } else {
-                    eprintln!("{line}");
-                }
-            }
-            Event::Eval(e) => {
-                self.finish();
-                eprintln!(
-                    "eval at step {}: mlm loss {:.4}, mlm accuracy {:.4}, nsp accuracy {:.4}",
-                    e.step, e.eval_mlm_loss, e.eval_mlm_accuracy, e.eval_nsp_accuracy
-                );
-            }
-            Event::Saved(path) => {
-                self.finish();
-                eprintln!("saved {}", path.display());
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if self.terminal {
-            eprintln!();
-        }
-    }
-}
-
-fn duration(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }

@@ -200,7 +200,8 @@ fn classify_uses_id2label_and_softmax() {
     assert!(out.status.success(), "{}", stderr(&out));
     for v in lines(&out) {
         let scores = v["scores"].as_object().unwrap();
-        let labels: Vec<&str> = scores.keys().map(String::as_str).collect();
+        let mut labels: Vec<&str> = scores.keys().map(String::as_str).collect();
+        labels.sort();
         assert_eq!(labels, ["negative", "neutral", "positive"]);
         let sum: f64 = scores.values().map(|s| s.as_f64().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-5);

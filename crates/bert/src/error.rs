@@ -35,6 +35,13 @@ pub enum Error {
     Tokenize(String),
     #[error("model `{model}`: {message}")]
     Hub { model: String, message: String },
+    /// A training or evaluation file's content: `line` 0 means the file as a whole.
+    #[error("{}{}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    Data {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("training: {0}")]
@@ -57,6 +64,14 @@ impl Error {
         Error::Config {
             path: path.into(),
             key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn data(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            line,
             message: message.into(),
         }
     }

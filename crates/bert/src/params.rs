@@ -153,6 +153,15 @@ impl ParamStore {
                 let mut rng = lock(&self.rng);
                 (0..n).map(|_| (rng.normal() * std) as f32).collect()
             }
+            Init::Embedding { std, padding_idx } => {
+                let mut rng = lock(&self.rng);
+                let mut values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+                let row = n / shape.first().copied().unwrap_or(1).max(1);
+                if let Some(pad) = padding_idx.filter(|&p| (p + 1) * row <= n) {
+                    values[pad * row..(pad + 1) * row].fill(0.0);
+                }
+                values
+            }
         };
         Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?)
     }

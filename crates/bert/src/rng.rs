@@ -14,6 +14,8 @@ pub enum Stream {
     EvalMasks,
     /// Dropout.
     Dropout,
+    /// The order of fine-tuning examples, per epoch.
+    Shuffle,
 }
 
 /// SplitMix64: tiny, fast, and good enough for dropout masks and weight initialisation.
@@ -63,6 +65,13 @@ impl Rng {
         let u1 = 1.0 - self.uniform();
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Shuffles `items` in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
     }
 
     /// Uniform integer in [0, n).

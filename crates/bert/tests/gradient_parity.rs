@@ -1,19 +1,25 @@
 //! Training parity with PyTorch, as llm.c's test does it for GPT-2: for the tiny `BertForPreTraining`
 //! (dropout off), one step's loss and every parameter's gradient match `transformers` within 1e-4
 //! relative, and the first ten losses of AdamW with warm-up, decay and clipping match within 1e-3.
+//! The fine-tuning heads (sequence classification in its three problem types, token classification,
+//! question answering) match one step's loss and every gradient too.
 
 mod common;
 
 use std::collections::HashMap;
 
 use bert::checkpoint::Checkpoint;
-use bert::loss::pretraining_loss;
-use bert::model::{BertForPreTraining, Mode};
+use bert::config::ProblemType;
+use bert::loss::{pretraining_loss, sequence_classification_loss, span_loss, token_cross_entropy};
+use bert::model::{
+    BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, Mode,
+};
 use bert::params::ParamStore;
 use bert::rng::Rng;
 use bert::train::{AdamW, AdamWConfig, LinearSchedule};
 use bert::{Batch, BertConfig};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::{fixture, max_abs, max_abs_diff};
 use serde::Deserialize;
 
@@ -78,11 +84,20 @@ fn setup() -> Setup {
 /// 1e-6 floor of fp32 noise for gradients that are zero in exact arithmetic (the key bias: softmax
 /// ignores a shift shared by every key).
 fn assert_gradients_match_pytorch(store: &ParamStore, grads: &candle_core::backprop::GradStore) {
-    let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(fixture("training/grads.safetensors"), &Device::Cpu)
+    assert_gradients_match(store, grads, "training/grads.safetensors");
+}
+
+fn assert_gradients_match(
+    store: &ParamStore,
+    grads: &candle_core::backprop::GradStore,
+    reference: &str,
+) {
+    let mut expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(fixture(reference), &Device::Cpu)
             .unwrap()
             .into_iter()
             .collect();
+    expected.remove("loss");
     let vars = store.vars();
     assert_eq!(vars.len(), expected.len(), "same parameters as PyTorch");
     for (name, var) in &vars {
@@ -174,4 +189,114 @@ fn predicting_only_masked_positions_gives_the_same_loss_and_gradients() {
         "loss {value}"
     );
     assert_gradients_match_pytorch(&s.store, &l.backward().unwrap());
+}
+
+/// The tiny fine-tuning checkpoint `name` with dropout off, trainable, and its reference batch.
+fn head_setup(name: &str) -> (BertConfig, ParamStore, Batch, serde_json::Value) {
+    let dir = fixture(name);
+    let mut config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    config.classifier_dropout = Some(0.0);
+    let store = ParamStore::new(Checkpoint::open(&dir).unwrap(), &Device::Cpu, true, 0);
+    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..reference["input_ids"].as_array().unwrap().len())
+        .map(|i| {
+            let ids: Vec<u32> = serde_json::from_value(reference["input_ids"][i].clone()).unwrap();
+            let types: Vec<u32> =
+                serde_json::from_value(reference["token_type_ids"][i].clone()).unwrap();
+            let mask: Vec<u32> =
+                serde_json::from_value(reference["attention_mask"][i].clone()).unwrap();
+            let len = mask.iter().filter(|&&m| m == 1).count();
+            (ids[..len].to_vec(), types[..len].to_vec())
+        })
+        .collect();
+    let refs: Vec<(&[u32], &[u32])> = rows
+        .iter()
+        .map(|(a, b)| (a.as_slice(), b.as_slice()))
+        .collect();
+    let batch = Batch::from_ids(&refs, 0, &Device::Cpu).unwrap();
+    (config, store, batch, reference)
+}
+
+/// A label tensor from the reference's `labels[key]`, as i64 (class ids) or f32 (targets).
+fn labels(reference: &serde_json::Value, key: &str, float: bool) -> Tensor {
+    let value = &reference["labels"][key];
+    let nested = value.as_array().unwrap().iter().any(|v| v.is_array());
+    let rows: Vec<Vec<f64>> = if nested {
+        serde_json::from_value(value.clone()).unwrap()
+    } else {
+        vec![serde_json::from_value(value.clone()).unwrap()]
+    };
+    let shape: Vec<usize> = if nested {
+        vec![rows.len(), rows[0].len()]
+    } else {
+        vec![rows[0].len()]
+    };
+    let flat: Vec<f64> = rows.into_iter().flatten().collect();
+    let t = Tensor::from_vec(flat, shape, &Device::Cpu).unwrap();
+    t.to_dtype(if float { DType::F32 } else { DType::I64 })
+        .unwrap()
+}
+
+fn assert_head_step_matches(name: &str, loss: &Tensor, store: &ParamStore) {
+    let reference = candle_core::safetensors::load(
+        fixture(&format!("training/{name}-grads.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let expected: Vec<f32> = reference["loss"].to_vec1().unwrap();
+    let value: f32 = loss.to_scalar().unwrap();
+    assert!(
+        (value - expected[0]).abs() <= 1e-4 * expected[0].abs().max(1.0),
+        "{name}: loss {value} vs {}",
+        expected[0]
+    );
+    assert_gradients_match(
+        store,
+        &loss.backward().unwrap(),
+        &format!("training/{name}-grads.safetensors"),
+    );
+}
+
+#[test]
+fn sequence_classification_heads_match_pytorch_gradients() {
+    for name in ["tiny-classify", "tiny-multilabel", "tiny-regression"] {
+        let (config, store, batch, reference) = head_setup(name);
+        let model = BertForSequenceClassification::load(&store.root(), &config).unwrap();
+        let rng = std::sync::Mutex::new(Rng::new(0));
+        let logits = model.forward(&batch, &Mode::Train(&rng)).unwrap();
+        let problem = config.problem_type();
+        let float = problem != ProblemType::SingleLabelClassification;
+        let targets = labels(&reference, "labels", float);
+        let loss = sequence_classification_loss(&logits, &targets, problem).unwrap();
+        assert_head_step_matches(name, &loss, &store);
+    }
+}
+
+#[test]
+fn token_classification_head_matches_pytorch_gradients() {
+    let (config, store, batch, reference) = head_setup("tiny-ner");
+    let model = BertForTokenClassification::load(&store.root(), &config).unwrap();
+    let rng = std::sync::Mutex::new(Rng::new(0));
+    let logits = model.forward(&batch, &Mode::Train(&rng)).unwrap();
+    let loss = token_cross_entropy(&logits, &labels(&reference, "labels", false)).unwrap();
+    assert_head_step_matches("tiny-ner", &loss, &store);
+}
+
+#[test]
+fn question_answering_head_matches_pytorch_gradients() {
+    let (config, store, batch, reference) = head_setup("tiny-qa");
+    let model = BertForQuestionAnswering::load(&store.root(), &config).unwrap();
+    let rng = std::sync::Mutex::new(Rng::new(0));
+    let out = model.forward(&batch, &Mode::Train(&rng)).unwrap();
+    let loss = span_loss(
+        &out.start_logits,
+        &out.end_logits,
+        &labels(&reference, "start_positions", false),
+        &labels(&reference, "end_positions", false),
+    )
+    .unwrap();
+    assert_head_step_matches("tiny-qa", &loss, &store);
 }

@@ -21,6 +21,8 @@ pub struct BertEmbeddings {
     token_type_embeddings: Tensor, // (2, C)
     layer_norm: LayerNorm,
     dropout: Dropout,
+    /// The padding token, whose embedding gets no gradient (`nn.Embedding(padding_idx)`).
+    pad_token_id: Option<u32>,
 }
 
 impl BertEmbeddings {
@@ -30,7 +32,10 @@ impl BertEmbeddings {
             word_embeddings: p.pp("word_embeddings").get(
                 &[c.vocab_size, c.hidden_size],
                 "weight",
-                init,
+                Init::Embedding {
+                    std: c.initializer_range,
+                    padding_idx: c.pad_token_id,
+                },
             )?,
             position_embeddings: p.pp("position_embeddings").get(
                 &[c.max_position_embeddings, c.hidden_size],
@@ -44,6 +49,7 @@ impl BertEmbeddings {
             )?,
             layer_norm: LayerNorm::load(&p.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
             dropout: Dropout::new(c.hidden_dropout_prob),
+            pad_token_id: c.pad_token_id.map(|id| id as u32),
         })
     }
 
@@ -55,9 +61,12 @@ impl BertEmbeddings {
     pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         let c = self.word_embeddings.dim(1)?;
-        let words = self
-            .word_embeddings
-            .embedding(&batch.input_ids.flatten_all()?)?; // (B*T, C)
+        let ids = batch.input_ids.flatten_all()?;
+        let words = self.word_embeddings.embedding(&ids)?; // (B*T, C)
+        let words = match (mode, self.pad_token_id) {
+            (Mode::Train(_), Some(pad)) => no_gradient_where(&words, &ids.eq(pad)?)?,
+            _ => words,
+        };
         let types = self
             .token_type_embeddings
             .embedding(&batch.token_type_ids.flatten_all()?)?;
@@ -68,6 +77,20 @@ impl BertEmbeddings {
         let x = self.layer_norm.forward(&x, mode)?;
         self.dropout.forward(&x, mode)
     }
+}
+
+/// `x` (N, C) with the rows where `rows` (N) is set cut off from the gradient.
+fn no_gradient_where(x: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    if rows
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        == 0.0
+    {
+        return Ok(x.clone());
+    }
+    let mask = rows.unsqueeze(1)?.broadcast_as(x.shape())?;
+    Ok(mask.where_cond(&x.detach(), x)?)
 }
 
 /// Multi-head scaled dot-product self-attention (`attention.self`).

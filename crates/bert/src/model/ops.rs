@@ -64,6 +64,12 @@ pub enum Init {
     Zeros,
     Ones,
     Normal(f64),
+    /// An embedding matrix: normal, with the padding token's row zero (as `nn.Embedding(padding_idx)`
+    /// is initialised by `transformers`).
+    Embedding {
+        std: f64,
+        padding_idx: Option<usize>,
+    },
 }
 
 /// LayerNorm over the last dimension.

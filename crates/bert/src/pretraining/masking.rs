@@ -58,7 +58,7 @@ pub fn mask_instance(
             _ => candidates.push(vec![i]),
         }
     }
-    shuffle(&mut candidates, rng);
+    rng.shuffle(&mut candidates);
     // Python 3's `round`, which Google's script uses: halves go to the even neighbour.
     let wanted = ((tokens.len() as f64 * config.masked_lm_prob).round_ties_even() as usize)
         .max(1)
@@ -90,13 +90,6 @@ pub fn mask_instance(
         segment_ids: instance.segment_ids.clone(),
         mlm_labels,
         next_sentence_label: i64::from(instance.is_random_next),
-    }
-}
-
-/// Fisher-Yates.
-fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
-    for i in (1..items.len()).rev() {
-        items.swap(i, rng.below(i + 1));
     }
 }
 

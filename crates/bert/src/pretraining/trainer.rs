@@ -3,8 +3,6 @@
 //! to the same result as an uninterrupted run; a stop flag (SIGINT/SIGTERM in the CLI) that saves first;
 //! and a clear stop, keeping the last good checkpoint, if the loss stops being finite.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -17,20 +15,21 @@ use serde::Serialize;
 use crate::checkpoint::Checkpoint;
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::files::write_file;
 use crate::loss::cross_entropy;
 use crate::model::{BertForPreTraining, Mode};
 use crate::params::ParamStore;
-use crate::plot::write_loss_curve;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::{
-    checkpoints, restore_checkpoint, save_checkpoint, AdamW, AdamWConfig, CheckpointParts,
-    LinearSchedule, TrainerState,
+    accumulate, draw_loss_curve, non_finite, restore_checkpoint, save_checkpoint,
+    trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule, MetricsLog, OutDir,
+    StepMetrics, TrainerState,
 };
 
 const ARCHITECTURE: &str = "BertForPreTraining";
+/// The held-out loss the loss curve draws.
+const EVAL_LOSS: &str = "eval_mlm_loss";
 
 /// Where the weights start.
 #[derive(Debug, Clone)]
@@ -64,20 +63,6 @@ pub struct PretrainOptions {
     pub resume: bool,
     pub overwrite: bool,
     pub seed: u64,
-}
-
-/// One logged training step.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepMetrics {
-    pub step: usize,
-    pub epoch: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens_per_second: f64,
-    /// Wall time of this optimizer step (data preparation included).
-    pub step_seconds: f64,
-    pub elapsed_seconds: f64,
 }
 
 /// Held-out metrics.
@@ -141,7 +126,7 @@ pub fn pretrain(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<PretrainOutcome> {
-    let out_dir = inspect_out_dir(options)?;
+    let out_dir = OutDir::inspect(&options.out, &RUN_FILES, options.resume, options.overwrite)?;
     let device = Device::Cpu;
     let (config, store) = load_weights(options, out_dir.resume_from.as_deref(), &device)?;
     check_fit(data, &config)?;
@@ -182,7 +167,7 @@ pub fn pretrain(
         total_steps: options.max_steps,
     };
     let dropout = Mutex::new(Rng::new(state.dropout_rng));
-    let vars = optimizer_vars(&store);
+    let vars = trainable_tensors(&store);
     let mut last_eval = None;
     let mut last_checkpoint = out_dir.resume_from.clone();
     let run_start = Instant::now();
@@ -190,7 +175,7 @@ pub fn pretrain(
     let save =
         |state: &TrainerState, optimizer: &AdamW, metrics: &mut MetricsLog| -> Result<PathBuf> {
             metrics.flush()?;
-            draw_loss_curve(&options.out)?;
+            draw_loss_curve(&options.out, EVAL_LOSS)?;
             let parts = CheckpointParts {
                 config: &config,
                 architecture: ARCHITECTURE,
@@ -227,14 +212,14 @@ pub fn pretrain(
             if !gathered.loss.is_finite() {
                 return Err(non_finite(
                     format!("the loss became {}", gathered.loss),
-                    &state,
+                    state.step + 1,
                     &last_checkpoint,
                 ));
             }
             let lr = schedule.lr(state.step);
             let grad_norm = optimizer
                 .step(&grads, lr)
-                .map_err(|e| non_finite(e.to_string(), &state, &last_checkpoint))?;
+                .map_err(|e| non_finite(e.to_string(), state.step + 1, &last_checkpoint))?;
             state.step += 1;
             state.tokens_seen += gathered.tokens as u64;
             state.dropout_rng = dropout.lock().unwrap_or_else(|e| e.into_inner()).state();
@@ -297,7 +282,7 @@ pub fn pretrain(
         on_event(Event::Saved(&path));
     }
     metrics.flush()?;
-    draw_loss_curve(&options.out)?;
+    draw_loss_curve(&options.out, EVAL_LOSS)?;
     save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
     copy_tokenizer(&options.tokenizer_dir, &options.out)?;
     Ok(PretrainOutcome {
@@ -305,19 +290,6 @@ pub fn pretrain(
         finished: true,
         last_eval,
     })
-}
-
-/// The error for a loss or gradient that stopped being finite, naming the last good checkpoint.
-fn non_finite(what: String, state: &TrainerState, last_checkpoint: &Option<PathBuf>) -> Error {
-    Error::Training(format!(
-        "{what} at step {}; stopped without saving. The last good checkpoint is {}",
-        state.step + 1,
-        last_checkpoint
-            .as_ref()
-            .map_or("none (nothing saved yet)".into(), |p| p
-                .display()
-                .to_string())
-    ))
 }
 
 /// The model must take the tokenizer's ids and the instances' length.
@@ -424,149 +396,11 @@ fn gather_gradients(
         // The mean over the batches actually run (fewer at the end of an epoch).
         let scale = 1.0 / micro_batches as f64;
         if let Some(grads) = gathered.grads.as_mut() {
-            for var in vars {
-                if let Some(g) = grads.remove(var) {
-                    grads.insert(var, (g * scale)?);
-                }
-            }
+            crate::train::scale(grads, vars, scale)?;
         }
         gathered.loss *= scale;
     }
     Ok(gathered)
-}
-
-fn optimizer_vars(store: &ParamStore) -> Vec<Tensor> {
-    store
-        .vars()
-        .values()
-        .map(|v| v.as_tensor().clone())
-        .collect()
-}
-
-/// Adds this micro-batch's gradients to those gathered so far.
-fn accumulate(sum: Option<GradStore>, mut new: GradStore, vars: &[Tensor]) -> Result<GradStore> {
-    let Some(mut sum) = sum else {
-        return Ok(new);
-    };
-    for var in vars {
-        if let Some(g) = new.remove(var) {
-            let total = match sum.get(var) {
-                Some(old) => (old + g)?,
-                None => g,
-            };
-            sum.insert(var, total);
-        }
-    }
-    Ok(sum)
-}
-
-/// `metrics.jsonl`: one JSON line per logged step or evaluation, kept across resumed runs.
-struct MetricsLog {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl MetricsLog {
-    /// Opens the log for appending, first dropping lines past `step` (written after the checkpoint
-    /// being resumed, by a run that then crashed).
-    fn open(out: &Path, step: usize) -> Result<Self> {
-        let path = out.join("metrics.jsonl");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let kept: String = text
-                .lines()
-                .filter(|line| {
-                    serde_json::from_str::<serde_json::Value>(line)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s as usize <= step)
-                })
-                .map(|line| format!("{line}\n"))
-                .collect();
-            write_file(&path, kept.as_bytes())?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        Ok(MetricsLog { path, file })
-    }
-
-    fn write(&mut self, value: &impl Serialize) -> Result<()> {
-        let line = serde_json::to_string(value).map_err(|e| Error::Training(e.to_string()))?;
-        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-/// What the output directory holds: a checkpoint to resume from, or another run's files that
-/// `--overwrite` removes (only once the new run has checked its inputs).
-struct OutDir {
-    resume_from: Option<PathBuf>,
-    previous_run: Vec<PathBuf>,
-}
-
-impl OutDir {
-    fn clear_previous_run(&self) -> Result<()> {
-        for path in &self.previous_run {
-            let removed = if path.is_dir() {
-                std::fs::remove_dir_all(path)
-            } else {
-                std::fs::remove_file(path)
-            };
-            removed.map_err(|e| Error::io(path, e))?;
-        }
-        Ok(())
-    }
-}
-
-/// Checks the output directory: a new run needs it free of another run (or `--overwrite`); `--resume`
-/// needs a checkpoint there.
-fn inspect_out_dir(options: &PretrainOptions) -> Result<OutDir> {
-    let out = &options.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let existing = checkpoints(out)?;
-    if options.resume {
-        return match existing.last() {
-            Some((_, dir)) => Ok(OutDir {
-                resume_from: Some(dir.clone()),
-                previous_run: Vec::new(),
-            }),
-            None => Err(Error::InvalidInput(format!(
-                "--resume: {} holds no checkpoint to resume from",
-                out.display()
-            ))),
-        };
-    }
-    let earlier_files: Vec<&str> = RUN_FILES
-        .iter()
-        .copied()
-        .filter(|f| out.join(f).exists())
-        .collect();
-    let occupied = !existing.is_empty() || !earlier_files.is_empty();
-    if occupied && !options.overwrite {
-        return Err(Error::InvalidInput(format!(
-            "{} holds another run ({}); use --resume to continue it or --overwrite to replace it",
-            out.display(),
-            existing
-                .last()
-                .map(|(step, _)| format!("checkpoint-{step}"))
-                .unwrap_or_else(|| earlier_files.join(", "))
-        )));
-    }
-    let previous_run = existing
-        .into_iter()
-        .map(|(_, dir)| dir)
-        .chain(earlier_files.iter().map(|f| out.join(f)))
-        .collect();
-    Ok(OutDir {
-        resume_from: None,
-        previous_run,
-    })
 }
 
 /// The config and trainable weights: from the checkpoint being resumed, else as `init` says.
@@ -589,25 +423,6 @@ fn load_weights(
             Ok(((**config).clone(), ParamStore::fresh(device, options.seed)))
         }
     }
-}
-
-/// Redraws `loss.png` from `metrics.jsonl` (which holds every run of a resumed training).
-fn draw_loss_curve(out: &Path) -> Result<()> {
-    let path = out.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let (mut train, mut eval) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let step = value["step"].as_f64().unwrap_or(0.0);
-        if let Some(loss) = value["loss"].as_f64() {
-            train.push((step, loss));
-        } else if let Some(loss) = value["eval_mlm_loss"].as_f64() {
-            eval.push((step, loss));
-        }
-    }
-    write_loss_curve(&out.join("loss.png"), &train, &eval)
 }
 
 /// MLM loss and accuracy over the masked positions, NSP accuracy, on the held-out batches.

@@ -1,0 +1,121 @@
+//! `bert finetune`: reads labelled data, trains the checkpoint with a task head, and reports the
+//! evaluations as they come, with a progress line on stderr; SIGINT/SIGTERM stops it with the best model
+//! so far kept.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bert::finetune::{
+    finetune, prepare_classification, ClassificationData, Columns, FinetuneEvent, FinetuneOptions,
+};
+use bert::train::AdamWConfig;
+use serde_json::{Map, Value};
+
+use crate::args::{FinetuneArgs, TaskKind};
+use crate::progress::{stop_flag, Progress};
+
+pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
+    let model_dir = bert::hub::resolve_model(&args.model, args.revision.as_deref())?;
+    let options = options(&args, &model_dir);
+    let prepared = match args.task {
+        TaskKind::Classify => prepare_classification(
+            &model_dir,
+            &ClassificationData {
+                train: args.train.clone(),
+                eval: args.eval.clone(),
+                columns: Columns {
+                    text: args.text_column.clone(),
+                    text_pair: args.text_pair_column.clone(),
+                    label: args.label_column.clone(),
+                },
+                problem: args.problem_type.into(),
+                max_length: args.max_length,
+            },
+            args.seed,
+        )?,
+    };
+    if !prepared.newly_initialized.is_empty() {
+        eprintln!(
+            "newly initialised (not in the checkpoint): {}",
+            prepared.newly_initialized.join(", ")
+        );
+    }
+    let stop = stop_flag("keeping the best model so far and stopping after this step")?;
+    let mut progress = Progress::new(args.log_every);
+    let outcome = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &stop,
+        &mut |event| match event {
+            FinetuneEvent::Started {
+                max_steps,
+                parameters,
+                train_examples,
+            } => {
+                eprintln!("{train_examples} training examples");
+                progress.start(0, max_steps, parameters);
+            }
+            FinetuneEvent::Step(m) => progress.step(m),
+            FinetuneEvent::Eval {
+                step,
+                metrics,
+                best,
+            } => progress.note(&format!(
+                "eval at step {step}: {}{}",
+                summary(metrics),
+                if best { " (best so far: saved)" } else { "" }
+            )),
+            FinetuneEvent::EarlyStopped { step } => progress.note(&format!(
+                "early stopping at step {step}: no better {} for {} evaluations",
+                args.metric_for_best,
+                args.early_stopping_patience.unwrap_or(0)
+            )),
+        },
+    )
+    .with_context(|| format!("fine-tuning into {}", args.out.display()))?;
+    progress.finish();
+    if let Some(best) = &outcome.best {
+        eprintln!("best: {}", summary(best));
+    }
+    eprintln!("model in {}", args.out.display());
+    Ok(if outcome.finished {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(130)
+    })
+}
+
+fn options(args: &FinetuneArgs, model_dir: &std::path::Path) -> FinetuneOptions {
+    let mut options = FinetuneOptions::new(args.out.clone(), model_dir.to_path_buf());
+    options.epochs = args.epochs as usize;
+    options.max_steps = args.max_steps;
+    options.batch_size = args.batch_size as usize;
+    options.gradient_accumulation_steps = args.gradient_accumulation_steps as usize;
+    options.learning_rate = args.learning_rate;
+    options.warmup_ratio = args.warmup_ratio;
+    options.warmup_steps = args.warmup_steps;
+    options.optimizer = AdamWConfig {
+        weight_decay: args.weight_decay,
+        max_grad_norm: Some(args.max_grad_norm),
+        ..options.optimizer
+    };
+    options.eval_steps = args.eval_steps.map(|n| n as usize);
+    options.metric_for_best = args.metric_for_best.clone();
+    options.early_stopping_patience = args.early_stopping_patience.map(|n| n as usize);
+    options.log_every = args.log_every;
+    options.seed = args.seed;
+    options.overwrite = args.overwrite;
+    options
+}
+
+/// The headline numbers of an evaluation, `name value` pairs.
+fn summary(metrics: &Map<String, Value>) -> String {
+    metrics
+        .iter()
+        .filter(|(k, v)| v.is_f64() && k.as_str() != "epoch")
+        .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(0.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

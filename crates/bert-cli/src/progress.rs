@@ -1,0 +1,119 @@
+//! Long training runs on the terminal: the progress line (step, loss, learning rate, tokens/s, ETA) and
+//! the stop flag SIGINT/SIGTERM set, so a run can save before it exits.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bert::train::StepMetrics;
+
+/// A flag set by the first SIGINT/SIGTERM (the run then does `on_stop` and exits); a second one exits
+/// at once with status 130.
+pub fn stop_flag(on_stop: &'static str) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: {on_stop} (interrupt again to exit at once)");
+    })
+    .context("installing the SIGINT/SIGTERM handler")?;
+    Ok(stop)
+}
+
+/// The progress line: step, loss, learning rate, tokens/s, ETA. Redrawn in place on a terminal, a line
+/// per `--log-every` steps otherwise.
+pub struct Progress {
+    terminal: bool,
+    every: usize,
+    max_steps: usize,
+    first_step: usize,
+    started: Instant,
+    tokens_per_second: f64,
+}
+
+impl Progress {
+    pub fn new(every: usize) -> Self {
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+            every: every.max(1),
+            max_steps: 0,
+            first_step: 0,
+            started: Instant::now(),
+            tokens_per_second: 0.0,
+        }
+    }
+
+    /// Announces the run.
+    pub fn start(&mut self, step: usize, max_steps: usize, parameters: usize) {
+        self.max_steps = max_steps;
+        self.first_step = step;
+        self.started = Instant::now();
+        let from = if step > 0 {
+            format!(", resuming at step {step}")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "training {:.1}M parameters for {max_steps} steps{from}",
+            parameters as f64 / 1e6
+        );
+    }
+
+    /// Redraws the line after an optimizer step.
+    pub fn step(&mut self, m: &StepMetrics) {
+        let smoothing = if self.tokens_per_second == 0.0 {
+            1.0
+        } else {
+            0.1
+        };
+        self.tokens_per_second += smoothing * (m.tokens_per_second - self.tokens_per_second);
+        if !self.terminal && !m.step.is_multiple_of(self.every) {
+            return;
+        }
+        let done = (m.step - self.first_step).max(1) as f64;
+        let per_step = self.started.elapsed().as_secs_f64() / done;
+        let eta = per_step * self.max_steps.saturating_sub(m.step) as f64;
+        let line = format!(
+            "step {}/{} | epoch {} | loss {:.4} | lr {:.2e} | {:.0} tok/s | ETA {}",
+            m.step,
+            self.max_steps,
+            m.epoch,
+            m.loss,
+            m.lr,
+            self.tokens_per_second,
+            duration(eta)
+        );
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A message on its own line (an evaluation, a saved checkpoint).
+    pub fn note(&self, line: &str) {
+        self.finish();
+        eprintln!("{line}");
+    }
+
+    /// Ends the redrawn line.
+    pub fn finish(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

@@ -1,0 +1,388 @@
+//! The fine-tuning loop, one for every task: shuffled epochs, AdamW with warm-up and linear decay,
+//! gradient clipping and accumulation, evaluation each epoch (or every N steps), the best model by a
+//! chosen metric written as a Hugging Face checkpoint with its `eval_results.json`, early stopping, and a
+//! stop flag (SIGINT/SIGTERM in the CLI) that ends the run with the best model so far kept.
+//!
+//! Tasks plug in through [`FinetuneTask`]: a training loss over chosen examples and an evaluation.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
+use serde_json::{Map, Value};
+
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::files::write_file;
+use crate::model::Mode;
+use crate::params::ParamStore;
+use crate::rng::{Rng, Stream};
+use crate::save::{copy_tokenizer, save_model};
+use crate::train::{
+    accumulate, draw_loss_curve, non_finite, scale, trainable_tensors, AdamW, AdamWConfig,
+    LinearSchedule, MetricsLog, OutDir, StepMetrics,
+};
+
+/// A fine-tuning task: its model, training examples and evaluation.
+pub trait FinetuneTask {
+    /// The head's class name in `config.json` (`BertForSequenceClassification`, ...).
+    fn architecture(&self) -> &'static str;
+    /// How many training examples there are.
+    fn train_len(&self) -> usize;
+    /// The mean loss over the training examples `indices`, and how many tokens they hold.
+    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<(Tensor, usize)>;
+    /// Whether there is an evaluation set.
+    fn has_eval(&self) -> bool;
+    /// Scores the model on the evaluation set: at least `loss`, plus the task's metrics (numbers at the
+    /// top level; per-class tables and the like nested).
+    fn evaluate(&self, batch_size: usize) -> Result<Map<String, Value>>;
+}
+
+/// Settings of a fine-tuning run (defaults: `transformers`' `TrainingArguments`).
+#[derive(Debug, Clone)]
+pub struct FinetuneOptions {
+    pub out: PathBuf,
+    /// The directory whose tokenizer files go beside the model.
+    pub tokenizer_dir: PathBuf,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub learning_rate: f64,
+    pub warmup_ratio: f64,
+    /// Overrides `warmup_ratio`.
+    pub warmup_steps: Option<usize>,
+    pub optimizer: AdamWConfig,
+    /// Evaluate every this many steps; `None`: at the end of each epoch.
+    pub eval_steps: Option<usize>,
+    /// The evaluation metric that picks the best model (`loss`, `accuracy`, `f1`...).
+    pub metric_for_best: String,
+    /// Stop after this many evaluations without improvement.
+    pub early_stopping_patience: Option<usize>,
+    pub log_every: usize,
+    pub seed: u64,
+    pub overwrite: bool,
+}
+
+impl FinetuneOptions {
+    /// `transformers`' defaults: 3 epochs, learning rate 5e-5, batch 16, no warm-up, no weight decay,
+    /// AdamW eps 1e-8, clipping at 1.0, best model by evaluation loss.
+    pub fn new(out: PathBuf, tokenizer_dir: PathBuf) -> Self {
+        FinetuneOptions {
+            out,
+            tokenizer_dir,
+            epochs: 3,
+            max_steps: None,
+            batch_size: 16,
+            gradient_accumulation_steps: 1,
+            learning_rate: 5e-5,
+            warmup_ratio: 0.0,
+            warmup_steps: None,
+            optimizer: AdamWConfig {
+                eps: 1e-8,
+                weight_decay: 0.0,
+                ..AdamWConfig::default()
+            },
+            eval_steps: None,
+            metric_for_best: "loss".into(),
+            early_stopping_patience: None,
+            log_every: 10,
+            seed: 42,
+            overwrite: false,
+        }
+    }
+
+    /// Optimizer steps per epoch: batches, grouped by accumulation (a partial group counts).
+    fn steps_per_epoch(&self, examples: usize) -> usize {
+        let batches = examples.div_ceil(self.batch_size.max(1));
+        batches
+            .div_ceil(self.gradient_accumulation_steps.max(1))
+            .max(1)
+    }
+}
+
+/// What the loop reports while it runs.
+pub enum FinetuneEvent<'a> {
+    Started {
+        max_steps: usize,
+        parameters: usize,
+        train_examples: usize,
+    },
+    Step(&'a StepMetrics),
+    Eval {
+        step: usize,
+        metrics: &'a Map<String, Value>,
+        best: bool,
+    },
+    EarlyStopped {
+        step: usize,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct FinetuneOutcome {
+    pub steps: usize,
+    /// False when the stop flag ended it early.
+    pub finished: bool,
+    /// The best evaluation (what `eval_results.json` holds), if there was an evaluation set.
+    pub best: Option<Map<String, Value>>,
+}
+
+/// Files a finished run leaves in its output directory.
+const RUN_FILES: [&str; 5] = [
+    "model.safetensors",
+    "config.json",
+    "eval_results.json",
+    "metrics.jsonl",
+    "loss.png",
+];
+
+/// Trains `task`'s model (whose trainable weights are `store`'s) and writes the best one to `options.out`.
+pub fn finetune(
+    task: &dyn FinetuneTask,
+    store: &ParamStore,
+    config: &BertConfig,
+    options: &FinetuneOptions,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(FinetuneEvent),
+) -> Result<FinetuneOutcome> {
+    check_options(options)?;
+    let out_dir = OutDir::inspect(&options.out, &RUN_FILES, false, options.overwrite)?;
+    out_dir.clear_previous_run()?;
+    let per_epoch = options.steps_per_epoch(task.train_len());
+    let max_steps = options.max_steps.unwrap_or(per_epoch * options.epochs);
+    let mut optimizer = AdamW::new(store.vars(), options.optimizer)?;
+    let vars = trainable_tensors(store);
+    let schedule = LinearSchedule {
+        peak_lr: options.learning_rate,
+        warmup_steps: options
+            .warmup_steps
+            .unwrap_or_else(|| (options.warmup_ratio * max_steps as f64).ceil() as usize),
+        total_steps: max_steps,
+    };
+    let mut metrics = MetricsLog::open(&options.out, 0)?;
+    on_event(FinetuneEvent::Started {
+        max_steps,
+        parameters: vars.iter().map(|v| v.elem_count()).sum(),
+        train_examples: task.train_len(),
+    });
+    let mut best = Best::new(&options.metric_for_best);
+    let dropout = Mutex::new(Rng::stream(options.seed, Stream::Dropout, 0));
+    let save_best = |eval: &Map<String, Value>| -> Result<()> {
+        save_model(&options.out, config, task.architecture(), &store.vars())?;
+        copy_tokenizer(&options.tokenizer_dir, &options.out)?;
+        write_eval_results(&options.out, eval)
+    };
+    let (mut step, mut epoch, mut since_best) = (0usize, 0usize, 0usize);
+    let run_start = Instant::now();
+    let mut finished = true;
+    'epochs: while step < max_steps {
+        let mut order: Vec<usize> = (0..task.train_len()).collect();
+        Rng::stream(options.seed, Stream::Shuffle, epoch as u64).shuffle(&mut order);
+        let batches: Vec<&[usize]> = order.chunks(options.batch_size.max(1)).collect();
+        let groups: Vec<&[&[usize]]> = batches
+            .chunks(options.gradient_accumulation_steps.max(1))
+            .collect();
+        for (index, group) in groups.iter().enumerate() {
+            let step_start = Instant::now();
+            let (grads, loss, tokens) = gather(task, group, &dropout, &vars)?;
+            if !loss.is_finite() {
+                return Err(non_finite(
+                    format!("the loss became {loss}"),
+                    step + 1,
+                    &None,
+                ));
+            }
+            let lr = schedule.lr(step);
+            let grad_norm = optimizer
+                .step(&grads, lr)
+                .map_err(|e| non_finite(e.to_string(), step + 1, &None))?;
+            step += 1;
+            let step_seconds = step_start.elapsed().as_secs_f64();
+            let step_metrics = StepMetrics {
+                step,
+                epoch,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_second: tokens as f64 / step_seconds.max(1e-9),
+                step_seconds,
+                elapsed_seconds: run_start.elapsed().as_secs_f64(),
+            };
+            on_event(FinetuneEvent::Step(&step_metrics));
+            if step % options.log_every.max(1) == 0 || step == max_steps {
+                metrics.write(&step_metrics)?;
+            }
+            let epoch_end = index + 1 == groups.len();
+            let due = step == max_steps
+                || match options.eval_steps {
+                    Some(n) => step % n.max(1) == 0,
+                    None => epoch_end,
+                };
+            if due && task.has_eval() {
+                let mut eval = task.evaluate(options.batch_size)?;
+                eval.insert("step".into(), step.into());
+                eval.insert("epoch".into(), epoch.into());
+                let improved = best.offer(&eval)?;
+                if improved {
+                    save_best(&eval)?;
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                }
+                metrics.write(&numbers_only(&eval))?;
+                on_event(FinetuneEvent::Eval {
+                    step,
+                    metrics: &eval,
+                    best: improved,
+                });
+                if options
+                    .early_stopping_patience
+                    .is_some_and(|p| since_best >= p)
+                {
+                    on_event(FinetuneEvent::EarlyStopped { step });
+                    break 'epochs;
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                finished = false;
+                break 'epochs;
+            }
+            if step == max_steps {
+                break 'epochs;
+            }
+        }
+        epoch += 1;
+    }
+    metrics.flush()?;
+    draw_loss_curve(&options.out, "loss_eval")?;
+    if !task.has_eval() {
+        save_model(&options.out, config, task.architecture(), &store.vars())?;
+        copy_tokenizer(&options.tokenizer_dir, &options.out)?;
+    } else if best.value.is_none() {
+        // Stopped before the first evaluation: evaluate what there is, so the directory is complete.
+        let mut eval = task.evaluate(options.batch_size)?;
+        eval.insert("step".into(), step.into());
+        eval.insert("epoch".into(), epoch.into());
+        best.offer(&eval)?;
+        save_best(&eval)?;
+    }
+    Ok(FinetuneOutcome {
+        steps: step,
+        finished,
+        best: best.metrics,
+    })
+}
+
+fn check_options(options: &FinetuneOptions) -> Result<()> {
+    if options.batch_size == 0 || options.gradient_accumulation_steps == 0 {
+        return Err(Error::InvalidInput(
+            "--batch-size and --gradient-accumulation-steps must be at least 1".into(),
+        ));
+    }
+    if options.max_steps.is_none() && options.epochs == 0 {
+        return Err(Error::InvalidInput("--epochs must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Runs the batches of one optimizer step forward and backward; returns the averaged gradients, the
+/// mean loss and the tokens seen.
+fn gather(
+    task: &dyn FinetuneTask,
+    group: &[&[usize]],
+    dropout: &Mutex<Rng>,
+    vars: &[Tensor],
+) -> Result<(GradStore, f64, usize)> {
+    let (mut grads, mut loss_sum, mut tokens) = (None, 0.0, 0);
+    for indices in group {
+        let (loss, n) = task.train_loss(indices, &Mode::Train(dropout))?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            return Err(Error::Training(format!("the loss became {value}")));
+        }
+        grads = Some(accumulate(grads, loss.backward()?, vars)?);
+        loss_sum += value;
+        tokens += n;
+    }
+    let mut grads = grads.ok_or_else(|| Error::Training("an empty optimizer step".into()))?;
+    if group.len() > 1 {
+        scale(&mut grads, vars, 1.0 / group.len() as f64)?;
+    }
+    Ok((grads, loss_sum / group.len() as f64, tokens))
+}
+
+/// The best evaluation so far by one metric (lower is better for losses and errors, higher otherwise).
+struct Best {
+    metric: String,
+    greater_is_better: bool,
+    value: Option<f64>,
+    metrics: Option<Map<String, Value>>,
+}
+
+impl Best {
+    fn new(metric: &str) -> Self {
+        let metric = metric.strip_prefix("eval_").unwrap_or(metric).to_string();
+        let greater_is_better = !(metric.contains("loss") || metric == "mse");
+        Best {
+            metric,
+            greater_is_better,
+            value: None,
+            metrics: None,
+        }
+    }
+
+    /// Records `eval` if it beats the best so far; says whether it did.
+    fn offer(&mut self, eval: &Map<String, Value>) -> Result<bool> {
+        let value = eval
+            .get(&self.metric)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| {
+                let known: Vec<&str> = eval
+                    .iter()
+                    .filter(|(_, v)| v.is_number())
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                Error::InvalidInput(format!(
+                    "--metric-for-best `{}`: the evaluation gives no such metric (it gives: {})",
+                    self.metric,
+                    known.join(", ")
+                ))
+            })?;
+        let better = match self.value {
+            None => true,
+            Some(best) if self.greater_is_better => value > best,
+            Some(best) => value < best,
+        };
+        if better {
+            self.value = Some(value);
+            self.metrics = Some(eval.clone());
+        }
+        Ok(better)
+    }
+}
+
+/// The numeric top-level entries of an evaluation, as a `metrics.jsonl` line (`loss` renamed
+/// `loss_eval` so the loss curve tells it from the training loss).
+fn numbers_only(eval: &Map<String, Value>) -> Map<String, Value> {
+    eval.iter()
+        .filter(|(_, v)| v.is_number())
+        .map(|(k, v)| {
+            let key = if k == "loss" { "loss_eval" } else { k };
+            (key.to_string(), v.clone())
+        })
+        .collect()
+}
+
+fn write_eval_results(out: &Path, eval: &Map<String, Value>) -> Result<()> {
+    let json = serde_json::to_string_pretty(eval).map_err(|e| Error::Training(e.to_string()))?;
+    write_file(
+        &out.join("eval_results.json"),
+        format!("{json}\n").as_bytes(),
+    )
+}

@@ -1,0 +1,249 @@
+//! Fine-tuning end to end on a tiny checkpoint: a classifier learns a separable task, the best model is
+//! written as a Hugging Face directory that the classification pipeline loads and agrees with, runs are
+//! reproducible from the seed, and bad data files fail with errors that name the file, line and column.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use bert::config::ProblemType;
+use bert::finetune::{
+    finetune, prepare_classification, ClassificationData, Columns, FinetuneOptions, FinetuneOutcome,
+};
+use bert::pipelines::{PipelineOptions, TextClassifier};
+use common::fixture;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bert-finetune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Sentences whose label follows from one word: good/great positive, bad/terrible negative, and
+/// "a movie" plain neutral.
+fn sentiment_rows() -> Vec<(String, &'static str)> {
+    let mut rows = Vec::new();
+    for subject in ["movie", "story", "day", "city", "school", "farm"] {
+        for (word, label) in [
+            ("good", "positive"),
+            ("great", "positive"),
+            ("bad", "negative"),
+            ("terrible", "negative"),
+        ] {
+            rows.push((format!("the {subject} was {word}"), label));
+        }
+        rows.push((format!("a {subject}"), "neutral"));
+    }
+    rows
+}
+
+fn write_csv(path: &Path, rows: &[(String, &str)]) {
+    let mut text = String::from("text,label\n");
+    for (t, l) in rows {
+        text.push_str(&format!("\"{t}\",{l}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn data(dir: &Path) -> ClassificationData {
+    let rows = sentiment_rows();
+    write_csv(&dir.join("train.csv"), &rows);
+    write_csv(&dir.join("eval.csv"), &rows[..12]);
+    ClassificationData {
+        train: dir.join("train.csv"),
+        eval: Some(dir.join("eval.csv")),
+        columns: Columns {
+            text: "text".into(),
+            text_pair: None,
+            label: "label".into(),
+        },
+        problem: ProblemType::SingleLabelClassification,
+        max_length: 16,
+    }
+}
+
+fn train(dir: &Path, out: &str) -> FinetuneOutcome {
+    let data = data(dir);
+    let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
+    let mut options = FinetuneOptions::new(dir.join(out), fixture("tiny-base"));
+    options.epochs = 12;
+    options.batch_size = 8;
+    options.learning_rate = 2e-3;
+    options.warmup_ratio = 0.1;
+    options.metric_for_best = "accuracy".into();
+    let stop = AtomicBool::new(false);
+    finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn classifier_learns_and_the_saved_best_model_agrees_with_its_evaluation() {
+    let dir = temp_dir("learns");
+    let outcome = train(&dir, "out");
+    assert!(outcome.finished);
+    let best = outcome.best.unwrap();
+    assert_eq!(best["accuracy"], 1.0, "{best:?}");
+    let out = dir.join("out");
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["problem_type"], "single_label_classification");
+    // Labels in sorted order.
+    assert_eq!(
+        config["id2label"],
+        serde_json::json!({"0": "negative", "1": "neutral", "2": "positive"})
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["accuracy"], best["accuracy"]);
+    for key in [
+        "loss",
+        "macro_f1",
+        "per_class",
+        "confusion_matrix",
+        "step",
+        "epoch",
+    ] {
+        assert!(!results[key].is_null(), "eval_results.json lacks {key}");
+    }
+    // The saved model is the one evaluated: the pipeline predicts every evaluation label.
+    let classifier = TextClassifier::load(&out, &PipelineOptions::default(), None).unwrap();
+    let rows = sentiment_rows();
+    let encodings: Vec<_> = rows[..12]
+        .iter()
+        .map(|(t, _)| classifier.encode(t).unwrap())
+        .collect();
+    for (got, (text, label)) in classifier.classify(&encodings).unwrap().iter().zip(&rows) {
+        assert_eq!(got.top().label, *label, "{text}");
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    let dir = temp_dir("seed");
+    let a = train(&dir, "a").best.unwrap();
+    let b = train(&dir, "b").best.unwrap();
+    assert_eq!(a["loss"], b["loss"]);
+    assert_eq!(a["step"], b["step"]);
+    let bytes = |run: &str| std::fs::read(dir.join(run).join("model.safetensors")).unwrap();
+    assert!(
+        bytes("a") == bytes("b"),
+        "the same seed gave different weights"
+    );
+}
+
+/// The error `prepare_classification` gives for a training file `train` and evaluation file `eval`.
+fn error_for(name: &str, train: &str, eval: &str, problem: ProblemType) -> String {
+    let dir = temp_dir(name);
+    let mut data = data(&dir);
+    std::fs::write(&data.train, train).unwrap();
+    std::fs::write(data.eval.as_ref().unwrap(), eval).unwrap();
+    data.problem = problem;
+    match prepare_classification(&fixture("tiny-base"), &data, 0) {
+        Ok(_) => panic!("{name}: no error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_data_files_name_the_file_line_and_column() {
+    let single = ProblemType::SingleLabelClassification;
+    let good = "text,label\na good movie,pos\na bad movie,neg\n";
+    let e = error_for("column", "sentence,label\nx,pos\ny,neg\n", good, single);
+    assert!(
+        e.contains("train.csv")
+            && e.contains("no column `text`")
+            && e.contains("`sentence`, `label`"),
+        "{e}"
+    );
+    let e = error_for("unseen", good, "text,label\nx,pos\ny,maybe\n", single);
+    assert!(
+        e.contains("eval.csv:3") && e.contains("`maybe`") && e.contains("neg, pos"),
+        "{e}"
+    );
+    let e = error_for(
+        "empty-label",
+        "text,label\nx,pos\ny,\nz,neg\n",
+        good,
+        single,
+    );
+    assert!(
+        e.contains("train.csv:3") && e.contains("empty label"),
+        "{e}"
+    );
+    let e = error_for("empty-file", "", good, single);
+    assert!(e.contains("train.csv") && e.contains("no rows"), "{e}");
+    let e = error_for("one-label", "text,label\nx,pos\ny,pos\n", good, single);
+    assert!(e.contains("at least two labels"), "{e}");
+    let e = error_for(
+        "regression",
+        "text,label\nx,0.5\ny,high\n",
+        good,
+        ProblemType::Regression,
+    );
+    assert!(
+        e.contains("train.csv:3") && e.contains("`high` is not a number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn multi_label_and_pairs_from_json_lines() {
+    let dir = temp_dir("multi");
+    let rows = [
+        r#"{"q": "is it good", "a": "yes", "tags": ["pos", "short"]}"#,
+        r#"{"q": "is it bad", "a": "no it was terrible", "tags": ["neg"]}"#,
+        r#"{"q": "where", "a": "paris", "tags": []}"#,
+    ];
+    std::fs::write(dir.join("train.jsonl"), rows.join("\n")).unwrap();
+    let data = ClassificationData {
+        train: dir.join("train.jsonl"),
+        eval: Some(dir.join("train.jsonl")),
+        columns: Columns {
+            text: "q".into(),
+            text_pair: Some("a".into()),
+            label: "tags".into(),
+        },
+        problem: ProblemType::MultiLabelClassification,
+        max_length: 16,
+    };
+    let prepared = prepare_classification(&fixture("tiny-base"), &data, 0).unwrap();
+    assert_eq!(prepared.task.labels, ["neg", "pos", "short"]);
+    assert_eq!(prepared.config.num_labels(), 3);
+    // The pair is encoded as one [CLS] A [SEP] B [SEP] sequence.
+    assert!(prepared.task.train.encodings[0].type_ids.contains(&1));
+    let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
+    options.epochs = 1;
+    let outcome = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let best = outcome.best.unwrap();
+    for key in ["accuracy", "micro_f1", "macro_f1", "loss"] {
+        assert!(best[key].is_number(), "{key} missing: {best:?}");
+    }
+}
