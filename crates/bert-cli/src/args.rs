@@ -36,8 +36,9 @@ pub enum Command {
     /// Pretrain BERT with masked LM and next-sentence prediction on plain text (one sentence per
     /// line, a blank line between documents); writes a Hugging Face checkpoint directory.
     Pretrain(PretrainArgs),
-    /// Fine-tune a checkpoint on labelled data (text classification: sentiment, intent, NLI);
-    /// writes the best model as a Hugging Face checkpoint directory with eval_results.json.
+    /// Fine-tune a checkpoint on labelled data (text classification: sentiment, intent, NLI; token
+    /// classification: NER, slot filling); writes the best model as a Hugging Face checkpoint
+    /// directory with eval_results.json.
     Finetune(FinetuneArgs),
 }
 
@@ -46,6 +47,8 @@ pub enum Command {
 pub enum TaskKind {
     /// Sequence classification: a label (or labels, or a number) per text or text pair.
     Classify,
+    /// Token classification (NER, slot filling): a tag per word, from CoNLL or JSON Lines.
+    Ner,
 }
 
 /// `--problem-type` values.
@@ -81,7 +84,9 @@ pub struct FinetuneArgs {
     /// Hub revision when --model is a Hub id.
     #[arg(long)]
     pub revision: Option<String>,
-    /// Training data: CSV or TSV with a header row, or JSON Lines (by extension: .csv, .tsv, .jsonl).
+    /// Training data. classify: CSV or TSV with a header row, or JSON Lines (by extension: .csv,
+    /// .tsv, .jsonl). ner: CoNLL (a token per line, the tag in the last column, a blank line between
+    /// sentences) or JSON Lines {"tokens": [...], "tags": [...]}.
     #[arg(long)]
     pub train: PathBuf,
     /// Evaluation data, same format; scored each epoch (or every --eval-steps) and used to pick the
@@ -106,9 +111,10 @@ pub struct FinetuneArgs {
     /// What the labels are.
     #[arg(long, value_enum, default_value = "single-label")]
     pub problem_type: ProblemTypeArg,
-    /// Tokens per example, [CLS] and [SEP] included; longer ones are truncated.
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Tokens per example, [CLS] and [SEP] included; longer ones are truncated. Default: 128, or the
+    /// model's maximum if smaller.
+    #[arg(long)]
+    pub max_length: Option<usize>,
     /// Passes over the training data.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: u64,
@@ -140,7 +146,7 @@ pub struct FinetuneArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub eval_steps: Option<u64>,
     /// The evaluation metric that picks the best model: loss (lower is better), accuracy, macro_f1,
-    /// micro_f1, pearson, mse...
+    /// micro_f1, pearson, mse (classify); f1, precision, recall, accuracy (ner).
     #[arg(long, default_value = "loss")]
     pub metric_for_best: String,
     /// Stop after this many evaluations without a better --metric-for-best.

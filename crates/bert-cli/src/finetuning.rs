@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::{
-    finetune, prepare_classification, ClassificationData, Columns, FinetuneEvent, FinetuneOptions,
+    finetune, prepare_classification, prepare_tagging, ClassificationData, Columns, FinetuneEvent,
+    FinetuneOptions, Prepared, TaggingData,
 };
 use bert::train::AdamWConfig;
 use serde_json::{Map, Value};
@@ -32,7 +33,18 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                 max_length: args.max_length,
             },
             args.seed,
-        )?,
+        )
+        .map(Prepared::boxed)?,
+        TaskKind::Ner => prepare_tagging(
+            &model_dir,
+            &TaggingData {
+                train: args.train.clone(),
+                eval: args.eval.clone(),
+                max_length: args.max_length,
+            },
+            args.seed,
+        )
+        .map(Prepared::boxed)?,
     };
     if !prepared.newly_initialized.is_empty() {
         eprintln!(
@@ -43,7 +55,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
     let stop = stop_flag("keeping the best model so far and stopping after this step")?;
     let mut progress = Progress::new(args.log_every);
     let outcome = finetune(
-        &prepared.task,
+        prepared.task.as_ref(),
         &prepared.store,
         &prepared.config,
         &options,

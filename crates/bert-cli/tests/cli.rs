@@ -604,3 +604,79 @@ fn the_bundled_model_serves_without_a_model_flag() {
     let out = bert(&["embed", "let there be light"], b"");
     assert_eq!(lines(&out)[0]["embedding"].as_array().unwrap().len(), 256);
 }
+
+#[test]
+fn finetune_classify_then_classify_with_the_result() {
+    let dir = std::env::temp_dir().join(format!("bert-cli-finetune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from(",review,sentiment\n");
+    for (i, subject) in ["movie", "story", "day", "city"].iter().enumerate() {
+        csv.push_str(&format!("{},the {subject} was good,pos\n", 2 * i));
+        csv.push_str(&format!(
+            "{},\"the {subject} was bad, terrible\",neg\n",
+            2 * i + 1
+        ));
+    }
+    std::fs::write(dir.join("train.csv"), &csv).unwrap();
+    let out = dir.join("model");
+    let (model, train) = (fixture("tiny-base"), dir.join("train.csv"));
+    let base = [
+        "finetune",
+        "--model",
+        &model,
+        "--train",
+        train.to_str().unwrap(),
+        "--eval",
+        train.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "2e-3",
+        "--metric-for-best",
+        "accuracy",
+    ];
+    let run = bert(&base, b"");
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("best: "), "{}", stderr(&run));
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["accuracy"], 1.0, "{results}");
+    let classified = bert(
+        &[
+            "classify",
+            "--model",
+            out.to_str().unwrap(),
+            "the city was good",
+        ],
+        b"",
+    );
+    assert!(classified.status.success(), "{}", stderr(&classified));
+    assert_eq!(lines(&classified)[0]["label"], "pos");
+
+    // The output directory now holds a run: a second one needs --overwrite.
+    let again = bert(&base, b"");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("--overwrite"), "{}", stderr(&again));
+
+    // A missing column names the columns the file has.
+    let mut wrong = base.to_vec();
+    wrong[10] = "text";
+    wrong.push("--overwrite");
+    let missing = bert(&wrong, b"");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("no column `text`") && stderr(&missing).contains("`review`"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -42,7 +42,7 @@ impl std::str::FromStr for Truncation {
 }
 
 /// One tokenized text (or text pair).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Encoding {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
@@ -234,6 +234,13 @@ impl Tokenizer {
     /// Tokenizes a text pair: `[CLS] a [SEP] b [SEP]`, with token types 0 then 1.
     pub fn encode_pair(&self, first: &str, second: &str) -> Result<Encoding> {
         self.encode_input((first, second).into())
+    }
+
+    /// Tokenizes text already split into words (NER data), with `[CLS]` and `[SEP]`; `word_ids` index
+    /// `words`, and offsets are within each word.
+    pub fn encode_words(&self, words: &[&str]) -> Result<Encoding> {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        self.encode_input(tokenizers::InputSequence::from(words).into())
     }
 
     fn encode_input(&self, input: EncodeInput) -> Result<Encoding> {

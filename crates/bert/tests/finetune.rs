@@ -1,6 +1,7 @@
-//! Fine-tuning end to end on a tiny checkpoint: a classifier learns a separable task, the best model is
-//! written as a Hugging Face directory that the classification pipeline loads and agrees with, runs are
-//! reproducible from the seed, and bad data files fail with errors that name the file, line and column.
+//! Fine-tuning end to end on a tiny checkpoint: a classifier and a tagger learn separable tasks, the best
+//! model is written as a Hugging Face directory that the classification pipeline loads and agrees with,
+//! runs are reproducible from the seed, and bad data files fail with errors that name the file, line and
+//! column.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::sync::atomic::AtomicBool;
 
 use bert::config::ProblemType;
 use bert::finetune::{
-    finetune, prepare_classification, ClassificationData, Columns, FinetuneOptions, FinetuneOutcome,
+    finetune, prepare_classification, prepare_tagging, ClassificationData, Columns,
+    FinetuneOptions, FinetuneOutcome, TaggingData,
 };
 use bert::pipelines::{PipelineOptions, TextClassifier};
 use common::fixture;
@@ -60,7 +62,7 @@ fn data(dir: &Path) -> ClassificationData {
             label: "label".into(),
         },
         problem: ProblemType::SingleLabelClassification,
-        max_length: 16,
+        max_length: Some(16),
     }
 }
 
@@ -224,7 +226,7 @@ fn multi_label_and_pairs_from_json_lines() {
             label: "tags".into(),
         },
         problem: ProblemType::MultiLabelClassification,
-        max_length: 16,
+        max_length: Some(16),
     };
     let prepared = prepare_classification(&fixture("tiny-base"), &data, 0).unwrap();
     assert_eq!(prepared.task.labels, ["neg", "pos", "short"]);
@@ -246,4 +248,110 @@ fn multi_label_and_pairs_from_json_lines() {
     for key in ["accuracy", "micro_f1", "macro_f1", "loss"] {
         assert!(best[key].is_number(), "{key} missing: {best:?}");
     }
+}
+
+/// CoNLL sentences whose tags follow from the words: places are locations, "north country" a
+/// two-word one.
+fn conll_text() -> String {
+    let mut text = String::from("-DOCSTART- -X- O\n\n");
+    for (subject, place) in [
+        ("capital", "paris"),
+        ("city", "france"),
+        ("farm", "paris"),
+        ("school", "france"),
+    ] {
+        for line in [
+            format!("the O\n{subject} O\nof O\n{place} B-LOC\nis O\ngood O\n"),
+            format!(
+                "people O\nof O\nthe O\nnorth B-LOC\ncountry I-LOC\nsaw O\nthe O\n{subject} O\n"
+            ),
+        ] {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+#[test]
+fn tagger_learns_entities_and_reports_seqeval_scores() {
+    let dir = temp_dir("ner");
+    std::fs::write(dir.join("train.conll"), conll_text()).unwrap();
+    let data = TaggingData {
+        train: dir.join("train.conll"),
+        eval: Some(dir.join("train.conll")),
+        max_length: Some(32),
+    };
+    let prepared = prepare_tagging(&fixture("tiny-base"), &data, 3).unwrap();
+    assert_eq!(prepared.task.tags, ["B-LOC", "I-LOC", "O"]);
+    let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
+    options.epochs = 30;
+    options.batch_size = 2;
+    options.learning_rate = 2e-3;
+    options.metric_for_best = "f1".into();
+    let outcome = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let best = outcome.best.unwrap();
+    assert_eq!(best["f1"], 1.0, "{best:?}");
+    assert_eq!(best["accuracy"], 1.0);
+    assert_eq!(best["per_type"]["LOC"]["support"], 8);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "BertForTokenClassification");
+    assert_eq!(config["id2label"]["1"], "I-LOC");
+}
+
+#[test]
+fn bad_tagged_files_name_the_file_and_line() {
+    let dir = temp_dir("ner-bad");
+    let error = |train: &str, eval: &str, ext: &str| {
+        let (t, e) = (
+            dir.join(format!("train.{ext}")),
+            dir.join(format!("eval.{ext}")),
+        );
+        std::fs::write(&t, train).unwrap();
+        std::fs::write(&e, eval).unwrap();
+        let data = TaggingData {
+            train: t,
+            eval: Some(e),
+            max_length: Some(32),
+        };
+        match prepare_tagging(&fixture("tiny-base"), &data, 0) {
+            Ok(_) => panic!("no error"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let good = "paris B-LOC\nis O\n";
+    let e = error(good, "paris B-LOC\n\nthe O\nnorth B-GEO\n", "conll");
+    assert!(
+        e.contains("eval.conll:3") && e.contains("`B-GEO`") && e.contains("B-LOC, O"),
+        "{e}"
+    );
+    let e = error(good, "paris\n", "conll");
+    assert!(
+        e.contains("eval.conll:1") && e.contains("two columns"),
+        "{e}"
+    );
+    let e = error("\n\n", good, "conll");
+    assert!(
+        e.contains("train.conll") && e.contains("no sentences"),
+        "{e}"
+    );
+    let e = error(
+        r#"{"tokens": ["paris", "is"], "tags": ["B-LOC"]}"#,
+        good,
+        "jsonl",
+    );
+    assert!(
+        e.contains("train.jsonl:1") && e.contains("2 tokens but 1 tags"),
+        "{e}"
+    );
 }

@@ -2,6 +2,7 @@
 //! ([`classification`]), and the one training loop they share ([`trainer`]).
 
 pub mod classification;
+pub mod ner;
 pub mod table;
 pub mod trainer;
 
@@ -10,13 +11,14 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 pub use classification::{ClassificationTask, Columns};
+pub use ner::TokenClassificationTask;
 pub use table::Table;
 pub use trainer::{finetune, FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{BertConfig, ProblemType};
 use crate::error::{Error, Result};
-use crate::model::BertForSequenceClassification;
+use crate::model::{BertForSequenceClassification, BertForTokenClassification};
 use crate::params::ParamStore;
 use crate::tokenizer::{Tokenizer, Truncation};
 
@@ -27,8 +29,9 @@ pub struct ClassificationData {
     pub eval: Option<PathBuf>,
     pub columns: Columns,
     pub problem: ProblemType,
-    /// Tokens per example, special tokens included (longer ones are truncated, longest first).
-    pub max_length: usize,
+    /// Tokens per example, special tokens included (longer ones are truncated, longest first);
+    /// default [`DEFAULT_MAX_LENGTH`] or the model's maximum if smaller.
+    pub max_length: Option<usize>,
 }
 
 /// A model ready to fine-tune: its config (with the task's labels), its trainable weights, the task.
@@ -40,8 +43,28 @@ pub struct Prepared<T> {
     pub newly_initialized: Vec<String>,
 }
 
+impl<T: FinetuneTask + 'static> Prepared<T> {
+    /// The same, with the task behind a pointer (to pick the task at run time).
+    pub fn boxed(self) -> Prepared<Box<dyn FinetuneTask>> {
+        Prepared {
+            config: self.config,
+            store: self.store,
+            task: Box::new(self.task),
+            newly_initialized: self.newly_initialized,
+        }
+    }
+}
+
+/// Tokens per example when not given (`transformers`' examples use 128).
+pub const DEFAULT_MAX_LENGTH: usize = 128;
+
 /// The model's tokenizer, truncating at `max_length` (which must fit the model).
-fn task_tokenizer(model_dir: &Path, config: &BertConfig, max_length: usize) -> Result<Tokenizer> {
+fn task_tokenizer(
+    model_dir: &Path,
+    config: &BertConfig,
+    max_length: Option<usize>,
+) -> Result<Tokenizer> {
+    let max_length = max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(config.max_position_embeddings));
     if max_length > config.max_position_embeddings || max_length < 2 {
         return Err(Error::InvalidInput(format!(
             "--max-length {max_length} must be between 2 and the model's {} positions",
@@ -94,6 +117,52 @@ pub fn prepare_classification(
             labels,
             train: train_set,
             eval: eval_set,
+            pad_id: tokenizer.pad_id(),
+        },
+        newly_initialized,
+    })
+}
+
+/// What a token-classification fine-tune reads.
+#[derive(Debug, Clone)]
+pub struct TaggingData {
+    pub train: PathBuf,
+    pub eval: Option<PathBuf>,
+    /// As for [`ClassificationData::max_length`].
+    pub max_length: Option<usize>,
+}
+
+/// Reads the tagged sentences, sets the tags as the config's labels, and loads the model from
+/// `model_dir` with a token-classification head.
+pub fn prepare_tagging(
+    model_dir: &Path,
+    data: &TaggingData,
+    seed: u64,
+) -> Result<Prepared<TokenClassificationTask>> {
+    let mut config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    let tokenizer = task_tokenizer(model_dir, &config, data.max_length)?;
+    let (train, eval) = ner::read_files(&data.train, data.eval.as_ref())?;
+    let tags = ner::tag_set(&train);
+    let train = ner::load_tagged(&data.train, train, &tags, &tokenizer)?;
+    let eval = match (eval, &data.eval) {
+        (Some(sentences), Some(path)) => {
+            Some(ner::load_tagged(path, sentences, &tags, &tokenizer)?)
+        }
+        _ => None,
+    };
+    classification::apply_labels(&mut config, &tags, ProblemType::SingleLabelClassification);
+    config.problem_type = None;
+    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
+    let model = BertForTokenClassification::load(&store.root(), &config)?;
+    let newly_initialized = store.report().newly_initialized;
+    Ok(Prepared {
+        config,
+        store,
+        task: TokenClassificationTask {
+            model,
+            tags,
+            train,
+            eval,
             pad_id: tokenizer.pad_id(),
         },
         newly_initialized,

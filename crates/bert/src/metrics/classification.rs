@@ -17,7 +17,7 @@ pub struct ClassScores {
 }
 
 impl ClassScores {
-    fn from_counts(true_positive: usize, predicted: usize, support: usize) -> Self {
+    pub fn from_counts(true_positive: usize, predicted: usize, support: usize) -> Self {
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let precision = ratio(true_positive, predicted);
         let recall = ratio(true_positive, support);

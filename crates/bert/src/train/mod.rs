@@ -2,6 +2,7 @@
 //! gradient accumulation, checkpoints, the output directory and the metrics log.
 
 pub mod checkpoint;
+mod fused;
 pub mod grads;
 pub mod metrics_log;
 pub mod optimizer;

@@ -8,6 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 use crate::error::{Error, Result};
+use crate::train::fused::{adamw_update, sum_of_squares, Update};
 
 /// AdamW hyper-parameters (BERT's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,11 +58,11 @@ impl AdamW {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Separate buffers: the moments are updated in place.
                 let slot = Slot {
                     decay: decays(&name),
-                    exp_avg: zeros.clone(),
-                    exp_avg_sq: zeros,
+                    exp_avg: var.as_tensor().zeros_like()?,
+                    exp_avg_sq: var.as_tensor().zeros_like()?,
                     var,
                 };
                 Ok((name, slot))
@@ -93,20 +94,23 @@ impl AdamW {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            let grad = if clip < 1.0 {
-                (grad * clip)?
-            } else {
-                grad.clone()
+            let decay = if slot.decay { c.weight_decay } else { 0.0 };
+            let update = Update {
+                beta1: c.beta1,
+                beta2: c.beta2,
+                grad_scale: clip,
+                decay: 1.0 - lr * decay,
+                step_size: lr / bias1,
+                bias2_sqrt: bias2.sqrt(),
+                eps: c.eps,
             };
-            let mut param = slot.var.as_tensor().clone();
-            if slot.decay && c.weight_decay > 0.0 {
-                param = (param * (1.0 - lr * c.weight_decay))?;
-            }
-            slot.exp_avg = ((&slot.exp_avg * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
-            slot.exp_avg_sq = ((&slot.exp_avg_sq * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
-            let denom = ((slot.exp_avg_sq.sqrt()? / bias2.sqrt())? + c.eps)?;
-            let update = ((&slot.exp_avg / denom)? * (lr / bias1))?;
-            slot.var.set(&(param - update)?)?;
+            adamw_update(
+                slot.var.as_tensor(),
+                grad,
+                &slot.exp_avg,
+                &slot.exp_avg_sq,
+                &update,
+            )?;
         }
         Ok(norm)
     }
@@ -140,7 +144,8 @@ impl AdamW {
                         found: tensor.dims().to_vec(),
                     });
                 }
-                *target = tensor;
+                // A copy of its own: the moments are updated in place.
+                *target = tensor.copy()?;
             }
         }
         self.step = steps;
@@ -152,8 +157,7 @@ impl AdamW {
 fn global_norm<'a>(grads: impl Iterator<Item = Option<&'a Tensor>>) -> Result<f64> {
     let mut total = 0f64;
     for grad in grads.flatten() {
-        let sq: f32 = grad.sqr()?.sum_all()?.to_scalar()?;
-        total += f64::from(sq);
+        total += sum_of_squares(grad)?;
     }
     Ok(total.sqrt())
 }

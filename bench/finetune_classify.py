@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Fine-tuning side by side: `bert finetune` and transformers' Trainer fine-tune the same checkpoint on
+the same real data with the same hyper-parameters, seed and thread count; both pick the best epoch on the
+dev set by loss, and both are scored on the held-out test set with scikit-learn. Prints accuracy,
+macro-F1 and training wall time, and the time ratio.
+
+Data: Rotten Tomatoes critic snippets (scripts/datasets.sh OUT sentiment).
+
+    cargo build --release
+    scripts/datasets.sh /tmp/data sentiment
+    ../venv/bin/python bench/finetune_classify.py --data /tmp/data [--train-limit 2000] [--epochs 3]
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def read(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+
+
+def write(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+
+
+def scores(truth, predicted):
+    from sklearn.metrics import accuracy_score, f1_score
+    return accuracy_score(truth, predicted), f1_score(truth, predicted, average="macro")
+
+
+def run_bert(args, train, dev, test, work):
+    bert = os.path.join(ROOT, "target", "release", "bert")
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    out = os.path.join(work, "bert-out")
+    command = [bert, "finetune", "--model", args.model, "--train", train, "--eval", dev, "--out", out,
+               "--overwrite", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--learning-rate", str(args.learning_rate), "--max-length", str(args.max_length),
+               "--seed", str(args.seed), "--log-every", "50"]
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    seconds = time.perf_counter() - start
+    texts = "\n".join(t.replace("\n", " ") for t, _ in test) + "\n"
+    result = subprocess.run([bert, "classify", "--model", out, "--batch-size", "64"], input=texts.encode(),
+                            env=env, check=True, capture_output=True)
+    predicted = [json.loads(line)["label"] for line in result.stdout.decode().splitlines()]
+    return seconds, predicted
+
+
+def run_pytorch(args, train, dev, test, work):
+    import numpy as np
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              Trainer, TrainingArguments)
+
+    torch.set_num_threads(args.threads)
+    labels = sorted({l for _, l in train})
+    label2id = {l: i for i, l in enumerate(labels)}
+    tok = AutoTokenizer.from_pretrained(args.model)
+
+    def dataset(rows):
+        enc = tok([t for t, _ in rows], truncation=True, max_length=args.max_length)
+        return [{**{k: v[i] for k, v in enc.items()}, "labels": label2id[l]} for i, (_, l) in enumerate(rows)]
+
+    train_set, dev_set, test_set = dataset(train), dataset(dev), dataset(test)
+    start = time.perf_counter()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+    training = TrainingArguments(
+        output_dir=os.path.join(work, "pytorch-out"), num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed, eval_strategy="epoch", save_strategy="epoch",
+        load_best_model_at_end=True, metric_for_best_model="loss", save_total_limit=1,
+        logging_steps=50, report_to=[], use_cpu=True, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=training, train_dataset=train_set, eval_dataset=dev_set,
+                      data_collator=DataCollatorWithPadding(tok))
+    trainer.train()
+    seconds = time.perf_counter() - start
+    logits = trainer.predict(test_set).predictions
+    predicted = [labels[i] for i in np.argmax(logits, axis=1)]
+    return seconds, predicted
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="directory holding sentiment_rt_{train,dev,test}.csv")
+    parser.add_argument("--model", default=os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2"))
+    parser.add_argument("--train-limit", type=int, default=2000, help="training examples (a seeded sample)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["bert", "pytorch"])
+    args = parser.parse_args()
+
+    train = read(os.path.join(args.data, "sentiment_rt_train.csv"))
+    random.Random(args.seed).shuffle(train)
+    train = train[: args.train_limit]
+    dev = read(os.path.join(args.data, "sentiment_rt_dev.csv"))
+    test = read(os.path.join(args.data, "sentiment_rt_test.csv"))
+    truth = [l for _, l in test]
+    with tempfile.TemporaryDirectory() as work:
+        paths = [os.path.join(work, f"{n}.csv") for n in ("train", "dev", "test")]
+        for path, rows in zip(paths, (train, dev, test)):
+            write(path, rows)
+        results = {}
+        runs = {
+            "bert": lambda: run_bert(args, paths[0], paths[1], test, work),
+            "PyTorch (transformers Trainer)": lambda: run_pytorch(args, train, dev, test, work),
+        }
+        for name, run in runs.items():
+            if args.only and not name.lower().startswith(args.only):
+                continue
+            seconds, predicted = run()
+            results[name] = (seconds, *scores(truth, predicted))
+            print(f"{name}: {seconds:.1f}s", file=sys.stderr)
+    print(f"\nall-MiniLM-L6-v2 on Rotten Tomatoes: {len(train)} train, {len(dev)} dev, {len(test)} test; "
+          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, {args.threads} threads\n")
+    print("| engine | test accuracy | test macro-F1 | training wall time |")
+    print("| --- | --- | --- | --- |")
+    for name, (seconds, accuracy, f1) in results.items():
+        print(f"| {name} | {accuracy:.4f} | {f1:.4f} | {seconds:.0f} s |")
+    if len(results) == 2:
+        (a, *_), (b, *_) = results.values()
+        print(f"\ntime ratio bert / PyTorch: {a / b:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
