@@ -452,6 +452,30 @@ def head_gradient_fixtures():
         print("wrote gradients of", name)
 
 
+NER_TEXTS = [
+    "The capital of France is Paris.",
+    "Naïve café owners write their résumé while the sun is hot.",
+    "Peter and Mary saw the sea from the north country of 中文 zzzzqqq.",
+]
+
+
+def pipeline_fixtures():
+    """transformers' token-classification pipeline outputs for the tiny NER checkpoint, for every
+    aggregation strategy: what `bert ner` must give."""
+    from transformers import pipeline
+
+    src = os.path.join(OUT, "tiny-ner")
+    outputs = {}
+    for strategy in ["none", "simple", "first", "average", "max"]:
+        tagger = pipeline("token-classification", model=src, aggregation_strategy=strategy, device="cpu")
+        results = tagger(NER_TEXTS, ignore_labels=[])
+        outputs[strategy] = [[{k: (float(v) if k == "score" else int(v) if k in ("index", "start", "end") else v)
+                               for k, v in e.items()} for e in r] for r in results]
+    with open(os.path.join(src, "pipeline.json"), "w") as f:
+        json.dump({"texts": NER_TEXTS, "outputs": outputs}, f, ensure_ascii=False, indent=1)
+    print("wrote token-classification pipeline outputs")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", default=os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2"))
@@ -463,6 +487,7 @@ def main():
     tokenizer_fixtures(vocab)
     training_fixtures()
     head_gradient_fixtures()
+    pipeline_fixtures()
     if not args.skip_minilm:
         minilm_fixtures(args.minilm)
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bert::pipelines::ScoreFunction;
+use bert::pipelines::{Aggregation, ScoreFunction};
 use bert::pooling::Pooling;
 use bert::Truncation;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +30,8 @@ pub enum Command {
     FillMask(FillMaskArgs),
     /// Classify texts or text pairs with a sequence-classification checkpoint.
     Classify(ClassifyArgs),
+    /// Find entities (NER, slot filling) with a token-classification checkpoint.
+    Ner(NerArgs),
     /// Train a WordPiece vocabulary on text files; writes vocab.txt, tokenizer.json and
     /// tokenizer_config.json.
     Vocab(VocabArgs),
@@ -346,6 +348,22 @@ pub struct FillMaskArgs {
     /// Predictions per [MASK] token.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub top_k: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct NerArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// How tokens become entities: none (one per token), simple (adjacent tokens of an entity
+    /// grouped), first, average or max (the sub-tokens of a word agree by their first token, their
+    /// mean scores or their most confident token, then grouped).
+    #[arg(long, default_value = "none")]
+    pub aggregation_strategy: Aggregation,
+    /// Labels left out of the output.
+    #[arg(long, value_delimiter = ',', default_value = "O")]
+    pub ignore_labels: Vec<String>,
 }
 
 #[derive(Args, Debug)]

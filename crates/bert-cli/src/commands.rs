@@ -8,13 +8,14 @@ use anyhow::{bail, Context, Result};
 use bert::params::LoadReport;
 use bert::pipelines::{
     load_tokenizer, ClassificationScore, EmbedOptions, Embedder, FillMask, MaskPrediction,
-    PipelineOptions, TextClassifier,
+    PipelineOptions, TextClassifier, TokenClassifier,
 };
 use bert::Encoding;
 use serde::Serialize;
 
 use crate::args::{
-    ClassifyArgs, Cli, Command, EmbedArgs, FillMaskArgs, InputArgs, ModelArgs, TokenizeArgs,
+    ClassifyArgs, Cli, Command, EmbedArgs, FillMaskArgs, InputArgs, ModelArgs, NerArgs,
+    TokenizeArgs,
 };
 use crate::input::{self, Item};
 use crate::output::Output;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Embed(args) => embed(args),
         Command::FillMask(args) => fill_mask(args),
         Command::Classify(args) => classify(args),
+        Command::Ner(args) => ner(args),
         Command::Vocab(args) => crate::training::vocab(args),
         Command::Pretrain(args) => crate::training::pretrain(args),
         Command::Finetune(args) => crate::finetuning::run(args),
@@ -285,6 +287,39 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     )
 }
 
+fn ner(args: NerArgs) -> Result<ExitCode> {
+    let dir = model_dir(&args.model, false)?;
+    let tagger = TokenClassifier::load(&dir, &pipeline_options(&args.model))
+        .with_context(|| format!("loading {}", dir.display()))?;
+    warn_about(&tagger.pipeline().report, model_name(&args.model));
+    drive(
+        &args.input,
+        args.model.batch_size,
+        false,
+        tagger.pipeline().max_length,
+        |item| tagger.encode(&item.text),
+        |items, encodings| {
+            let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+            let results = tagger.tag(
+                &texts,
+                encodings,
+                args.aggregation_strategy,
+                &args.ignore_labels,
+            )?;
+            items
+                .iter()
+                .zip(results)
+                .map(|(item, entities)| {
+                    to_line(&NerLine {
+                        text: &item.text,
+                        entities,
+                    })
+                })
+                .collect()
+        },
+    )
+}
+
 fn to_line(value: &impl Serialize) -> Result<String> {
     Ok(serde_json::to_string(value)?)
 }
@@ -300,6 +335,12 @@ struct TokenizeLine<'a> {
     ids: &'a [u32],
     type_ids: &'a [u32],
     offsets: &'a [(usize, usize)],
+}
+
+#[derive(Serialize)]
+struct NerLine<'a> {
+    text: &'a str,
+    entities: Vec<bert::pipelines::Entity>,
 }
 
 #[derive(Serialize)]

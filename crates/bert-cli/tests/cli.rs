@@ -680,3 +680,50 @@ fn finetune_classify_then_classify_with_the_result() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn ner_groups_entities_and_drops_ignored_labels() {
+    let model = fixture("tiny-ner");
+    let text = "Peter and Mary saw the sea from the north country.";
+    let tokens = bert(
+        &["ner", "--model", &model, "--ignore-labels", "", text],
+        b"",
+    );
+    assert!(tokens.status.success(), "{}", stderr(&tokens));
+    let all = lines(&tokens)[0]["entities"].as_array().unwrap().clone();
+    assert!(all
+        .iter()
+        .all(|e| e["entity"].is_string() && e["index"].is_u64()));
+    let grouped = bert(
+        &[
+            "ner",
+            "--model",
+            &model,
+            "--aggregation-strategy",
+            "first",
+            text,
+        ],
+        b"",
+    );
+    assert!(grouped.status.success(), "{}", stderr(&grouped));
+    let line = &lines(&grouped)[0];
+    assert_eq!(line["text"], text);
+    for e in line["entities"].as_array().unwrap() {
+        assert_ne!(e["entity_group"], "O");
+        let (start, end) = (e["start"].as_u64().unwrap(), e["end"].as_u64().unwrap());
+        assert!(start < end && end as usize <= text.len(), "{e}");
+    }
+    let bad = bert(
+        &[
+            "ner",
+            "--model",
+            &model,
+            "--aggregation-strategy",
+            "mean",
+            text,
+        ],
+        b"",
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("none, simple, first, average or max"));
+}

@@ -273,6 +273,18 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Joins tokens into text as the tokenizer's decoder does (`##` pieces glued to the previous
+    /// token, spaces before punctuation cleaned up): `convert_tokens_to_string` in `transformers`.
+    pub fn tokens_to_string(&self, tokens: &[String]) -> String {
+        use tokenizers::Decoder;
+        match self.inner.get_decoder() {
+            Some(decoder) => decoder
+                .decode(tokens.to_vec())
+                .unwrap_or_else(|_| tokens.join(" ")),
+            None => tokens.join(" ").replace(" ##", ""),
+        }
+    }
+
     /// Turns ids back into text, joining word pieces; `skip_special_tokens` drops `[CLS]`, `[MASK]`...
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner

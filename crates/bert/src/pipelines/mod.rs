@@ -5,6 +5,7 @@
 mod classify;
 mod embed;
 mod fill_mask;
+mod ner;
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use candle_core::Device;
 pub use classify::{Classification, ClassificationScore, ScoreFunction, TextClassifier};
 pub use embed::{EmbedOptions, Embedder};
 pub use fill_mask::{FillMask, MaskPrediction};
+pub use ner::{Aggregation, Entity, TokenClassifier};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Checks that a checkpoint directory written by `bert finetune --task classify` loads in transformers with
+the same logits: no missing or unexpected weights, the labels of config.json, and `bert classify
+--function-to-apply none` logits equal to transformers' within 1e-4 on the given texts.
+
+    ../venv/bin/python scripts/check_finetune_roundtrip.py OUT_DIR TEXTS_FILE [--bert target/release/bert]
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("texts", help="a file with one text per line")
+    parser.add_argument("--bert", default="target/release/bert")
+    parser.add_argument("--limit", type=int, default=200)
+    args = parser.parse_args()
+    with open(args.texts, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f if line.strip()][: args.limit]
+    model, info = AutoModelForSequenceClassification.from_pretrained(args.model, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        sys.exit(f"transformers reports {problems}")
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(args.model)
+    ours = subprocess.run([args.bert, "classify", "--model", args.model, "--function-to-apply", "none"],
+                          input="\n".join(texts) + "\n", capture_output=True, text=True, check=True).stdout
+    worst = 0.0
+    for text, line in zip(texts, ours.splitlines()):
+        enc = tok(text, return_tensors="pt", truncation=True, max_length=512)
+        with torch.no_grad():
+            logits = model(**enc).logits[0]
+        scores = json.loads(line)["scores"]
+        for index, label in model.config.id2label.items():
+            worst = max(worst, abs(logits[int(index)].item() - scores[label]))
+    print(f"ok: transformers loads {args.model} ({model.config.architectures[0]}, labels "
+          f"{list(model.config.id2label.values())}) with no missing or unexpected weights; "
+          f"logits of {len(texts)} texts agree within {worst:.2e}")
+    if worst > 1e-4:
+        sys.exit("logits differ by more than 1e-4")
+
+
+if __name__ == "__main__":
+    main()
