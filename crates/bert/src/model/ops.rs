@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use crate::config::HiddenAct;
 use crate::error::Result;
@@ -29,9 +29,14 @@ impl Mode<'_> {
 }
 
 /// `y = x W^T + b`, with the weight stored `(out, in)` as in PyTorch.
+///
+/// Inputs of any rank are flattened to one `(rows, in)` matrix first: one large matmul forward and, in
+/// the backward pass, one `(in, rows) x (rows, out)` weight gradient, where candle's batched form would
+/// run a small matmul per batch row and then sum them.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: candle_nn::Linear,
+    weight: Tensor,
+    bias: Tensor,
 }
 
 impl Linear {
@@ -39,22 +44,27 @@ impl Linear {
     pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
-        Ok(Linear {
-            inner: candle_nn::Linear::new(weight, Some(bias)),
-        })
+        Ok(Linear { weight, bias })
     }
 
     /// Loads a task-head layer: newly initialised (normal weights, zero bias) when absent.
     pub fn load_or_init(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
-        Ok(Linear {
-            inner: candle_nn::Linear::new(weight, Some(bias)),
-        })
+        Ok(Linear { weight, bias })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.forward(x)?)
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x
+            .reshape((rows, in_dim))?
+            .matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?;
+        let mut out_dims = dims.to_vec();
+        out_dims[dims.len() - 1] = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
     }
 }
 
