@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::HiddenAct;
 use crate::error::Result;
-use crate::model::kernels::{LayerNormOp, Softmax};
+use crate::model::kernels::{Gelu, LayerNormOp, Softmax};
 use crate::params::Params;
 use crate::rng::Rng;
 
@@ -150,6 +150,7 @@ pub fn softmax(x: &Tensor, mode: &Mode) -> Result<Tensor> {
 
 pub fn activation(x: &Tensor, act: HiddenAct) -> Result<Tensor> {
     Ok(match act {
+        HiddenAct::Gelu if fused_kernels_apply(x) => x.contiguous()?.apply_op1(Gelu)?,
         HiddenAct::Gelu => x.gelu_erf()?,
         HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh => x.gelu()?,
         HiddenAct::Relu => x.relu()?,
