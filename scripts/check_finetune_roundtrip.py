@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Checks that a checkpoint directory written by `bert finetune --task classify` loads in transformers with
-the same logits: no missing or unexpected weights, the labels of config.json, and `bert classify
---function-to-apply none` logits equal to transformers' within 1e-4 on the given texts.
+"""Checks that a checkpoint directory written by `bert finetune` loads in transformers with the same outputs:
+no missing or unexpected weights, the labels of config.json, and on the given texts
+- classification: `bert classify --function-to-apply none` logits equal to transformers' within 1e-4;
+- NER: `bert ner --ignore-labels ''` tokens, labels and scores equal to transformers' token-classification
+  pipeline within 1e-4.
 
     ../venv/bin/python scripts/check_finetune_roundtrip.py OUT_DIR TEXTS_FILE [--bert target/release/bert]
 """
@@ -11,7 +13,7 @@ import subprocess
 import sys
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 
 def main():
@@ -23,6 +25,8 @@ def main():
     args = parser.parse_args()
     with open(args.texts, encoding="utf-8") as f:
         texts = [line.rstrip("\n") for line in f if line.strip()][: args.limit]
+    if AutoConfig.from_pretrained(args.model).architectures[0] == "BertForTokenClassification":
+        return check_tagger(args, texts)
     model, info = AutoModelForSequenceClassification.from_pretrained(args.model, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
@@ -44,6 +48,28 @@ def main():
           f"logits of {len(texts)} texts agree within {worst:.2e}")
     if worst > 1e-4:
         sys.exit("logits differ by more than 1e-4")
+
+
+def check_tagger(args, texts):
+    from transformers import AutoModelForTokenClassification
+
+    model, info = AutoModelForTokenClassification.from_pretrained(args.model, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        sys.exit(f"transformers reports {problems}")
+    tagger = pipeline("token-classification", model=args.model, aggregation_strategy="none", device="cpu")
+    ours = subprocess.run([args.bert, "ner", "--model", args.model, "--ignore-labels", ""],
+                          input="\n".join(texts) + "\n", capture_output=True, text=True, check=True).stdout
+    worst = 0.0
+    for text, line, theirs in zip(texts, ours.splitlines(), tagger(texts, ignore_labels=[])):
+        mine = json.loads(line)["entities"]
+        if [(e["entity"], e["start"], e["end"]) for e in mine] != [(e["entity"], e["start"], e["end"]) for e in theirs]:
+            sys.exit(f"{text!r}: tokens or labels differ")
+        worst = max([worst] + [abs(a["score"] - float(b["score"])) for a, b in zip(mine, theirs)])
+    print(f"ok: transformers loads {args.model} (BertForTokenClassification) with no missing or unexpected "
+          f"weights; labels and scores of {len(texts)} texts agree within {worst:.2e}")
+    if worst > 1e-4:
+        sys.exit("scores differ by more than 1e-4")
 
 
 if __name__ == "__main__":
