@@ -32,6 +32,8 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Find entities (NER, slot filling) with a token-classification checkpoint.
     Ner(NerArgs),
+    /// Answer questions from a context with an extractive question-answering checkpoint.
+    Qa(QaArgs),
     /// Train a WordPiece vocabulary on text files; writes vocab.txt, tokenizer.json and
     /// tokenizer_config.json.
     Vocab(VocabArgs),
@@ -39,8 +41,8 @@ pub enum Command {
     /// line, a blank line between documents); writes a Hugging Face checkpoint directory.
     Pretrain(PretrainArgs),
     /// Fine-tune a checkpoint on labelled data (text classification: sentiment, intent, NLI; token
-    /// classification: NER, slot filling); writes the best model as a Hugging Face checkpoint
-    /// directory with eval_results.json.
+    /// classification: NER, slot filling; extractive question answering: SQuAD); writes the best
+    /// model as a Hugging Face checkpoint directory with eval_results.json.
     Finetune(FinetuneArgs),
 }
 
@@ -51,6 +53,8 @@ pub enum TaskKind {
     Classify,
     /// Token classification (NER, slot filling): a tag per word, from CoNLL or JSON Lines.
     Ner,
+    /// Extractive question answering, from SQuAD v1.1 or v2.0 JSON.
+    Qa,
 }
 
 /// `--problem-type` values.
@@ -88,7 +92,7 @@ pub struct FinetuneArgs {
     pub revision: Option<String>,
     /// Training data. classify: CSV or TSV with a header row, or JSON Lines (by extension: .csv,
     /// .tsv, .jsonl). ner: CoNLL (a token per line, the tag in the last column, a blank line between
-    /// sentences) or JSON Lines {"tokens": [...], "tags": [...]}.
+    /// sentences) or JSON Lines {"tokens": [...], "tags": [...]}. qa: SQuAD v1.1 or v2.0 JSON.
     #[arg(long)]
     pub train: PathBuf,
     /// Evaluation data, same format; scored each epoch (or every --eval-steps) and used to pick the
@@ -113,10 +117,22 @@ pub struct FinetuneArgs {
     /// What the labels are.
     #[arg(long, value_enum, default_value = "single-label")]
     pub problem_type: ProblemTypeArg,
-    /// Tokens per example, [CLS] and [SEP] included; longer ones are truncated. Default: 128, or the
-    /// model's maximum if smaller.
+    /// Tokens per example, [CLS] and [SEP] included; longer ones are truncated (qa: cut into
+    /// windows). Default: 128 (qa: 384), or the model's maximum if smaller.
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// qa: tokens shared by neighbouring windows of a long context.
+    #[arg(long, default_value_t = 128)]
+    pub doc_stride: usize,
+    /// qa: the longest answer predicted, in tokens.
+    #[arg(long, default_value_t = 30)]
+    pub max_answer_length: usize,
+    /// qa: start and end candidates per window when decoding answers.
+    #[arg(long, default_value_t = 20)]
+    pub n_best_size: usize,
+    /// qa (SQuAD v2): predict no answer when the [CLS] score beats the best answer by more than this.
+    #[arg(long, default_value_t = 0.0)]
+    pub null_score_diff_threshold: f64,
     /// Passes over the training data.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: u64,
@@ -148,7 +164,8 @@ pub struct FinetuneArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub eval_steps: Option<u64>,
     /// The evaluation metric that picks the best model: loss (lower is better), accuracy, macro_f1,
-    /// micro_f1, pearson, mse (classify); f1, precision, recall, accuracy (ner).
+    /// micro_f1, pearson, mse (classify); f1, precision, recall, accuracy (ner); exact_match, f1
+    /// (qa).
     #[arg(long, default_value = "loss")]
     pub metric_for_best: String,
     /// Stop after this many evaluations without a better --metric-for-best.
@@ -364,6 +381,36 @@ pub struct NerArgs {
     /// Labels left out of the output.
     #[arg(long, value_delimiter = ',', default_value = "O")]
     pub ignore_labels: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct QaArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Questions; when none are given, one per line is read from stdin (or, with --jsonl, objects
+    /// `{"question": ..., "context": ...}`).
+    pub questions: Vec<String>,
+    /// The context the questions are about (required unless --jsonl gives one per question).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Read stdin lines as JSON objects `{"question": ..., "context": ...}`.
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Answers per question, best first (more than one: an `answers` list too).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: u64,
+    /// The longest answer, in tokens.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_answer_len: u64,
+    /// Let "no answer" (an empty answer) compete, scored by the [CLS] token.
+    #[arg(long)]
+    pub handle_impossible_answer: bool,
+    /// Tokens per window of a long context (default 384, or the model's maximum if smaller).
+    #[arg(long, default_value_t = 384)]
+    pub max_seq_len: usize,
+    /// Tokens shared by neighbouring windows (at most half a window).
+    #[arg(long, default_value_t = 128)]
+    pub doc_stride: usize,
 }
 
 #[derive(Args, Debug)]

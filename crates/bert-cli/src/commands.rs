@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::FillMask(args) => fill_mask(args),
         Command::Classify(args) => classify(args),
         Command::Ner(args) => ner(args),
+        Command::Qa(args) => crate::answering::run(args),
         Command::Vocab(args) => crate::training::vocab(args),
         Command::Pretrain(args) => crate::training::pretrain(args),
         Command::Finetune(args) => crate::finetuning::run(args),
@@ -37,7 +38,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/kjv-bert-mini");
 
 /// `--model` as a directory; without it, the bundled model where `bundled_ok` (a command it can serve).
-fn model_dir(args: &ModelArgs, bundled_ok: bool) -> Result<PathBuf> {
+pub(crate) fn model_dir(args: &ModelArgs, bundled_ok: bool) -> Result<PathBuf> {
     let Some(model) = &args.model else {
         if !bundled_ok {
             bail!("--model is required: give a checkpoint directory or a Hub id");

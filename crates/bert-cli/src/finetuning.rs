@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::{
-    finetune, prepare_classification, prepare_tagging, ClassificationData, Columns, FinetuneEvent,
-    FinetuneOptions, Prepared, TaggingData,
+    finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
+    FinetuneEvent, FinetuneOptions, Prepared, QaData, SpanOptions, TaggingData,
 };
 use bert::train::AdamWConfig;
 use serde_json::{Map, Value};
@@ -45,6 +45,30 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
             args.seed,
         )
         .map(Prepared::boxed)?,
+        TaskKind::Qa => {
+            let (prepared, skipped) = prepare_qa(
+                &model_dir,
+                &QaData {
+                    train: args.train.clone(),
+                    eval: args.eval.clone(),
+                    max_length: args.max_length,
+                    doc_stride: args.doc_stride,
+                    spans: SpanOptions {
+                        n_best_size: args.n_best_size,
+                        max_answer_length: args.max_answer_length,
+                        null_score_diff_threshold: args.null_score_diff_threshold,
+                    },
+                },
+                args.seed,
+            )?;
+            if skipped.misplaced_answers > 0 {
+                eprintln!(
+                    "skipped {} answers whose text is not at their answer_start ({} training questions left without an answer)",
+                    skipped.misplaced_answers, skipped.training_questions
+                );
+            }
+            prepared.boxed()
+        }
     };
     if !prepared.newly_initialized.is_empty() {
         eprintln!(
@@ -66,7 +90,11 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                 parameters,
                 train_examples,
             } => {
-                eprintln!("{train_examples} training examples");
+                let unit = match args.task {
+                    TaskKind::Qa => "question/context windows",
+                    _ => "examples",
+                };
+                eprintln!("{train_examples} training {unit}");
                 progress.start(0, max_steps, parameters);
             }
             FinetuneEvent::Step(m) => progress.step(m),

@@ -27,10 +27,13 @@ pub struct LineError {
 
 pub type Input = Result<Item, LineError>;
 
-/// A `--jsonl` input line; other fields (a label, an id) are allowed and ignored.
+/// A `--jsonl` input line; other fields (a label, an id) are allowed and ignored. Question answering
+/// reads `question` and `context` under the same names.
 #[derive(Deserialize)]
 struct JsonInput {
+    #[serde(alias = "question")]
     text: String,
+    #[serde(alias = "context")]
     text_pair: Option<String>,
 }
 

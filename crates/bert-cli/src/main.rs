@@ -1,6 +1,7 @@
 //! The `bert` command: argument parsing and output formatting over the `bert` library. Results go to
 //! stdout as JSON Lines, one object per input; progress, warnings and errors go to stderr.
 
+mod answering;
 mod args;
 mod commands;
 mod finetuning;

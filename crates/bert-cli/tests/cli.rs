@@ -727,3 +727,43 @@ fn ner_groups_entities_and_drops_ignored_labels() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("none, simple, first, average or max"));
 }
+
+#[test]
+fn qa_answers_from_the_context_and_reports_bad_lines() {
+    let model = fixture("tiny-qa");
+    let context = "The people of the north country wrote the story.";
+    let out = bert(
+        &[
+            "qa",
+            "--model",
+            &model,
+            "--context",
+            context,
+            "--top-k",
+            "2",
+            "who wrote it?",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = &lines(&out)[0];
+    assert_eq!(line["question"], "who wrote it?");
+    let (start, end) = (
+        line["start"].as_u64().unwrap() as usize,
+        line["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(line["answer"], context[start..end]);
+    assert_eq!(line["answers"].as_array().unwrap().len(), 2);
+    // JSON Lines carry their own contexts; a line without one is an error line, the rest proceed.
+    let stdin =
+        b"{\"question\": \"where\", \"context\": \"in paris\"}\n{\"question\": \"where\"}\n";
+    let out = bert(&["qa", "--model", &model, "--jsonl"], stdin);
+    assert_eq!(out.status.code(), Some(1));
+    let results = lines(&out);
+    assert!(results[0]["answer"].is_string());
+    assert_eq!(results[1]["line"], 2);
+    assert!(results[1]["error"].as_str().unwrap().contains("no context"));
+    let missing = bert(&["qa", "--model", &model, "where"], b"");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("--context"));
+}

@@ -85,6 +85,9 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     special: SpecialTokens,
     model_max_length: Option<usize>,
+    /// Window length and stride for [`Tokenizer::encode_pair_windows`], and the tokenizer without
+    /// truncation that encodes each text whole for it.
+    windows: Option<(usize, usize, Box<tokenizers::Tokenizer>)>,
 }
 
 /// `tokenizer_config.json`: the settings a vocabulary-only tokenizer needs.
@@ -179,6 +182,7 @@ impl Tokenizer {
             inner,
             special,
             model_max_length,
+            windows: None,
         })
     }
 
@@ -198,6 +202,103 @@ impl Tokenizer {
             }))
             .map_err(|e| Error::Tokenize(e.to_string()))?;
         Ok(self)
+    }
+
+    /// Cuts the second text of a pair into overlapping windows of at most `max_length` tokens (the first
+    /// text whole in each, `stride` tokens shared by neighbouring windows), for question answering over
+    /// long contexts; [`Tokenizer::encode_pair_windows`] returns them all. (Built here rather than with
+    /// the `tokenizers` crate's overflowing encodings, which in 0.23.2 lose every window after the
+    /// second for pairs.)
+    pub fn with_windows(mut self, max_length: usize, stride: usize) -> Result<Self> {
+        if stride >= max_length {
+            return Err(Error::InvalidInput(format!(
+                "a window stride of {stride} tokens needs windows longer than {max_length}"
+            )));
+        }
+        let mut whole = self.inner.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        self.windows = Some((max_length, stride, Box::new(whole)));
+        Ok(self)
+    }
+
+    /// Every window of a pair (see [`Tokenizer::with_windows`]): `[CLS] first [SEP] window [SEP]`, with
+    /// character offsets into each text, as `transformers` makes them with `truncation="only_second"`
+    /// and `return_overflowing_tokens`.
+    pub fn encode_pair_windows(&self, first: &str, second: &str) -> Result<Vec<Encoding>> {
+        let Some((max_length, stride, whole)) = &self.windows else {
+            return Ok(vec![self.encode_pair(first, second)?]);
+        };
+        let (max_length, stride) = (*max_length, *stride);
+        let encode = |text: &str| {
+            whole
+                .encode_char_offsets(text, false)
+                .map_err(|e| Error::Tokenize(e.to_string()))
+        };
+        let (question, context) = (encode(first)?, encode(second)?);
+        let room = max_length.saturating_sub(question.get_ids().len() + 3);
+        if room <= stride {
+            return Err(Error::InvalidInput(format!(
+                "the question takes {} tokens: no room for context in windows of {max_length} \
+                 tokens sharing {stride}",
+                question.get_ids().len()
+            )));
+        }
+        let n = context.get_ids().len();
+        let mut windows = Vec::new();
+        let mut from = 0;
+        loop {
+            let to = (from + room).min(n);
+            windows.push(self.window(&question, &context, from, to, n > room));
+            if to == n {
+                return Ok(windows);
+            }
+            from += room - stride;
+        }
+    }
+
+    /// `[CLS] question [SEP] context[from..to] [SEP]`.
+    fn window(
+        &self,
+        question: &tokenizers::Encoding,
+        context: &tokenizers::Encoding,
+        from: usize,
+        to: usize,
+        truncated: bool,
+    ) -> Encoding {
+        let mut w = Encoding {
+            truncated,
+            ..Default::default()
+        };
+        let (cls, sep) = (&self.special.cls, &self.special.sep);
+        let special = |w: &mut Encoding, token: &str, type_id: u32| {
+            w.ids.push(self.token_to_id(token).unwrap_or(0));
+            w.type_ids.push(type_id);
+            w.tokens.push(token.to_string());
+            w.offsets.push((0, 0));
+            w.special_tokens_mask.push(1);
+            w.word_ids.push(None);
+        };
+        let part = |w: &mut Encoding,
+                    e: &tokenizers::Encoding,
+                    range: std::ops::Range<usize>,
+                    type_id: u32| {
+            for i in range {
+                w.ids.push(e.get_ids()[i]);
+                w.type_ids.push(type_id);
+                w.tokens.push(e.get_tokens()[i].clone());
+                w.offsets.push(e.get_offsets()[i]);
+                w.special_tokens_mask.push(0);
+                w.word_ids.push(e.get_word_ids()[i]);
+            }
+        };
+        special(&mut w, cls, 0);
+        part(&mut w, question, 0..question.get_ids().len(), 0);
+        special(&mut w, sep, 0);
+        part(&mut w, context, from..to, 1);
+        special(&mut w, sep, 1);
+        w
     }
 
     /// `model_max_length` of `tokenizer_config.json`, when it is a real limit.
@@ -248,15 +349,7 @@ impl Tokenizer {
             .inner
             .encode_char_offsets(input, true)
             .map_err(|e| Error::Tokenize(e.to_string()))?;
-        Ok(Encoding {
-            ids: e.get_ids().to_vec(),
-            type_ids: e.get_type_ids().to_vec(),
-            tokens: e.get_tokens().to_vec(),
-            offsets: e.get_offsets().to_vec(),
-            special_tokens_mask: e.get_special_tokens_mask().to_vec(),
-            word_ids: e.get_word_ids().to_vec(),
-            truncated: !e.get_overflowing().is_empty(),
-        })
+        Ok(convert(&e, !e.get_overflowing().is_empty()))
     }
 
     /// Token ids of a text without `[CLS]`/`[SEP]` and without truncation (for building pretraining
@@ -290,6 +383,18 @@ impl Tokenizer {
         self.inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| Error::Tokenize(e.to_string()))
+    }
+}
+
+fn convert(e: &tokenizers::Encoding, truncated: bool) -> Encoding {
+    Encoding {
+        ids: e.get_ids().to_vec(),
+        type_ids: e.get_type_ids().to_vec(),
+        tokens: e.get_tokens().to_vec(),
+        offsets: e.get_offsets().to_vec(),
+        special_tokens_mask: e.get_special_tokens_mask().to_vec(),
+        word_ids: e.get_word_ids().to_vec(),
+        truncated,
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::atomic::AtomicBool;
 
 use bert::config::ProblemType;
 use bert::finetune::{
-    finetune, prepare_classification, prepare_tagging, ClassificationData, Columns,
-    FinetuneOptions, FinetuneOutcome, TaggingData,
+    finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
+    FinetuneOptions, FinetuneOutcome, QaData, SpanOptions, TaggingData,
 };
 use bert::pipelines::{PipelineOptions, TextClassifier};
 use common::fixture;
@@ -354,4 +354,68 @@ fn bad_tagged_files_name_the_file_and_line() {
         e.contains("train.jsonl:1") && e.contains("2 tokens but 1 tags"),
         "{e}"
     );
+}
+
+/// A SQuAD v2 file about short contexts: who did what, plus an unanswerable question, and an answer
+/// whose position is wrong.
+fn squad_json() -> String {
+    let mut paragraphs = Vec::new();
+    for (i, (person, place)) in [("peter", "paris"), ("mary", "france"), ("people", "north")]
+        .iter()
+        .enumerate()
+    {
+        let context = format!("the {person} saw the sea from {place} .");
+        let start = context.find(place).unwrap();
+        paragraphs.push(serde_json::json!({
+            "context": context,
+            "qas": [
+                {"id": format!("{i}a"), "question": "where", "answers": [{"text": place, "answer_start": start}]},
+                {"id": format!("{i}b"), "question": "who wrote", "answers": [], "is_impossible": true},
+                {"id": format!("{i}c"), "question": "where is it", "answers": [{"text": place, "answer_start": 0}]},
+            ]
+        }));
+    }
+    serde_json::json!({"version": "v2.0", "data": [{"title": "t", "paragraphs": paragraphs}]})
+        .to_string()
+}
+
+#[test]
+fn question_answering_learns_spans_and_reports_squad_scores() {
+    let dir = temp_dir("qa");
+    std::fs::write(dir.join("train.json"), squad_json()).unwrap();
+    let data = QaData {
+        train: dir.join("train.json"),
+        eval: Some(dir.join("train.json")),
+        max_length: Some(24),
+        doc_stride: 4,
+        spans: SpanOptions::default(),
+    };
+    let (prepared, skipped) = prepare_qa(&fixture("tiny-base"), &data, 5).unwrap();
+    // Three answers are not at their answer_start: counted in both files (the same one here), and their
+    // questions left out of training.
+    assert_eq!(skipped.misplaced_answers, 6, "{skipped:?}");
+    assert_eq!(skipped.training_questions, 3);
+    let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
+    options.epochs = 40;
+    options.batch_size = 2;
+    options.learning_rate = 3e-3;
+    options.metric_for_best = "exact_match".into();
+    let outcome = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let best = outcome.best.unwrap();
+    // The answerable questions with a misplaced answer can still be answered; training saw the others.
+    assert!(best["HasAns_exact"].as_f64().unwrap() >= 50.0, "{best:?}");
+    assert_eq!(best["NoAns_total"], 3);
+    assert_eq!(best["total"], 9);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "BertForQuestionAnswering");
 }

@@ -3,6 +3,8 @@
 
 pub mod classification;
 pub mod ner;
+pub mod qa;
+pub mod squad;
 pub mod table;
 pub mod trainer;
 
@@ -12,13 +14,16 @@ use candle_core::Device;
 
 pub use classification::{ClassificationTask, Columns};
 pub use ner::TokenClassificationTask;
+pub use qa::{QuestionAnsweringTask, SpanOptions};
 pub use table::Table;
 pub use trainer::{finetune, FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{BertConfig, ProblemType};
 use crate::error::{Error, Result};
-use crate::model::{BertForSequenceClassification, BertForTokenClassification};
+use crate::model::{
+    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+};
 use crate::params::ParamStore;
 use crate::tokenizer::{Tokenizer, Truncation};
 
@@ -64,14 +69,24 @@ fn task_tokenizer(
     config: &BertConfig,
     max_length: Option<usize>,
 ) -> Result<Tokenizer> {
-    let max_length = max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(config.max_position_embeddings));
+    let max_length = checked_max_length(config, max_length, DEFAULT_MAX_LENGTH)?;
+    Tokenizer::from_dir(model_dir)?.with_truncation(max_length, Truncation::LongestFirst)
+}
+
+/// `max_length`, or `default` capped by the model's positions; it must fit the model.
+fn checked_max_length(
+    config: &BertConfig,
+    max_length: Option<usize>,
+    default: usize,
+) -> Result<usize> {
+    let max_length = max_length.unwrap_or(default.min(config.max_position_embeddings));
     if max_length > config.max_position_embeddings || max_length < 2 {
         return Err(Error::InvalidInput(format!(
             "--max-length {max_length} must be between 2 and the model's {} positions",
             config.max_position_embeddings
         )));
     }
-    Tokenizer::from_dir(model_dir)?.with_truncation(max_length, Truncation::LongestFirst)
+    Ok(max_length)
 }
 
 /// Reads the data, sets the labels in the config, and loads the model from `model_dir` with a
@@ -167,4 +182,85 @@ pub fn prepare_tagging(
         },
         newly_initialized,
     })
+}
+
+/// What a question-answering fine-tune reads.
+#[derive(Debug, Clone)]
+pub struct QaData {
+    /// SQuAD v1.1 or v2.0 JSON.
+    pub train: PathBuf,
+    pub eval: Option<PathBuf>,
+    /// Tokens per window (default 384, or the model's maximum if smaller).
+    pub max_length: Option<usize>,
+    /// Tokens shared by neighbouring windows of a long context.
+    pub doc_stride: usize,
+    pub spans: SpanOptions,
+}
+
+/// Windows per question when not given (`run_qa.py`'s defaults).
+pub const DEFAULT_QA_MAX_LENGTH: usize = 384;
+pub const DEFAULT_DOC_STRIDE: usize = 128;
+
+/// What reading SQuAD files left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QaSkipped {
+    /// Answers whose text was not at their `answer_start` (training and evaluation files).
+    pub misplaced_answers: usize,
+    /// Training questions left without a usable answer (not trained on).
+    pub training_questions: usize,
+}
+
+/// Reads SQuAD files, cuts them into labelled windows, and loads the model from `model_dir` with a
+/// question-answering head; says what it had to leave out.
+pub fn prepare_qa(
+    model_dir: &Path,
+    data: &QaData,
+    seed: u64,
+) -> Result<(Prepared<QuestionAnsweringTask>, QaSkipped)> {
+    let config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    let max_length = checked_max_length(&config, data.max_length, DEFAULT_QA_MAX_LENGTH)?;
+    if data.doc_stride + 8 >= max_length {
+        return Err(Error::InvalidInput(format!(
+            "--doc-stride {} leaves no room for new context in windows of {max_length} tokens",
+            data.doc_stride
+        )));
+    }
+    let tokenizer = Tokenizer::from_dir(model_dir)?.with_windows(max_length, data.doc_stride)?;
+    let train = squad::read_squad(&data.train)?;
+    let questions = train.examples.len();
+    let answerable: Vec<squad::QaExample> = train
+        .examples
+        .into_iter()
+        .filter(|e| e.is_impossible || !e.answers.is_empty())
+        .collect();
+    let mut skipped = QaSkipped {
+        misplaced_answers: train.misplaced_answers,
+        training_questions: questions - answerable.len(),
+    };
+    let train_features = qa::features(&answerable, &tokenizer)?;
+    let eval = match &data.eval {
+        Some(path) => {
+            let set = squad::read_squad(path)?;
+            skipped.misplaced_answers += set.misplaced_answers;
+            let features = qa::features(&set.examples, &tokenizer)?;
+            Some((set, features))
+        }
+        None => None,
+    };
+    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
+    let model = BertForQuestionAnswering::load(&store.root(), &config)?;
+    let newly_initialized = store.report().newly_initialized;
+    let prepared = Prepared {
+        config,
+        store,
+        task: QuestionAnsweringTask {
+            model,
+            train: train_features,
+            eval,
+            spans: data.spans,
+            pad_id: tokenizer.pad_id(),
+        },
+        newly_initialized,
+    };
+    Ok((prepared, skipped))
 }

@@ -285,7 +285,10 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> CResult<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluBackward)?))
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &GeluBackward,
+        )?))
     }
 }
 

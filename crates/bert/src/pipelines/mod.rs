@@ -6,6 +6,7 @@ mod classify;
 mod embed;
 mod fill_mask;
 mod ner;
+mod qa;
 
 use std::path::Path;
 
@@ -15,6 +16,7 @@ pub use classify::{Classification, ClassificationScore, ScoreFunction, TextClass
 pub use embed::{EmbedOptions, Embedder};
 pub use fill_mask::{FillMask, MaskPrediction};
 pub use ner::{Aggregation, Entity, TokenClassifier};
+pub use qa::{Answer, QaOptions, QuestionAnswerer};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
