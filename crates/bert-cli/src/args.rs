@@ -354,6 +354,40 @@ pub struct EmbedArgs {
     /// Do not L2-normalise, even if the checkpoint says to.
     #[arg(long)]
     pub no_normalize: bool,
+    #[command(flatten)]
+    pub long_text: LongTextArgs,
+}
+
+/// What to do with texts longer than --max-length.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongTextMode {
+    /// Keep the first --max-length tokens (noted on stderr).
+    Truncate,
+    /// Cut the text into windows of --max-length tokens (--stride shared) and average the results.
+    Chunk,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LongTextArgs {
+    /// Texts longer than --max-length: truncate, or chunk into overlapping windows whose results
+    /// (embeddings before normalisation, label scores) are averaged. Single texts only.
+    #[arg(long, value_enum, default_value = "truncate")]
+    pub long_text: LongTextMode,
+    /// Tokens shared by neighbouring windows with --long-text chunk (default: a quarter window).
+    #[arg(long)]
+    pub stride: Option<usize>,
+}
+
+impl LongTextArgs {
+    /// The library's setting for windows of `max_length` tokens.
+    pub fn resolve(&self, max_length: usize) -> bert::pipelines::LongText {
+        match self.long_text {
+            LongTextMode::Truncate => bert::pipelines::LongText::Truncate,
+            LongTextMode::Chunk => bert::pipelines::LongText::Chunk {
+                stride: self.stride.unwrap_or(max_length / 4),
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -426,4 +460,6 @@ pub struct ClassifyArgs {
     /// single-output heads, softmax otherwise, as transformers does).
     #[arg(long)]
     pub function_to_apply: Option<ScoreFunction>,
+    #[command(flatten)]
+    pub long_text: LongTextArgs,
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use bert::params::LoadReport;
 use bert::pipelines::{
-    load_tokenizer, ClassificationScore, EmbedOptions, Embedder, FillMask, MaskPrediction,
-    PipelineOptions, TextClassifier, TokenClassifier,
+    load_tokenizer, ClassificationScore, EmbedOptions, Embedder, FillMask, LongText,
+    MaskPrediction, PipelineOptions, TextClassifier, TokenClassifier,
 };
 use bert::Encoding;
 use serde::Serialize;
@@ -142,6 +142,12 @@ fn drive(
     })
 }
 
+/// With `--long-text chunk` nothing is cut off, so there is no truncation to note.
+fn not_truncated_if(mut encoding: Encoding, chunked: bool) -> Encoding {
+    encoding.truncated &= !chunked;
+    encoding
+}
+
 /// An input that takes no text pair: a pair is a per-line error.
 fn single_text(item: &Item) -> bert::Result<&str> {
     match item.pair {
@@ -197,14 +203,27 @@ fn embed(args: EmbedArgs) -> Result<ExitCode> {
     };
     let embedder =
         Embedder::load(&dir, &options).with_context(|| format!("loading {}", dir.display()))?;
+    let max_length = embedder.pipeline().max_length;
+    let long_text = args.long_text.resolve(max_length);
+    let embedder = embedder.with_long_text(long_text)?;
+    let chunked = long_text != LongText::Truncate;
     drive(
         &args.input,
         args.model.batch_size,
         false,
-        embedder.pipeline().max_length,
-        |item| embedder.encode(single_text(item)?),
+        max_length,
+        |item| {
+            embedder
+                .encode(single_text(item)?)
+                .map(|e| not_truncated_if(e, chunked))
+        },
         |items, encodings| {
-            let vectors = embedder.embed(encodings)?;
+            let vectors = if chunked {
+                let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+                embedder.embed_long(&texts)?
+            } else {
+                embedder.embed(encodings)?
+            };
             items
                 .iter()
                 .zip(vectors)
@@ -259,17 +278,31 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
             .with_context(|| format!("loading {}", dir.display()))?;
     warn_about(&classifier.pipeline().report, model_name(&args.model));
     let top_k = args.top_k.map_or(usize::MAX, |k| k as usize);
+    let max_length = classifier.pipeline().max_length;
+    let long_text = args.long_text.resolve(max_length);
+    let classifier = classifier.with_long_text(long_text)?;
+    let chunked = long_text != LongText::Truncate;
     drive(
         &args.input,
         args.model.batch_size,
         false,
-        classifier.pipeline().max_length,
-        |item| match &item.pair {
-            Some(pair) => classifier.encode_pair(&item.text, pair),
-            None => classifier.encode(&item.text),
+        max_length,
+        |item| match (&item.pair, chunked) {
+            (Some(_), true) => Err(bert::Error::InvalidInput(
+                "--long-text chunk takes single texts, not pairs".into(),
+            )),
+            (Some(pair), false) => classifier.encode_pair(&item.text, pair),
+            (None, _) => classifier
+                .encode(&item.text)
+                .map(|e| not_truncated_if(e, chunked)),
         },
         |items, encodings| {
-            let results = classifier.classify(encodings)?;
+            let results = if chunked {
+                let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+                classifier.classify_long(&texts)?
+            } else {
+                classifier.classify(encodings)?
+            };
             items
                 .iter()
                 .zip(results)

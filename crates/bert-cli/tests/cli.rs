@@ -767,3 +767,74 @@ fn qa_answers_from_the_context_and_reports_bad_lines() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("--context"));
 }
+
+#[test]
+fn long_texts_can_be_chunked_instead_of_truncated() {
+    let model = fixture("tiny-classify");
+    let long = "the people of the north country wrote the story while the sun was hot and the sea was far from the farm";
+    let truncated = bert(
+        &["classify", "--model", &model, "--max-length", "12", long],
+        b"",
+    );
+    assert!(
+        stderr(&truncated).contains("truncated"),
+        "{}",
+        stderr(&truncated)
+    );
+    let chunked = bert(
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--max-length",
+            "12",
+            "--long-text",
+            "chunk",
+            long,
+        ],
+        b"",
+    );
+    assert!(chunked.status.success(), "{}", stderr(&chunked));
+    assert!(
+        !stderr(&chunked).contains("truncated"),
+        "{}",
+        stderr(&chunked)
+    );
+    assert_ne!(lines(&chunked)[0]["scores"], lines(&truncated)[0]["scores"]);
+    let embedded = bert(
+        &[
+            "embed",
+            "--model",
+            &fixture("tiny-base"),
+            "--max-length",
+            "12",
+            "--long-text",
+            "chunk",
+            "--stride",
+            "2",
+            long,
+        ],
+        b"",
+    );
+    assert!(embedded.status.success(), "{}", stderr(&embedded));
+    assert_eq!(
+        lines(&embedded)[0]["embedding"].as_array().unwrap().len(),
+        32
+    );
+    let pair = bert(
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--long-text",
+            "chunk",
+            "--jsonl",
+        ],
+        b"{\"text\": \"a\", \"text_pair\": \"b\"}\n",
+    );
+    assert_eq!(pair.status.code(), Some(1));
+    assert!(lines(&pair)[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("single texts"));
+}

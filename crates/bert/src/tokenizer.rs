@@ -204,9 +204,10 @@ impl Tokenizer {
         Ok(self)
     }
 
-    /// Cuts the second text of a pair into overlapping windows of at most `max_length` tokens (the first
-    /// text whole in each, `stride` tokens shared by neighbouring windows), for question answering over
-    /// long contexts; [`Tokenizer::encode_pair_windows`] returns them all. (Built here rather than with
+    /// Cuts long texts into overlapping windows of at most `max_length` tokens, `stride` tokens shared by
+    /// neighbouring windows: a single text ([`Tokenizer::encode_windows`], for `--long-text chunk`) or
+    /// the second text of a pair, the first whole in each window ([`Tokenizer::encode_pair_windows`],
+    /// for question answering over long contexts). (Built here rather than with
     /// the `tokenizers` crate's overflowing encodings, which in 0.23.2 lose every window after the
     /// second for pairs.)
     pub fn with_windows(mut self, max_length: usize, stride: usize) -> Result<Self> {
@@ -250,7 +251,7 @@ impl Tokenizer {
         let mut from = 0;
         loop {
             let to = (from + room).min(n);
-            windows.push(self.window(&question, &context, from, to, n > room));
+            windows.push(self.window(Some(&question), &context, from, to, n > room));
             if to == n {
                 return Ok(windows);
             }
@@ -258,11 +259,39 @@ impl Tokenizer {
         }
     }
 
-    /// `[CLS] question [SEP] context[from..to] [SEP]`.
+    /// A long text as overlapping windows `[CLS] piece [SEP]` of at most the window length (see
+    /// [`Tokenizer::with_windows`]), `stride` tokens shared by neighbours; a short text is one window.
+    pub fn encode_windows(&self, text: &str) -> Result<Vec<Encoding>> {
+        let Some((max_length, stride, whole)) = &self.windows else {
+            return Ok(vec![self.encode(text)?]);
+        };
+        let e = whole
+            .encode_char_offsets(text, false)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        let room = max_length.saturating_sub(2);
+        if room <= *stride {
+            return Err(Error::InvalidInput(format!(
+                "windows of {max_length} tokens cannot share {stride}"
+            )));
+        }
+        let n = e.get_ids().len();
+        let mut windows = Vec::new();
+        let mut from = 0;
+        loop {
+            let to = (from + room).min(n);
+            windows.push(self.window(None, &e, from, to, n > room));
+            if to == n {
+                return Ok(windows);
+            }
+            from += room - stride;
+        }
+    }
+
+    /// `[CLS] first [SEP] text[from..to] [SEP]` (token types 0 then 1), or `[CLS] text[from..to] [SEP]`.
     fn window(
         &self,
-        question: &tokenizers::Encoding,
-        context: &tokenizers::Encoding,
+        first: Option<&tokenizers::Encoding>,
+        text: &tokenizers::Encoding,
         from: usize,
         to: usize,
         truncated: bool,
@@ -294,10 +323,16 @@ impl Tokenizer {
             }
         };
         special(&mut w, cls, 0);
-        part(&mut w, question, 0..question.get_ids().len(), 0);
-        special(&mut w, sep, 0);
-        part(&mut w, context, from..to, 1);
-        special(&mut w, sep, 1);
+        let type_id = match first {
+            Some(first) => {
+                part(&mut w, first, 0..first.get_ids().len(), 0);
+                special(&mut w, sep, 0);
+                1
+            }
+            None => 0,
+        };
+        part(&mut w, text, from..to, type_id);
+        special(&mut w, sep, type_id);
         w
     }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 use crate::config::ProblemType;
 use crate::error::Result;
 use crate::model::{BertForSequenceClassification, Mode};
-use crate::pipelines::{softmax, Pipeline, PipelineOptions};
-use crate::tokenizer::Encoding;
+use crate::pipelines::{mean, softmax, LongText, Pipeline, PipelineOptions};
+use crate::tokenizer::{Encoding, Tokenizer};
 
 /// How logits become scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,8 @@ pub struct TextClassifier {
     pipeline: Pipeline<BertForSequenceClassification>,
     labels: Vec<String>,
     function: ScoreFunction,
+    /// Cuts long texts into windows, when asked to.
+    chunker: Option<Tokenizer>,
 }
 
 impl TextClassifier {
@@ -96,7 +98,55 @@ impl TextClassifier {
             pipeline,
             labels,
             function,
+            chunker: None,
         })
+    }
+
+    /// Makes [`TextClassifier::classify_long`] cut long texts into windows as `long_text` says.
+    pub fn with_long_text(mut self, long_text: LongText) -> Result<Self> {
+        self.chunker = long_text.chunker(&self.pipeline.tokenizer, self.pipeline.max_length)?;
+        Ok(self)
+    }
+
+    /// Classifies single texts; one longer than the model takes is classified window by window and
+    /// each label's score averaged over the windows.
+    pub fn classify_long(&self, texts: &[&str]) -> Result<Vec<Classification>> {
+        let Some(chunker) = &self.chunker else {
+            let encodings = texts
+                .iter()
+                .map(|t| self.encode(t))
+                .collect::<Result<Vec<_>>>()?;
+            return self.classify(&encodings);
+        };
+        let mut out = Vec::with_capacity(texts.len());
+        for text in texts {
+            let windows = self.classify(&chunker.encode_windows(text)?)?;
+            let per_window: Vec<Vec<f32>> = windows
+                .iter()
+                .map(|c| {
+                    self.labels
+                        .iter()
+                        .map(|l| {
+                            c.scores
+                                .iter()
+                                .find(|s| &s.label == l)
+                                .map_or(0.0, |s| s.score)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut scores: Vec<ClassificationScore> = mean(&per_window)
+                .into_iter()
+                .zip(&self.labels)
+                .map(|(score, label)| ClassificationScore {
+                    label: label.clone(),
+                    score,
+                })
+                .collect();
+            scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+            out.push(Classification { scores });
+        }
+        Ok(out)
     }
 
     pub fn pipeline(&self) -> &Pipeline<BertForSequenceClassification> {

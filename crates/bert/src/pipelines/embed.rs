@@ -5,9 +5,9 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::model::{BertModel, Mode};
-use crate::pipelines::{Pipeline, PipelineOptions};
+use crate::pipelines::{mean, LongText, Pipeline, PipelineOptions};
 use crate::pooling::{pool, EmbeddingConfig, Pooling};
-use crate::tokenizer::Encoding;
+use crate::tokenizer::{Encoding, Tokenizer};
 
 /// Overrides of the checkpoint's embedding settings.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +22,8 @@ pub struct Embedder {
     pipeline: Pipeline<BertModel>,
     pooling: Pooling,
     normalize: bool,
+    /// Cuts long texts into windows, when asked to.
+    chunker: Option<Tokenizer>,
 }
 
 impl Embedder {
@@ -35,6 +37,7 @@ impl Embedder {
             pipeline,
             pooling: options.pooling.unwrap_or(st.pooling),
             normalize: options.normalize.unwrap_or(st.normalize),
+            chunker: None,
         })
     }
 
@@ -54,8 +57,47 @@ impl Embedder {
         self.pipeline.encode(text)
     }
 
+    /// Makes [`Embedder::embed_long`] cut long texts into windows as `long_text` says.
+    pub fn with_long_text(mut self, long_text: LongText) -> Result<Self> {
+        self.chunker = long_text.chunker(&self.pipeline.tokenizer, self.pipeline.max_length)?;
+        Ok(self)
+    }
+
+    /// One vector per text; a text longer than the model takes is embedded window by window and the
+    /// windows' pooled vectors averaged (then normalised, if the embedder normalises).
+    pub fn embed_long(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let Some(chunker) = &self.chunker else {
+            return self.embed_texts(texts);
+        };
+        let mut windows = Vec::new();
+        let mut counts = Vec::with_capacity(texts.len());
+        for text in texts {
+            let w = chunker.encode_windows(text)?;
+            counts.push(w.len());
+            windows.extend(w);
+        }
+        let vectors = self.pooled(&windows, false)?;
+        let mut rest = vectors.as_slice();
+        let mut out = Vec::with_capacity(texts.len());
+        for n in counts {
+            let (mine, others) = rest.split_at(n);
+            rest = others;
+            let mut v = mean(mine);
+            if self.normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
     /// One vector per encoding, computed as one padded batch.
     pub fn embed(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
+        self.pooled(encodings, self.normalize)
+    }
+
+    fn pooled(&self, encodings: &[Encoding], normalize: bool) -> Result<Vec<Vec<f32>>> {
         if encodings.is_empty() {
             return Ok(Vec::new());
         }
@@ -65,7 +107,7 @@ impl Embedder {
             &out.hidden_states,
             &batch.attention_mask,
             self.pooling,
-            self.normalize,
+            normalize,
         )?;
         Ok(pooled.to_vec2()?)
     }

@@ -24,6 +24,41 @@ use crate::params::LoadReport;
 use crate::pretrained::Pretrained;
 use crate::tokenizer::{Encoding, Tokenizer, Truncation};
 
+/// What a pipeline does with a text longer than `max_length` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LongText {
+    /// Keep the first `max_length` tokens (noted on stderr by the CLI).
+    #[default]
+    Truncate,
+    /// Cut it into windows of `max_length` tokens, `stride` shared by neighbours, and average the
+    /// windows' results (embeddings before normalisation; label scores).
+    Chunk { stride: usize },
+}
+
+impl LongText {
+    /// The windowing tokenizer for `Chunk`, from a pipeline's tokenizer.
+    fn chunker(self, tokenizer: &Tokenizer, max_length: usize) -> Result<Option<Tokenizer>> {
+        match self {
+            LongText::Truncate => Ok(None),
+            LongText::Chunk { stride } => {
+                Ok(Some(tokenizer.clone().with_windows(max_length, stride)?))
+            }
+        }
+    }
+}
+
+/// The mean of equal-length vectors.
+fn mean(vectors: &[Vec<f32>]) -> Vec<f32> {
+    let n = vectors.len().max(1) as f32;
+    let mut sum = vec![0f32; vectors.first().map_or(0, Vec::len)];
+    for v in vectors {
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += x;
+        }
+    }
+    sum.iter().map(|s| s / n).collect()
+}
+
 /// Settings every pipeline shares.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineOptions {
