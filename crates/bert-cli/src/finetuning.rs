@@ -46,7 +46,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         )
         .map(Prepared::boxed)?,
         TaskKind::Qa => {
-            let (prepared, skipped) = prepare_qa(
+            let (prepared, _) = prepare_qa(
                 &model_dir,
                 &QaData {
                     train: args.train.clone(),
@@ -61,15 +61,12 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                 },
                 args.seed,
             )?;
-            if skipped.misplaced_answers > 0 {
-                eprintln!(
-                    "skipped {} answers whose text is not at their answer_start ({} training questions left without an answer)",
-                    skipped.misplaced_answers, skipped.training_questions
-                );
-            }
             prepared.boxed()
         }
     };
+    for note in &prepared.notes {
+        eprintln!("note: {note}");
+    }
     if !prepared.newly_initialized.is_empty() {
         eprintln!(
             "newly initialised (not in the checkpoint): {}",

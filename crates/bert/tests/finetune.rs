@@ -419,3 +419,35 @@ fn question_answering_learns_spans_and_reports_squad_scores() {
             .unwrap();
     assert_eq!(config["architectures"][0], "BertForQuestionAnswering");
 }
+
+#[test]
+fn truncated_examples_are_counted_in_notes() {
+    let dir = temp_dir("notes");
+    let mut data = data(&dir);
+    assert!(prepare_classification(&fixture("tiny-base"), &data, 0)
+        .unwrap()
+        .notes
+        .is_empty());
+    data.max_length = Some(5);
+    let notes = prepare_classification(&fixture("tiny-base"), &data, 0)
+        .unwrap()
+        .notes;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].starts_with("24 of 30 training examples"),
+        "{notes:?}"
+    );
+    std::fs::write(dir.join("train.conll"), conll_text()).unwrap();
+    let tagging = TaggingData {
+        train: dir.join("train.conll"),
+        eval: None,
+        max_length: Some(6),
+    };
+    let notes = prepare_tagging(&fixture("tiny-base"), &tagging, 0)
+        .unwrap()
+        .notes;
+    assert!(
+        notes[0].contains("8 of 8 training sentences") && notes[0].contains("neither trained on"),
+        "{notes:?}"
+    );
+}

@@ -46,6 +46,9 @@ pub struct Prepared<T> {
     pub task: T,
     /// Weights the checkpoint lacked, newly initialised (the task head, usually).
     pub newly_initialized: Vec<String>,
+    /// What the data needed cut or left out, one sentence each (truncated examples, skipped answers):
+    /// nothing is dropped without a count.
+    pub notes: Vec<String>,
 }
 
 impl<T: FinetuneTask + 'static> Prepared<T> {
@@ -56,8 +59,21 @@ impl<T: FinetuneTask + 'static> Prepared<T> {
             store: self.store,
             task: Box::new(self.task),
             newly_initialized: self.newly_initialized,
+            notes: self.notes,
         }
     }
+}
+
+/// A note on examples cut to `max_length` tokens, if any were.
+fn truncation_note(
+    what: &str,
+    truncated: usize,
+    total: usize,
+    consequence: &str,
+) -> Option<String> {
+    (truncated > 0).then(|| {
+        format!("{truncated} of {total} {what} are longer than --max-length and were truncated{consequence}")
+    })
 }
 
 /// Tokens per example when not given (`transformers`' examples use 128).
@@ -119,6 +135,24 @@ pub fn prepare_classification(
     };
     let train_set = load(&train)?;
     let eval_set = eval.as_ref().map(load).transpose()?;
+    let cut = |set: &classification::ClassificationSet| {
+        set.encodings.iter().filter(|e| e.truncated).count()
+    };
+    let mut notes: Vec<String> = Vec::new();
+    notes.extend(truncation_note(
+        "training examples",
+        cut(&train_set),
+        train_set.encodings.len(),
+        "",
+    ));
+    if let Some(set) = &eval_set {
+        notes.extend(truncation_note(
+            "evaluation examples",
+            cut(set),
+            set.encodings.len(),
+            "",
+        ));
+    }
     classification::apply_labels(&mut config, &labels, data.problem);
     let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
     let model = BertForSequenceClassification::load(&store.root(), &config)?;
@@ -135,6 +169,7 @@ pub fn prepare_classification(
             pad_id: tokenizer.pad_id(),
         },
         newly_initialized,
+        notes,
     })
 }
 
@@ -165,6 +200,22 @@ pub fn prepare_tagging(
         }
         _ => None,
     };
+    let consequence = ": their last words are neither trained on nor scored";
+    let mut notes: Vec<String> = Vec::new();
+    notes.extend(truncation_note(
+        "training sentences",
+        train.truncated,
+        train.encodings.len(),
+        consequence,
+    ));
+    if let Some(set) = &eval {
+        notes.extend(truncation_note(
+            "evaluation sentences",
+            set.truncated,
+            set.encodings.len(),
+            consequence,
+        ));
+    }
     classification::apply_labels(&mut config, &tags, ProblemType::SingleLabelClassification);
     config.problem_type = None;
     let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
@@ -181,6 +232,7 @@ pub fn prepare_tagging(
             pad_id: tokenizer.pad_id(),
         },
         newly_initialized,
+        notes,
     })
 }
 
@@ -250,6 +302,14 @@ pub fn prepare_qa(
     let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
     let model = BertForQuestionAnswering::load(&store.root(), &config)?;
     let newly_initialized = store.report().newly_initialized;
+    let mut notes = Vec::new();
+    if skipped.misplaced_answers > 0 {
+        notes.push(format!(
+            "skipped {} answers whose text is not at their answer_start; {} training questions were \
+             left without an answer and are not trained on",
+            skipped.misplaced_answers, skipped.training_questions
+        ));
+    }
     let prepared = Prepared {
         config,
         store,
@@ -261,6 +321,7 @@ pub fn prepare_qa(
             pad_id: tokenizer.pad_id(),
         },
         newly_initialized,
+        notes,
     };
     Ok((prepared, skipped))
 }
