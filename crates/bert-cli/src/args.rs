@@ -196,6 +196,9 @@ pub struct VocabArgs {
     /// Leave out pieces seen fewer times than this.
     #[arg(long, default_value_t = 2)]
     pub min_frequency: u64,
+    /// Replace the tokenizer files already in --out.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args, Debug)]

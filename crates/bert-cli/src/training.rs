@@ -23,6 +23,7 @@ pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
         vocab_size: args.vocab_size,
         lowercase: args.lowercase,
         min_frequency: args.min_frequency,
+        overwrite: args.overwrite,
     };
     let size = train_vocab(&corpus, &options, &args.out)?;
     if corpus.skipped_lines() > 0 {

@@ -24,11 +24,24 @@ pub struct VocabOptions {
     pub lowercase: bool,
     /// Pieces seen fewer times than this are left out.
     pub min_frequency: u64,
+    /// Replace tokenizer files already in the output directory.
+    pub overwrite: bool,
 }
+
+/// The files a vocabulary is written as.
+const FILES: [&str; 3] = ["vocab.txt", "tokenizer.json", "tokenizer_config.json"];
 
 /// Trains a WordPiece vocabulary on every sentence of `corpus` and writes the tokenizer files to `out`.
 /// Returns the vocabulary size reached.
 pub fn train_vocab(corpus: &Corpus, options: &VocabOptions, out: &Path) -> Result<usize> {
+    let existing: Vec<&str> = FILES.into_iter().filter(|f| out.join(f).exists()).collect();
+    if !existing.is_empty() && !options.overwrite {
+        return Err(Error::InvalidInput(format!(
+            "{} already holds a tokenizer ({}); use --overwrite to replace it",
+            out.display(),
+            existing.join(", ")
+        )));
+    }
     if options.vocab_size < SPECIAL_TOKENS.len() + 1 {
         return Err(Error::InvalidInput(format!(
             "--vocab-size {} is too small",

@@ -247,33 +247,41 @@ fn bad_corpora_and_vocabularies_are_clear_errors() {
         .unwrap_err();
         assert!(err.to_string().contains(expected), "{err}");
     }
-    // A vocabulary without [MASK].
-    let vocab_dir = dir.join("vocab");
-    std::fs::create_dir_all(&vocab_dir).unwrap();
+    // A vocabulary without [MASK], [CLS] or [SEP]: the tokenizer or the data refuses it, naming it.
     let vocab = std::fs::read_to_string(fixture("tokenizer/uncased/vocab.txt")).unwrap();
-    std::fs::write(vocab_dir.join("vocab.txt"), vocab.replace("[MASK]\n", "")).unwrap();
-    let tokenizer = Tokenizer::from_dir(&vocab_dir).unwrap();
-    let masking = MaskingOptions {
-        masked_lm_prob: 0.15,
-        max_predictions_per_seq: 5,
-        whole_word: false,
-    };
-    let corpus = Corpus::new(&[write_corpus(&dir, 5)]).unwrap();
-    let hold_out = HoldOut {
-        count: 0,
-        stride: 1,
-    };
-    let err = PretrainData::new(
-        corpus,
-        tokenizer,
-        InstanceConfig::default(),
-        masking,
-        hold_out,
-        0,
-    )
-    .err()
-    .unwrap();
-    assert!(err.to_string().contains("[MASK]"), "{err}");
+    for token in ["[MASK]", "[CLS]", "[SEP]"] {
+        let vocab_dir = dir.join(format!("vocab-{}", token.trim_matches(['[', ']'])));
+        std::fs::create_dir_all(&vocab_dir).unwrap();
+        std::fs::write(
+            vocab_dir.join("vocab.txt"),
+            vocab.replace(&format!("{token}\n"), ""),
+        )
+        .unwrap();
+        let masking = MaskingOptions {
+            masked_lm_prob: 0.15,
+            max_predictions_per_seq: 5,
+            whole_word: false,
+        };
+        let corpus = Corpus::new(&[write_corpus(&dir, 5)]).unwrap();
+        let hold_out = HoldOut {
+            count: 0,
+            stride: 1,
+        };
+        let err = Tokenizer::from_dir(&vocab_dir)
+            .and_then(|tokenizer| {
+                PretrainData::new(
+                    corpus,
+                    tokenizer,
+                    InstanceConfig::default(),
+                    masking,
+                    hold_out,
+                    0,
+                )
+            })
+            .err()
+            .unwrap_or_else(|| panic!("a vocabulary without {token} was accepted"));
+        assert!(err.to_string().contains(token), "{token}: {err}");
+    }
 }
 
 #[test]
