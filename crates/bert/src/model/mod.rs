@@ -2,6 +2,7 @@
 //! ([`ops`]). Written once for inference and training: [`Mode`] switches dropout and differentiable ops.
 
 pub mod encoder;
+pub mod gemm;
 pub mod heads;
 mod kernels;
 pub mod ops;

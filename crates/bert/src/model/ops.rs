@@ -58,10 +58,14 @@ impl Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x
-            .reshape((rows, in_dim))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
+        let x = x.reshape((rows, in_dim))?;
+        let y = if fused_kernels_apply(&x) && crate::model::gemm::fast_gemm_available() {
+            x.contiguous()?
+                .apply_op2(&self.weight.contiguous()?, crate::model::gemm::Gemm::LINEAR)?
+        } else {
+            x.matmul(&self.weight.t()?)?
+        };
+        let y = y.broadcast_add(&self.bias)?;
         let mut out_dims = dims.to_vec();
         out_dims[dims.len() - 1] = self.weight.dim(0)?;
         Ok(y.reshape(out_dims)?)
