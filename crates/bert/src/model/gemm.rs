@@ -387,14 +387,20 @@ impl candle_core::CustomOp2 for Gemm {
     }
 }
 
-/// Whether [`Gemm`] runs with AVX-512 here (else candle's matmul is as fast).
+/// Whether Linear layers use [`Gemm`]: where the CPU has AVX-512 (else candle's matmul is as fast),
+/// unless the environment sets `BERT_GEMM=candle` (to compare the two).
 pub fn fast_gemm_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let wanted = std::env::var("BERT_GEMM").map_or(true, |v| v != "candle");
+        #[cfg(target_arch = "x86_64")]
+        {
+            wanted && std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = wanted;
+            false
+        }
+    })
 }
