@@ -451,3 +451,35 @@ fn truncated_examples_are_counted_in_notes() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn early_stopping_ends_a_run_that_stops_improving() {
+    let dir = temp_dir("early");
+    let data = data(&dir);
+    let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
+    let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
+    // A learning rate of zero never improves the evaluation loss after the first evaluation.
+    options.learning_rate = 0.0;
+    options.batch_size = 4;
+    options.eval_steps = Some(1);
+    options.early_stopping_patience = Some(2);
+    let mut early = None;
+    let mut evaluations = 0;
+    let outcome = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &AtomicBool::new(false),
+        &mut |event| match event {
+            bert::finetune::FinetuneEvent::EarlyStopped { step } => early = Some(step),
+            bert::finetune::FinetuneEvent::Eval { .. } => evaluations += 1,
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert_eq!(early, Some(3));
+    assert_eq!(evaluations, 3);
+    assert_eq!(outcome.steps, 3);
+    assert_eq!(outcome.best.unwrap()["step"], 1);
+}

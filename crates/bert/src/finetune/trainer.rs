@@ -154,129 +154,213 @@ pub fn finetune(
     check_options(options)?;
     let out_dir = OutDir::inspect(&options.out, &RUN_FILES, false, options.overwrite)?;
     out_dir.clear_previous_run()?;
-    let per_epoch = options.steps_per_epoch(task.train_len());
-    let max_steps = options.max_steps.unwrap_or(per_epoch * options.epochs);
-    let mut optimizer = AdamW::new(store.vars(), options.optimizer)?;
-    let vars = trainable_tensors(store);
-    let schedule = LinearSchedule {
-        peak_lr: options.learning_rate,
-        warmup_steps: options
-            .warmup_steps
-            .unwrap_or_else(|| (options.warmup_ratio * max_steps as f64).ceil() as usize),
-        total_steps: max_steps,
-    };
-    let mut metrics = MetricsLog::open(&options.out, 0)?;
+    let mut run = Run::new(task, store, config, options)?;
     on_event(FinetuneEvent::Started {
-        max_steps,
-        parameters: vars.iter().map(|v| v.elem_count()).sum(),
+        max_steps: run.max_steps,
+        parameters: run.vars.iter().map(|v| v.elem_count()).sum(),
         train_examples: task.train_len(),
     });
-    let mut best = Best::new(&options.metric_for_best);
-    let dropout = Mutex::new(Rng::stream(options.seed, Stream::Dropout, 0));
-    let save_best = |eval: &Map<String, Value>| -> Result<()> {
-        save_model(&options.out, config, task.architecture(), &store.vars())?;
-        copy_tokenizer(&options.tokenizer_dir, &options.out)?;
-        write_eval_results(&options.out, eval)
-    };
-    let (mut step, mut epoch, mut since_best) = (0usize, 0usize, 0usize);
-    let run_start = Instant::now();
     let mut finished = true;
-    'epochs: while step < max_steps {
-        let mut order: Vec<usize> = (0..task.train_len()).collect();
-        Rng::stream(options.seed, Stream::Shuffle, epoch as u64).shuffle(&mut order);
-        let batches: Vec<&[usize]> = order.chunks(options.batch_size.max(1)).collect();
+    'epochs: while run.step < run.max_steps {
+        let order = run.epoch_order();
+        let batches: Vec<&[usize]> = order.chunks(options.batch_size).collect();
         let groups: Vec<&[&[usize]]> = batches
-            .chunks(options.gradient_accumulation_steps.max(1))
+            .chunks(options.gradient_accumulation_steps)
             .collect();
         for (index, group) in groups.iter().enumerate() {
-            let step_start = Instant::now();
-            let (grads, loss, tokens) = gather(task, group, &dropout, &vars)?;
-            if !loss.is_finite() {
-                return Err(non_finite(
-                    format!("the loss became {loss}"),
-                    step + 1,
-                    &None,
-                ));
-            }
-            let lr = schedule.lr(step);
-            let grad_norm = optimizer
-                .step(&grads, lr)
-                .map_err(|e| non_finite(e.to_string(), step + 1, &None))?;
-            step += 1;
-            let step_seconds = step_start.elapsed().as_secs_f64();
-            let step_metrics = StepMetrics {
-                step,
-                epoch,
-                loss,
-                lr,
-                grad_norm,
-                tokens_per_second: tokens as f64 / step_seconds.max(1e-9),
-                step_seconds,
-                elapsed_seconds: run_start.elapsed().as_secs_f64(),
-            };
-            on_event(FinetuneEvent::Step(&step_metrics));
-            if step % options.log_every.max(1) == 0 || step == max_steps {
-                metrics.write(&step_metrics)?;
-            }
-            let epoch_end = index + 1 == groups.len();
-            let due = step == max_steps
-                || match options.eval_steps {
-                    Some(n) => step % n.max(1) == 0,
-                    None => epoch_end,
-                };
-            if due && task.has_eval() {
-                let mut eval = task.evaluate(options.batch_size)?;
-                eval.insert("step".into(), step.into());
-                eval.insert("epoch".into(), epoch.into());
-                let improved = best.offer(&eval)?;
-                if improved {
-                    save_best(&eval)?;
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                }
-                metrics.write(&numbers_only(&eval))?;
-                on_event(FinetuneEvent::Eval {
-                    step,
-                    metrics: &eval,
-                    best: improved,
-                });
-                if options
-                    .early_stopping_patience
-                    .is_some_and(|p| since_best >= p)
-                {
-                    on_event(FinetuneEvent::EarlyStopped { step });
-                    break 'epochs;
-                }
+            run.train_step(group, on_event)?;
+            let due = run.evaluation_due(index + 1 == groups.len()) && task.has_eval();
+            if due && run.evaluate(on_event)? {
+                on_event(FinetuneEvent::EarlyStopped { step: run.step });
+                break 'epochs;
             }
             if stop.load(Ordering::SeqCst) {
                 finished = false;
                 break 'epochs;
             }
-            if step == max_steps {
+            if run.step == run.max_steps {
                 break 'epochs;
             }
         }
-        epoch += 1;
+        run.epoch += 1;
     }
-    metrics.flush()?;
-    draw_loss_curve(&options.out, "loss_eval")?;
-    if !task.has_eval() {
-        save_model(&options.out, config, task.architecture(), &store.vars())?;
-        copy_tokenizer(&options.tokenizer_dir, &options.out)?;
-    } else if best.value.is_none() {
-        // Stopped before the first evaluation: evaluate what there is, so the directory is complete.
-        let mut eval = task.evaluate(options.batch_size)?;
-        eval.insert("step".into(), step.into());
-        eval.insert("epoch".into(), epoch.into());
-        best.offer(&eval)?;
-        save_best(&eval)?;
+    run.finish(finished)
+}
+
+/// A fine-tuning run in progress: the optimizer and schedule, where it stands, the best evaluation.
+struct Run<'a> {
+    task: &'a dyn FinetuneTask,
+    store: &'a ParamStore,
+    config: &'a BertConfig,
+    options: &'a FinetuneOptions,
+    optimizer: AdamW,
+    vars: Vec<Tensor>,
+    schedule: LinearSchedule,
+    metrics: MetricsLog,
+    best: Best,
+    /// Evaluations since the best one.
+    since_best: usize,
+    dropout: Mutex<Rng>,
+    step: usize,
+    epoch: usize,
+    max_steps: usize,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        task: &'a dyn FinetuneTask,
+        store: &'a ParamStore,
+        config: &'a BertConfig,
+        options: &'a FinetuneOptions,
+    ) -> Result<Self> {
+        let per_epoch = options.steps_per_epoch(task.train_len());
+        let max_steps = options.max_steps.unwrap_or(per_epoch * options.epochs);
+        let warmup_steps = options
+            .warmup_steps
+            .unwrap_or_else(|| (options.warmup_ratio * max_steps as f64).ceil() as usize);
+        Ok(Run {
+            task,
+            store,
+            config,
+            options,
+            optimizer: AdamW::new(store.vars(), options.optimizer)?,
+            vars: trainable_tensors(store),
+            schedule: LinearSchedule {
+                peak_lr: options.learning_rate,
+                warmup_steps,
+                total_steps: max_steps,
+            },
+            metrics: MetricsLog::open(&options.out, 0)?,
+            best: Best::new(&options.metric_for_best),
+            since_best: 0,
+            dropout: Mutex::new(Rng::stream(options.seed, Stream::Dropout, 0)),
+            step: 0,
+            epoch: 0,
+            max_steps,
+            started: Instant::now(),
+        })
     }
-    Ok(FinetuneOutcome {
-        steps: step,
-        finished,
-        best: best.metrics,
-    })
+
+    /// This epoch's order of the training examples, shuffled from the seed.
+    fn epoch_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.task.train_len()).collect();
+        Rng::stream(self.options.seed, Stream::Shuffle, self.epoch as u64).shuffle(&mut order);
+        order
+    }
+
+    /// One optimizer step over the batches of `group`, logged.
+    fn train_step(
+        &mut self,
+        group: &[&[usize]],
+        on_event: &mut dyn FnMut(FinetuneEvent),
+    ) -> Result<()> {
+        let step_start = Instant::now();
+        let (grads, loss, tokens) = gather(self.task, group, &self.dropout, &self.vars)?;
+        if !loss.is_finite() {
+            return Err(non_finite(
+                format!("the loss became {loss}"),
+                self.step + 1,
+                &None,
+            ));
+        }
+        let lr = self.schedule.lr(self.step);
+        let grad_norm = self
+            .optimizer
+            .step(&grads, lr)
+            .map_err(|e| non_finite(e.to_string(), self.step + 1, &None))?;
+        self.step += 1;
+        let step_seconds = step_start.elapsed().as_secs_f64();
+        let step_metrics = StepMetrics {
+            step: self.step,
+            epoch: self.epoch,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_second: tokens as f64 / step_seconds.max(1e-9),
+            step_seconds,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+        };
+        on_event(FinetuneEvent::Step(&step_metrics));
+        if self.step.is_multiple_of(self.options.log_every.max(1)) || self.step == self.max_steps {
+            self.metrics.write(&step_metrics)?;
+        }
+        Ok(())
+    }
+
+    /// Whether to evaluate now: every `eval_steps`, else at the end of each epoch, and at the end.
+    fn evaluation_due(&self, epoch_end: bool) -> bool {
+        self.step == self.max_steps
+            || match self.options.eval_steps {
+                Some(n) => self.step.is_multiple_of(n.max(1)),
+                None => epoch_end,
+            }
+    }
+
+    /// Evaluates, keeps the model if it is the best so far; says whether early stopping is due.
+    fn evaluate(&mut self, on_event: &mut dyn FnMut(FinetuneEvent)) -> Result<bool> {
+        let eval = self.scored()?;
+        let improved = self.best.offer(&eval)?;
+        if improved {
+            self.save_best(&eval)?;
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+        }
+        self.metrics.write(&numbers_only(&eval))?;
+        on_event(FinetuneEvent::Eval {
+            step: self.step,
+            metrics: &eval,
+            best: improved,
+        });
+        Ok(self
+            .options
+            .early_stopping_patience
+            .is_some_and(|p| self.since_best >= p))
+    }
+
+    /// The task's evaluation, stamped with the step and epoch.
+    fn scored(&self) -> Result<Map<String, Value>> {
+        let mut eval = self.task.evaluate(self.options.batch_size)?;
+        eval.insert("step".into(), self.step.into());
+        eval.insert("epoch".into(), self.epoch.into());
+        Ok(eval)
+    }
+
+    /// Writes the model, its tokenizer and (with an evaluation) `eval_results.json` to the output.
+    fn save_best(&self, eval: &Map<String, Value>) -> Result<()> {
+        let out = &self.options.out;
+        save_model(
+            out,
+            self.config,
+            self.task.architecture(),
+            &self.store.vars(),
+        )?;
+        copy_tokenizer(&self.options.tokenizer_dir, out)?;
+        if eval.is_empty() {
+            return Ok(());
+        }
+        write_eval_results(out, eval)
+    }
+
+    /// Completes the output directory: the loss curve, and the model when no evaluation chose one.
+    fn finish(mut self, finished: bool) -> Result<FinetuneOutcome> {
+        self.metrics.flush()?;
+        draw_loss_curve(&self.options.out, "loss_eval")?;
+        if !self.task.has_eval() {
+            self.save_best(&Map::new())?;
+        } else if self.best.value.is_none() {
+            // Stopped before the first evaluation: evaluate what there is, so the directory is complete.
+            let eval = self.scored()?;
+            self.best.offer(&eval)?;
+            self.save_best(&eval)?;
+        }
+        Ok(FinetuneOutcome {
+            steps: self.step,
+            finished,
+            best: self.best.metrics,
+        })
+    }
 }
 
 fn check_options(options: &FinetuneOptions) -> Result<()> {
