@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicBool;
 use bert::config::ProblemType;
 use bert::finetune::{
     finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
-    FinetuneOptions, FinetuneOutcome, QaData, SpanOptions, TaggingData,
+    FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask, Prepared, QaData, SpanOptions,
+    TaggingData,
 };
 use bert::pipelines::{PipelineOptions, TextClassifier};
 use common::fixture;
@@ -66,6 +67,24 @@ fn data(dir: &Path) -> ClassificationData {
     }
 }
 
+/// Fine-tunes a prepared task to the end.
+fn run<T: FinetuneTask>(
+    prepared: &Prepared<T>,
+    options: &FinetuneOptions,
+    on_event: &mut dyn FnMut(FinetuneEvent),
+) -> FinetuneOutcome {
+    let stop = AtomicBool::new(false);
+    finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        options,
+        &stop,
+        on_event,
+    )
+    .unwrap()
+}
+
 fn train(dir: &Path, out: &str) -> FinetuneOutcome {
     let data = data(dir);
     let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
@@ -75,16 +94,7 @@ fn train(dir: &Path, out: &str) -> FinetuneOutcome {
     options.learning_rate = 2e-3;
     options.warmup_ratio = 0.1;
     options.metric_for_best = "accuracy".into();
-    let stop = AtomicBool::new(false);
-    finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap()
+    run(&prepared, &options, &mut |_| {})
 }
 
 #[test]
@@ -235,15 +245,7 @@ fn multi_label_and_pairs_from_json_lines() {
     assert!(prepared.task.train.encodings[0].type_ids.contains(&1));
     let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
     options.epochs = 1;
-    let outcome = finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap();
+    let outcome = run(&prepared, &options, &mut |_| {});
     let best = outcome.best.unwrap();
     for key in ["accuracy", "micro_f1", "macro_f1", "loss"] {
         assert!(best[key].is_number(), "{key} missing: {best:?}");
@@ -289,15 +291,7 @@ fn tagger_learns_entities_and_reports_seqeval_scores() {
     options.batch_size = 2;
     options.learning_rate = 2e-3;
     options.metric_for_best = "f1".into();
-    let outcome = finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap();
+    let outcome = run(&prepared, &options, &mut |_| {});
     let best = outcome.best.unwrap();
     assert_eq!(best["f1"], 1.0, "{best:?}");
     assert_eq!(best["accuracy"], 1.0);
@@ -400,15 +394,7 @@ fn question_answering_learns_spans_and_reports_squad_scores() {
     options.batch_size = 2;
     options.learning_rate = 3e-3;
     options.metric_for_best = "exact_match".into();
-    let outcome = finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap();
+    let outcome = run(&prepared, &options, &mut |_| {});
     let best = outcome.best.unwrap();
     // The answerable questions with a misplaced answer can still be answered; training saw the others.
     assert!(best["HasAns_exact"].as_f64().unwrap() >= 50.0, "{best:?}");
@@ -465,19 +451,11 @@ fn early_stopping_ends_a_run_that_stops_improving() {
     options.early_stopping_patience = Some(2);
     let mut early = None;
     let mut evaluations = 0;
-    let outcome = finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &AtomicBool::new(false),
-        &mut |event| match event {
-            bert::finetune::FinetuneEvent::EarlyStopped { step } => early = Some(step),
-            bert::finetune::FinetuneEvent::Eval { .. } => evaluations += 1,
-            _ => {}
-        },
-    )
-    .unwrap();
+    let outcome = run(&prepared, &options, &mut |event| match event {
+        FinetuneEvent::EarlyStopped { step } => early = Some(step),
+        FinetuneEvent::Eval { .. } => evaluations += 1,
+        _ => {}
+    });
     assert_eq!(early, Some(3));
     assert_eq!(evaluations, 3);
     assert_eq!(outcome.steps, 3);
