@@ -177,6 +177,16 @@ pub struct FinetuneArgs {
     /// Write a metrics.jsonl line every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Write a resumable checkpoint (model, optimizer state, position) every N steps (0: only when
+    /// interrupted).
+    #[arg(long, default_value_t = 500)]
+    pub save_steps: usize,
+    /// Keep this many newest checkpoints.
+    #[arg(long, default_value_t = 2)]
+    pub save_total_limit: usize,
+    /// Continue the run in --out from its newest checkpoint (same data and settings).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Args, Debug)]

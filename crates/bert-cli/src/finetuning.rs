@@ -16,7 +16,15 @@ use crate::args::{FinetuneArgs, TaskKind};
 use crate::progress::{stop_flag, Progress};
 
 pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
-    let model_dir = bert::hub::resolve_model(&args.model, args.revision.as_deref())?;
+    let model_dir = if args.resume {
+        // The newest checkpoint holds the weights (task head included), config and tokenizer.
+        match bert::train::checkpoints(&args.out)?.pop() {
+            Some((_, dir)) => dir,
+            None => anyhow::bail!("--resume: {} holds no checkpoint", args.out.display()),
+        }
+    } else {
+        bert::hub::resolve_model(&args.model, args.revision.as_deref())?
+    };
     let options = options(&args, &model_dir);
     let prepared = match args.task {
         TaskKind::Classify => prepare_classification(
@@ -73,7 +81,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
             prepared.newly_initialized.join(", ")
         );
     }
-    let stop = stop_flag("keeping the best model so far and stopping after this step")?;
+    let stop = stop_flag("saving a checkpoint after this step")?;
     let mut progress = Progress::new(args.log_every);
     let outcome = finetune(
         prepared.task.as_ref(),
@@ -83,6 +91,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         &stop,
         &mut |event| match event {
             FinetuneEvent::Started {
+                step,
                 max_steps,
                 parameters,
                 train_examples,
@@ -92,7 +101,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                     _ => "examples",
                 };
                 eprintln!("{train_examples} training {unit}");
-                progress.start(0, max_steps, parameters);
+                progress.start(step, max_steps, parameters);
             }
             FinetuneEvent::Step(m) => progress.step(m),
             FinetuneEvent::Eval {
@@ -104,6 +113,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                 summary(metrics),
                 if best { " (best so far: saved)" } else { "" }
             )),
+            FinetuneEvent::Saved(path) => progress.note(&format!("saved {}", path.display())),
             FinetuneEvent::EarlyStopped { step } => progress.note(&format!(
                 "early stopping at step {step}: no better {} for {} evaluations",
                 args.metric_for_best,
@@ -117,11 +127,14 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         eprintln!("best: {}", summary(best));
     }
     eprintln!("model in {}", args.out.display());
-    Ok(if outcome.finished {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(130)
-    })
+    if !outcome.finished {
+        eprintln!(
+            "stopped at step {}; continue with the same command and --resume",
+            outcome.steps
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn options(args: &FinetuneArgs, model_dir: &std::path::Path) -> FinetuneOptions {
@@ -142,6 +155,9 @@ fn options(args: &FinetuneArgs, model_dir: &std::path::Path) -> FinetuneOptions 
     options.metric_for_best = args.metric_for_best.clone();
     options.early_stopping_patience = args.early_stopping_patience.map(|n| n as usize);
     options.log_every = args.log_every;
+    options.save_steps = args.save_steps;
+    options.save_total_limit = args.save_total_limit;
+    options.resume = args.resume;
     options.seed = args.seed;
     options.overwrite = args.overwrite;
     options

@@ -461,3 +461,76 @@ fn early_stopping_ends_a_run_that_stops_improving() {
     assert_eq!(outcome.steps, 3);
     assert_eq!(outcome.best.unwrap()["step"], 1);
 }
+
+#[test]
+fn a_stopped_and_resumed_finetune_ends_where_an_uninterrupted_one_does() {
+    let dir = temp_dir("resume");
+    let data = data(&dir);
+    let options_for = |out: &str| {
+        let mut o = FinetuneOptions::new(dir.join(out), fixture("tiny-base"));
+        o.epochs = 3;
+        o.batch_size = 4;
+        o.learning_rate = 2e-3;
+        o.save_steps = 0;
+        o
+    };
+    let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
+    let whole = run(&prepared, &options_for("whole"), &mut |_| {});
+
+    // Stopped mid-epoch (30 examples in batches of 4: 8 steps an epoch), which writes a checkpoint.
+    let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
+    let stop = AtomicBool::new(false);
+    let first = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options_for("parts"),
+        &stop,
+        &mut |event| {
+            if let FinetuneEvent::Step(m) = event {
+                if m.step == 11 {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        },
+    )
+    .unwrap();
+    assert!(!first.finished);
+    assert_eq!(first.steps, 11);
+    let (step, checkpoint) = bert::train::checkpoints(&dir.join("parts"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(step, 11);
+
+    // Resumed from that checkpoint's weights: the same end as the uninterrupted run.
+    let prepared = prepare_classification(&checkpoint, &data, 7).unwrap();
+    let mut options = options_for("parts");
+    options.resume = true;
+    let second = run(&prepared, &options, &mut |_| {});
+    assert!(second.finished);
+    assert_eq!(second.steps, whole.steps);
+    assert_eq!(second.best, whole.best);
+    let weights = |run: &str| std::fs::read(dir.join(run).join("model.safetensors")).unwrap();
+    assert!(
+        weights("parts") == weights("whole"),
+        "resumed weights differ"
+    );
+
+    // Resuming with other settings is refused, naming them.
+    let mut options = options_for("parts");
+    options.resume = true;
+    options.learning_rate = 1e-3;
+    let prepared = prepare_classification(&checkpoint, &data, 7).unwrap();
+    let err = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("learning_rate"), "{err}");
+}

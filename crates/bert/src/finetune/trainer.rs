@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde_json::{Map, Value};
 
 use crate::config::BertConfig;
@@ -22,8 +22,9 @@ use crate::params::ParamStore;
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::{
-    accumulate, draw_loss_curve, non_finite, scale, trainable_tensors, AdamW, AdamWConfig,
-    LinearSchedule, MetricsLog, OutDir, StepMetrics,
+    accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
+    save_checkpoint, scale, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
+    MetricsLog, OutDir, StepMetrics, TrainerState,
 };
 
 /// A fine-tuning task: its model, training examples and evaluation.
@@ -64,6 +65,13 @@ pub struct FinetuneOptions {
     /// Stop after this many evaluations without improvement.
     pub early_stopping_patience: Option<usize>,
     pub log_every: usize,
+    /// Write a resumable checkpoint every this many steps (0: never; one is always written when the
+    /// stop flag ends a run).
+    pub save_steps: usize,
+    /// Keep this many newest checkpoints.
+    pub save_total_limit: usize,
+    /// Continue from the newest checkpoint in `out` (whose weights the caller loaded).
+    pub resume: bool,
     pub seed: u64,
     pub overwrite: bool,
 }
@@ -91,6 +99,9 @@ impl FinetuneOptions {
             metric_for_best: "loss".into(),
             early_stopping_patience: None,
             log_every: 10,
+            save_steps: 500,
+            save_total_limit: 2,
+            resume: false,
             seed: 42,
             overwrite: false,
         }
@@ -108,6 +119,8 @@ impl FinetuneOptions {
 /// What the loop reports while it runs.
 pub enum FinetuneEvent<'a> {
     Started {
+        /// Above 0 when resuming.
+        step: usize,
         max_steps: usize,
         parameters: usize,
         train_examples: usize,
@@ -121,6 +134,8 @@ pub enum FinetuneEvent<'a> {
     EarlyStopped {
         step: usize,
     },
+    /// A resumable checkpoint was written.
+    Saved(&'a Path),
 }
 
 /// How a run ended.
@@ -152,10 +167,11 @@ pub fn finetune(
     on_event: &mut dyn FnMut(FinetuneEvent),
 ) -> Result<FinetuneOutcome> {
     check_options(options)?;
-    let out_dir = OutDir::inspect(&options.out, &RUN_FILES, false, options.overwrite)?;
+    let out_dir = OutDir::inspect(&options.out, &RUN_FILES, options.resume, options.overwrite)?;
     out_dir.clear_previous_run()?;
-    let mut run = Run::new(task, store, config, options)?;
+    let mut run = Run::new(task, store, config, options, out_dir.resume_from.as_deref())?;
     on_event(FinetuneEvent::Started {
+        step: run.step,
         max_steps: run.max_steps,
         parameters: run.vars.iter().map(|v| v.elem_count()).sum(),
         train_examples: task.train_len(),
@@ -167,14 +183,20 @@ pub fn finetune(
         let groups: Vec<&[&[usize]]> = batches
             .chunks(options.gradient_accumulation_steps)
             .collect();
-        for (index, group) in groups.iter().enumerate() {
+        for (index, group) in groups.iter().enumerate().skip(run.steps_in_epoch) {
             run.train_step(group, on_event)?;
             let due = run.evaluation_due(index + 1 == groups.len()) && task.has_eval();
             if due && run.evaluate(on_event)? {
                 on_event(FinetuneEvent::EarlyStopped { step: run.step });
                 break 'epochs;
             }
-            if stop.load(Ordering::SeqCst) {
+            let stopping = stop.load(Ordering::SeqCst);
+            let save_steps = options.save_steps;
+            if stopping || (save_steps > 0 && run.step.is_multiple_of(save_steps)) {
+                let path = run.checkpoint()?;
+                on_event(FinetuneEvent::Saved(&path));
+            }
+            if stopping {
                 finished = false;
                 break 'epochs;
             }
@@ -183,6 +205,7 @@ pub fn finetune(
             }
         }
         run.epoch += 1;
+        run.steps_in_epoch = 0;
     }
     run.finish(finished)
 }
@@ -203,8 +226,12 @@ struct Run<'a> {
     dropout: Mutex<Rng>,
     step: usize,
     epoch: usize,
+    /// Optimizer steps already taken in this epoch (when resuming mid-epoch).
+    steps_in_epoch: usize,
     max_steps: usize,
     started: Instant,
+    /// Training seconds of the runs this one continues.
+    elapsed_before: f64,
 }
 
 impl<'a> Run<'a> {
@@ -213,13 +240,14 @@ impl<'a> Run<'a> {
         store: &'a ParamStore,
         config: &'a BertConfig,
         options: &'a FinetuneOptions,
+        resume_from: Option<&Path>,
     ) -> Result<Self> {
         let per_epoch = options.steps_per_epoch(task.train_len());
         let max_steps = options.max_steps.unwrap_or(per_epoch * options.epochs);
         let warmup_steps = options
             .warmup_steps
             .unwrap_or_else(|| (options.warmup_ratio * max_steps as f64).ceil() as usize);
-        Ok(Run {
+        let mut run = Run {
             task,
             store,
             config,
@@ -237,9 +265,76 @@ impl<'a> Run<'a> {
             dropout: Mutex::new(Rng::stream(options.seed, Stream::Dropout, 0)),
             step: 0,
             epoch: 0,
+            steps_in_epoch: 0,
             max_steps,
             started: Instant::now(),
+            elapsed_before: 0.0,
+        };
+        if let Some(dir) = resume_from {
+            run.restore(dir)?;
+        }
+        Ok(run)
+    }
+
+    /// The settings a resumed run must share with the run it continues.
+    fn settings(&self) -> Value {
+        let o = self.options;
+        serde_json::json!({
+            "seed": o.seed,
+            "batch_size": o.batch_size,
+            "gradient_accumulation_steps": o.gradient_accumulation_steps,
+            "learning_rate": o.learning_rate,
+            "max_steps": self.max_steps,
+            "metric_for_best": self.best.metric,
+            "train_examples": self.task.train_len(),
         })
+    }
+
+    /// Continues from the checkpoint in `dir`: optimizer moments, position, dropout stream, best.
+    fn restore(&mut self, dir: &Path) -> Result<()> {
+        let state = restore_checkpoint(dir, &mut self.optimizer, &Device::Cpu)?;
+        check_same_settings(&state.settings, &self.settings(), dir)?;
+        self.step = state.step;
+        self.epoch = state.epoch;
+        self.steps_in_epoch = state.examples_in_epoch;
+        self.elapsed_before = state.elapsed_seconds;
+        self.dropout = Mutex::new(Rng::new(state.dropout_rng));
+        self.best.restore(&state.best);
+        self.since_best = state.best["since_best"].as_u64().unwrap_or(0) as usize;
+        self.metrics = MetricsLog::open(&self.options.out, self.step)?;
+        Ok(())
+    }
+
+    /// Writes `checkpoint-{step}` (model, optimizer moments, position) atomically.
+    fn checkpoint(&mut self) -> Result<PathBuf> {
+        self.metrics.flush()?;
+        let state = TrainerState {
+            step: self.step,
+            epoch: self.epoch,
+            examples_in_epoch: self.steps_in_epoch,
+            dropout_rng: self
+                .dropout
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .state(),
+            tokens_seen: 0,
+            elapsed_seconds: self.elapsed(),
+            settings: self.settings(),
+            best: self.best.state(self.since_best),
+        };
+        let parts = CheckpointParts {
+            config: self.config,
+            architecture: self.task.architecture(),
+            vars: &self.store.vars(),
+            optimizer: &self.optimizer,
+            state: &state,
+            tokenizer_dir: &self.options.tokenizer_dir,
+        };
+        save_checkpoint(&self.options.out, &parts, self.options.save_total_limit)
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
 
     /// This epoch's order of the training examples, shuffled from the seed.
@@ -270,6 +365,7 @@ impl<'a> Run<'a> {
             .step(&grads, lr)
             .map_err(|e| non_finite(e.to_string(), self.step + 1, &None))?;
         self.step += 1;
+        self.steps_in_epoch += 1;
         let step_seconds = step_start.elapsed().as_secs_f64();
         let step_metrics = StepMetrics {
             step: self.step,
@@ -279,7 +375,7 @@ impl<'a> Run<'a> {
             grad_norm,
             tokens_per_second: tokens as f64 / step_seconds.max(1e-9),
             step_seconds,
-            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            elapsed_seconds: self.elapsed(),
         };
         on_event(FinetuneEvent::Step(&step_metrics));
         if self.step.is_multiple_of(self.options.log_every.max(1)) || self.step == self.max_steps {
@@ -419,6 +515,16 @@ impl Best {
             value: None,
             metrics: None,
         }
+    }
+
+    /// What a checkpoint keeps of it.
+    fn state(&self, since_best: usize) -> Value {
+        serde_json::json!({"value": self.value, "metrics": self.metrics, "since_best": since_best})
+    }
+
+    fn restore(&mut self, state: &Value) {
+        self.value = state["value"].as_f64();
+        self.metrics = state["metrics"].as_object().cloned();
     }
 
     /// Records `eval` if it beats the best so far; says whether it did.

@@ -22,9 +22,9 @@ use crate::pretraining::data::{PretrainBatch, PretrainData};
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::{
-    accumulate, draw_loss_curve, non_finite, restore_checkpoint, save_checkpoint,
-    trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule, MetricsLog, OutDir,
-    StepMetrics, TrainerState,
+    accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
+    save_checkpoint, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
+    MetricsLog, OutDir, StepMetrics, TrainerState,
 };
 
 const ARCHITECTURE: &str = "BertForPreTraining";
@@ -308,33 +308,6 @@ fn check_fit(data: &PretrainData, config: &BertConfig) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn check_same_settings(
-    saved: &serde_json::Value,
-    now: &serde_json::Value,
-    dir: &Path,
-) -> Result<()> {
-    if saved.is_null() || saved == now {
-        return Ok(());
-    }
-    let changed: Vec<String> = now
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(key, value)| saved.get(key.as_str()) != Some(value))
-        .map(|(key, value)| {
-            format!(
-                "{key} {} -> {value}",
-                saved.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
-            )
-        })
-        .collect();
-    Err(Error::InvalidInput(format!(
-        "--resume with other settings than {} was trained with ({}); resume with the same ones",
-        dir.display(),
-        changed.join(", ")
-    )))
 }
 
 /// The gradients of one optimizer step.

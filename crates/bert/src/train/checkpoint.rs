@@ -33,6 +33,9 @@ pub struct TrainerState {
     /// use the same ones to continue the same run.
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// Fine-tuning: the best evaluation so far and the evaluations since it (for early stopping).
+    #[serde(default)]
+    pub best: serde_json::Value,
 }
 
 /// What a checkpoint directory holds besides the model.
@@ -99,4 +102,32 @@ pub fn restore_checkpoint(
         .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
     optimizer.restore(moments.into_iter().collect(), state.step)?;
     Ok(state)
+}
+
+/// A resumed run must use the settings its checkpoint was trained with; the error names what changed.
+pub fn check_same_settings(
+    saved: &serde_json::Value,
+    now: &serde_json::Value,
+    dir: &Path,
+) -> Result<()> {
+    if saved.is_null() || saved == now {
+        return Ok(());
+    }
+    let changed: Vec<String> = now
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| saved.get(key.as_str()) != Some(value))
+        .map(|(key, value)| {
+            format!(
+                "{key} {} -> {value}",
+                saved.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
+            )
+        })
+        .collect();
+    Err(Error::InvalidInput(format!(
+        "--resume with other settings than {} was trained with ({}); resume with the same ones",
+        dir.display(),
+        changed.join(", ")
+    )))
 }

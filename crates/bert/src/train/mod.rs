@@ -10,7 +10,8 @@ pub mod out_dir;
 pub mod schedule;
 
 pub use checkpoint::{
-    checkpoints, restore_checkpoint, save_checkpoint, CheckpointParts, TrainerState,
+    check_same_settings, checkpoints, restore_checkpoint, save_checkpoint, CheckpointParts,
+    TrainerState,
 };
 pub use grads::{accumulate, non_finite, scale, trainable_tensors};
 pub use metrics_log::{draw_loss_curve, MetricsLog, StepMetrics};
