@@ -11,7 +11,11 @@
 //!   `BertForPreTraining`, `BertForSequenceClassification`, `BertForTokenClassification`,
 //!   `BertForQuestionAnswering`), for inference ([`model::Mode::Eval`]) and training
 //!   ([`model::Mode::Train`], dropout on, every op differentiable); [`loss`]: their losses.
-//! - [`pooling`] and [`pipelines`]: sentence embeddings, fill-mask, text classification.
+//! - [`pooling`] and [`pipelines`]: sentence embeddings, fill-mask, text classification, token
+//!   classification (NER), extractive question answering, with `transformers`' post-processing.
+//! - Training: [`vocab`] (WordPiece) and [`pretraining`] (masked LM + next-sentence prediction from raw
+//!   text); [`finetune`] (classification, NER, SQuAD-style QA) with [`metrics`] (scikit-learn, seqeval,
+//!   SQuAD); both on [`train`] (AdamW, schedule, accumulation, checkpoints and exact resume).
 //!
 //! # Example: load, tokenize, run, read the output
 //!
