@@ -239,7 +239,8 @@ impl Tokenizer {
         };
         let (question, context) = (encode(first)?, encode(second)?);
         let room = max_length.saturating_sub(question.get_ids().len() + 3);
-        if room <= stride {
+        let n = context.get_ids().len();
+        if n > room && room <= stride {
             return Err(Error::InvalidInput(format!(
                 "the question takes {} tokens: no room for context in windows of {max_length} \
                  tokens sharing {stride}",
@@ -269,12 +270,12 @@ impl Tokenizer {
             .encode_char_offsets(text, false)
             .map_err(|e| Error::Tokenize(e.to_string()))?;
         let room = max_length.saturating_sub(2);
-        if room <= *stride {
+        let n = e.get_ids().len();
+        if n > room && room <= *stride {
             return Err(Error::InvalidInput(format!(
                 "windows of {max_length} tokens cannot share {stride}"
             )));
         }
-        let n = e.get_ids().len();
         let mut windows = Vec::new();
         let mut from = 0;
         loop {

@@ -348,6 +348,11 @@ fn bad_tagged_files_name_the_file_and_line() {
         e.contains("train.jsonl:1") && e.contains("2 tokens but 1 tags"),
         "{e}"
     );
+    let e = error(r#"{"tokens": ["paris"], "ner_tags": [3]}"#, good, "jsonl");
+    assert!(
+        e.contains("train.jsonl:1") && e.contains("must hold strings"),
+        "{e}"
+    );
 }
 
 /// A SQuAD v2 file about short contexts: who did what, plus an unanswerable question, and an answer
@@ -516,6 +521,18 @@ fn a_stopped_and_resumed_finetune_ends_where_an_uninterrupted_one_does() {
         weights("parts") == weights("whole"),
         "resumed weights differ"
     );
+    // The metrics log holds the whole run once: the first part's lines survive the resume.
+    let logged = |run: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {}", v["step"], v["loss"].is_number())
+            })
+            .collect()
+    };
+    assert_eq!(logged("parts"), logged("whole"));
 
     // Resuming with other settings is refused, naming them.
     let mut options = options_for("parts");
@@ -533,4 +550,34 @@ fn a_stopped_and_resumed_finetune_ends_where_an_uninterrupted_one_does() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("learning_rate"), "{err}");
+}
+
+#[test]
+fn nothing_left_to_train_on_is_an_error_not_a_hang() {
+    let dir = temp_dir("qa-empty");
+    let squad = serde_json::json!({"data": [{"paragraphs": [{"context": "the sea is far", "qas": [
+        {"id": "1", "question": "where", "answers": [{"text": "far", "answer_start": 0}]}
+    ]}]}]});
+    std::fs::write(dir.join("train.json"), squad.to_string()).unwrap();
+    let data = QaData {
+        train: dir.join("train.json"),
+        eval: None,
+        max_length: Some(24),
+        doc_stride: 4,
+        spans: SpanOptions::default(),
+    };
+    let (prepared, skipped) = prepare_qa(&fixture("tiny-base"), &data, 0).unwrap();
+    assert_eq!(skipped.training_questions, 1);
+    let options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
+    let err = finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no training examples"), "{err}");
 }

@@ -108,3 +108,19 @@ fn windows_cover_the_context_with_the_stride_shared() {
         whole.ids[..whole.ids.len() - 1].last()
     );
 }
+
+#[test]
+fn a_long_question_with_a_short_context_fits_one_window() {
+    let tokenizer = bert::Tokenizer::from_dir(&fixture("tiny-qa"))
+        .unwrap()
+        .with_windows(32, 8)
+        .unwrap();
+    // 24 question tokens leave 5 for context: fewer than the stride, but "paris" fits.
+    let question = "who wrote the story of the people of the north country and the sea and the farm and the city";
+    let windows = tokenizer.encode_pair_windows(question, "paris").unwrap();
+    assert_eq!(windows.len(), 1);
+    assert!(windows[0].ids.len() <= 32);
+    let empty = tokenizer.encode_pair_windows("where", "").unwrap();
+    assert_eq!(empty.len(), 1);
+    assert!(tokenizer.encode_windows("").unwrap().len() == 1);
+}

@@ -88,18 +88,24 @@ fn read_json_lines(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
         let error = |message: String| Error::data(path, index + 1, message);
         let object: Map<String, Value> =
             serde_json::from_str(line).map_err(|e| error(format!("invalid JSON: {e}")))?;
-        let list = |key: &str| -> Option<Vec<String>> {
-            object.get(key)?.as_array().map(|items| {
+        // Lists of strings; numbered tags (a datasets export) would score as no entities at all.
+        let list = |key: &str| -> Option<Result<Vec<String>>> {
+            let items = object.get(key)?.as_array()?;
+            Some(
                 items
                     .iter()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
-                    .collect()
-            })
+                    .map(|v| {
+                        v.as_str().map(String::from).ok_or_else(|| {
+                            error(format!("`{key}` must hold strings (tag names), found {v}"))
+                        })
+                    })
+                    .collect(),
+            )
         };
-        let words = list("tokens").ok_or_else(|| error("no `tokens` list".into()))?;
+        let words = list("tokens").ok_or_else(|| error("no `tokens` list".into()))??;
         let tags = list("tags")
             .or_else(|| list("ner_tags"))
-            .ok_or_else(|| error("no `tags` (or `ner_tags`) list".into()))?;
+            .ok_or_else(|| error("no `tags` (or `ner_tags`) list".into()))??;
         if words.len() != tags.len() {
             return Err(error(format!(
                 "{} tokens but {} tags",

@@ -167,6 +167,11 @@ pub fn finetune(
     on_event: &mut dyn FnMut(FinetuneEvent),
 ) -> Result<FinetuneOutcome> {
     check_options(options)?;
+    if task.train_len() == 0 {
+        return Err(Error::InvalidInput(
+            "no training examples are left to train on".into(),
+        ));
+    }
     let out_dir = OutDir::inspect(&options.out, &RUN_FILES, options.resume, options.overwrite)?;
     out_dir.clear_previous_run()?;
     let mut run = Run::new(task, store, config, options, out_dir.resume_from.as_deref())?;
@@ -247,19 +252,24 @@ impl<'a> Run<'a> {
         let warmup_steps = options
             .warmup_steps
             .unwrap_or_else(|| (options.warmup_ratio * max_steps as f64).ceil() as usize);
+        let mut optimizer = AdamW::new(store.vars(), options.optimizer)?;
+        let resumed = resume_from
+            .map(|dir| restore_checkpoint(dir, &mut optimizer, &Device::Cpu))
+            .transpose()?;
         let mut run = Run {
             task,
             store,
             config,
             options,
-            optimizer: AdamW::new(store.vars(), options.optimizer)?,
+            optimizer,
             vars: trainable_tensors(store),
             schedule: LinearSchedule {
                 peak_lr: options.learning_rate,
                 warmup_steps,
                 total_steps: max_steps,
             },
-            metrics: MetricsLog::open(&options.out, 0)?,
+            // Lines past the checkpoint (from a run that then crashed) are dropped.
+            metrics: MetricsLog::open(&options.out, resumed.as_ref().map_or(0, |s| s.step))?,
             best: Best::new(&options.metric_for_best),
             since_best: 0,
             dropout: Mutex::new(Rng::stream(options.seed, Stream::Dropout, 0)),
@@ -270,8 +280,8 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             elapsed_before: 0.0,
         };
-        if let Some(dir) = resume_from {
-            run.restore(dir)?;
+        if let (Some(state), Some(dir)) = (resumed, resume_from) {
+            run.continue_from(state, dir)?;
         }
         Ok(run)
     }
@@ -290,9 +300,9 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Continues from the checkpoint in `dir`: optimizer moments, position, dropout stream, best.
-    fn restore(&mut self, dir: &Path) -> Result<()> {
-        let state = restore_checkpoint(dir, &mut self.optimizer, &Device::Cpu)?;
+    /// Continues where the checkpoint in `dir` (whose optimizer moments are restored) stood: position,
+    /// dropout stream, best evaluation.
+    fn continue_from(&mut self, state: TrainerState, dir: &Path) -> Result<()> {
         check_same_settings(&state.settings, &self.settings(), dir)?;
         self.step = state.step;
         self.epoch = state.epoch;
@@ -301,7 +311,6 @@ impl<'a> Run<'a> {
         self.dropout = Mutex::new(Rng::new(state.dropout_rng));
         self.best.restore(&state.best);
         self.since_best = state.best["since_best"].as_u64().unwrap_or(0) as usize;
-        self.metrics = MetricsLog::open(&self.options.out, self.step)?;
         Ok(())
     }
 

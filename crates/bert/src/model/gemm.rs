@@ -140,7 +140,11 @@ thread_local! {
 
 #[cfg(target_arch = "x86_64")]
 fn blocked(a: View, b: View, c: &mut [f32]) {
-    PACKED_B.with(|packed| blocked_with(a, b, c, &mut packed.borrow_mut()));
+    // Taken out for the call: a nested call on this thread (from inside another parallel loop) finds
+    // an empty buffer instead of a borrowed one.
+    let mut packed = PACKED_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    blocked_with(a, b, c, &mut packed);
+    PACKED_B.with(|p| *p.borrow_mut() = packed);
 }
 
 #[cfg(target_arch = "x86_64")]
