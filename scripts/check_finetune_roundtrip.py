@@ -19,6 +19,15 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 
+def load_checked(cls, path):
+    """Loads a checkpoint with transformers, failing on any missing, unexpected or mismatched weight."""
+    model, info = cls.from_pretrained(path, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        sys.exit(f"transformers reports {problems}")
+    return model
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
@@ -33,10 +42,7 @@ def main():
         return check_tagger(args, texts)
     if architecture == "BertForQuestionAnswering":
         return check_answerer(args, texts)
-    model, info = AutoModelForSequenceClassification.from_pretrained(args.model, output_loading_info=True)
-    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    if problems:
-        sys.exit(f"transformers reports {problems}")
+    model = load_checked(AutoModelForSequenceClassification, args.model)
     model.eval()
     tok = AutoTokenizer.from_pretrained(args.model)
     ours = subprocess.run([args.bert, "classify", "--model", args.model, "--function-to-apply", "none"],
@@ -59,10 +65,7 @@ def main():
 def check_tagger(args, texts):
     from transformers import AutoModelForTokenClassification
 
-    model, info = AutoModelForTokenClassification.from_pretrained(args.model, output_loading_info=True)
-    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    if problems:
-        sys.exit(f"transformers reports {problems}")
+    model = load_checked(AutoModelForTokenClassification, args.model)
     tagger = pipeline("token-classification", model=args.model, aggregation_strategy="none", device="cpu")
     ours = subprocess.run([args.bert, "ner", "--model", args.model, "--ignore-labels", ""],
                           input="\n".join(texts) + "\n", capture_output=True, text=True, check=True).stdout
@@ -82,10 +85,7 @@ def check_answerer(args, lines):
     import numpy as np
     from transformers import AutoModelForQuestionAnswering
 
-    model, info = AutoModelForQuestionAnswering.from_pretrained(args.model, output_loading_info=True)
-    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    if problems:
-        sys.exit(f"transformers reports {problems}")
+    model = load_checked(AutoModelForQuestionAnswering, args.model)
     model.eval()
     tok = AutoTokenizer.from_pretrained(args.model)
     ours = subprocess.run([args.bert, "qa", "--model", args.model, "--jsonl"], input="\n".join(lines) + "\n",

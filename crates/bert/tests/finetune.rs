@@ -85,6 +85,21 @@ fn run<T: FinetuneTask>(
     .unwrap()
 }
 
+/// The error a fine-tune of a prepared task ends with.
+fn run_err<T: FinetuneTask>(prepared: &Prepared<T>, options: &FinetuneOptions) -> String {
+    let stop = AtomicBool::new(false);
+    finetune(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        options,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string()
+}
+
 fn train(dir: &Path, out: &str) -> FinetuneOutcome {
     let data = data(dir);
     let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
@@ -539,16 +554,7 @@ fn a_stopped_and_resumed_finetune_ends_where_an_uninterrupted_one_does() {
     options.resume = true;
     options.learning_rate = 1e-3;
     let prepared = prepare_classification(&checkpoint, &data, 7).unwrap();
-    let err = finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run_err(&prepared, &options);
     assert!(err.contains("learning_rate"), "{err}");
 }
 
@@ -569,15 +575,6 @@ fn nothing_left_to_train_on_is_an_error_not_a_hang() {
     let (prepared, skipped) = prepare_qa(&fixture("tiny-base"), &data, 0).unwrap();
     assert_eq!(skipped.training_questions, 1);
     let options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
-    let err = finetune(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run_err(&prepared, &options);
     assert!(err.contains("no training examples"), "{err}");
 }

@@ -118,35 +118,13 @@ impl TextClassifier {
                 .collect::<Result<Vec<_>>>()?;
             return self.classify(&encodings);
         };
-        let mut out = Vec::with_capacity(texts.len());
-        for text in texts {
-            let windows = self.classify(&chunker.encode_windows(text)?)?;
-            let per_window: Vec<Vec<f32>> = windows
-                .iter()
-                .map(|c| {
-                    self.labels
-                        .iter()
-                        .map(|l| {
-                            c.scores
-                                .iter()
-                                .find(|s| &s.label == l)
-                                .map_or(0.0, |s| s.score)
-                        })
-                        .collect()
-                })
-                .collect();
-            let mut scores: Vec<ClassificationScore> = mean(&per_window)
-                .into_iter()
-                .zip(&self.labels)
-                .map(|(score, label)| ClassificationScore {
-                    label: label.clone(),
-                    score,
-                })
-                .collect();
-            scores.sort_by(|a, b| b.score.total_cmp(&a.score));
-            out.push(Classification { scores });
-        }
-        Ok(out)
+        texts
+            .iter()
+            .map(|text| {
+                let per_window = self.scores(&chunker.encode_windows(text)?)?;
+                Ok(self.ranked(mean(&per_window)))
+            })
+            .collect()
     }
 
     pub fn pipeline(&self) -> &Pipeline<BertForSequenceClassification> {
@@ -166,28 +144,35 @@ impl TextClassifier {
         if encodings.is_empty() {
             return Ok(Vec::new());
         }
+        Ok(self
+            .scores(encodings)?
+            .into_iter()
+            .map(|row| self.ranked(row))
+            .collect())
+    }
+
+    /// Each encoding's label scores, in label order.
+    fn scores(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
         let batch = self.pipeline.batch(encodings)?;
         let logits: Vec<Vec<f32>> = self
             .pipeline
             .model
             .forward(&batch, &Mode::Eval)?
             .to_vec2()?;
-        Ok(logits
-            .iter()
-            .map(|row| {
-                let mut scores: Vec<ClassificationScore> = self
-                    .function
-                    .apply(row)
-                    .into_iter()
-                    .zip(&self.labels)
-                    .map(|(score, label)| ClassificationScore {
-                        label: label.clone(),
-                        score,
-                    })
-                    .collect();
-                scores.sort_by(|a, b| b.score.total_cmp(&a.score));
-                Classification { scores }
+        Ok(logits.iter().map(|row| self.function.apply(row)).collect())
+    }
+
+    /// Label scores as labels, best first.
+    fn ranked(&self, scores: Vec<f32>) -> Classification {
+        let mut scores: Vec<ClassificationScore> = scores
+            .into_iter()
+            .zip(&self.labels)
+            .map(|(score, label)| ClassificationScore {
+                label: label.clone(),
+                score,
             })
-            .collect())
+            .collect();
+        scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Classification { scores }
     }
 }
