@@ -455,9 +455,9 @@ pub struct QaArgs {
     /// Tokens per window of a long context (default 384, or the model's maximum if smaller).
     #[arg(long, default_value_t = 384)]
     pub max_seq_len: usize,
-    /// Tokens shared by neighbouring windows (at most half a window).
-    #[arg(long, default_value_t = 128)]
-    pub doc_stride: usize,
+    /// Tokens shared by neighbouring windows (default: 128, or half a window if that is less).
+    #[arg(long)]
+    pub doc_stride: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -25,7 +25,7 @@ fn answers_match_transformers_pipeline() {
                 .as_bool()
                 .unwrap_or(false),
             max_seq_len: get("max_seq_len", defaults.max_seq_len),
-            doc_stride: get("doc_stride", defaults.doc_stride),
+            doc_stride: settings["doc_stride"].as_u64().map(|v| v as usize),
         };
         let qa = QuestionAnswerer::load(&dir, &PipelineOptions::default(), options).unwrap();
         let (question, context) = (

@@ -14,7 +14,7 @@ use crate::model::{BertForQuestionAnswering, Mode};
 use crate::pipelines::{Pipeline, PipelineOptions};
 use crate::tokenizer::{Encoding, Tokenizer};
 
-/// Decoding settings (`transformers`' defaults: 1, 15, false, 384, 128).
+/// Decoding settings (`transformers`' defaults: 1, 15, false, 384, 128 or half a window).
 #[derive(Debug, Clone, Copy)]
 pub struct QaOptions {
     pub top_k: usize,
@@ -22,8 +22,9 @@ pub struct QaOptions {
     pub handle_impossible_answer: bool,
     /// Tokens per window (capped by the model's positions).
     pub max_seq_len: usize,
-    /// Tokens shared by neighbouring windows (at most half a window).
-    pub doc_stride: usize,
+    /// Tokens shared by neighbouring windows; `None`: 128, or half a window if that is less (as
+    /// `transformers` picks it; a given stride is used as given).
+    pub doc_stride: Option<usize>,
 }
 
 impl Default for QaOptions {
@@ -33,7 +34,7 @@ impl Default for QaOptions {
             max_answer_len: 15,
             handle_impossible_answer: false,
             max_seq_len: 384,
-            doc_stride: 128,
+            doc_stride: None,
         }
     }
 }
@@ -65,7 +66,7 @@ impl QuestionAnswerer {
         let max_seq_len = options
             .max_seq_len
             .min(pipeline.config.max_position_embeddings);
-        let stride = options.doc_stride.min(max_seq_len / 2);
+        let stride = options.doc_stride.unwrap_or(128.min(max_seq_len / 2));
         let windows = pipeline
             .tokenizer
             .clone()
