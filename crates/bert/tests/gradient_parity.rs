@@ -42,6 +42,15 @@ struct Setup {
     reference: Reference,
 }
 
+/// A batch of unpadded `(ids, type_ids)` rows, padded with id 0 as the references are.
+fn batch_of(rows: &[(Vec<u32>, Vec<u32>)]) -> Batch {
+    let refs: Vec<(&[u32], &[u32])> = rows
+        .iter()
+        .map(|(a, b)| (a.as_slice(), b.as_slice()))
+        .collect();
+    Batch::from_ids(&refs, 0, &Device::Cpu).unwrap()
+}
+
 fn setup() -> Setup {
     let dir = fixture("tiny-pretraining");
     let mut config = BertConfig::from_file(&dir.join("config.json")).unwrap();
@@ -61,11 +70,7 @@ fn setup() -> Setup {
             (ids[..len].to_vec(), types[..len].to_vec())
         })
         .collect();
-    let refs: Vec<(&[u32], &[u32])> = rows
-        .iter()
-        .map(|(a, b)| (a.as_slice(), b.as_slice()))
-        .collect();
-    let batch = Batch::from_ids(&refs, 0, &Device::Cpu).unwrap();
+    let batch = batch_of(&rows);
     assert_eq!(batch.input_ids.dims()[1], reference.input_ids[0].len());
     let flat: Vec<i64> = reference.labels.iter().flatten().copied().collect();
     let mlm_labels = Tensor::from_vec(flat, batch.input_ids.dims(), &Device::Cpu).unwrap();
@@ -212,11 +217,7 @@ fn head_setup(name: &str) -> (BertConfig, ParamStore, Batch, serde_json::Value) 
             (ids[..len].to_vec(), types[..len].to_vec())
         })
         .collect();
-    let refs: Vec<(&[u32], &[u32])> = rows
-        .iter()
-        .map(|(a, b)| (a.as_slice(), b.as_slice()))
-        .collect();
-    let batch = Batch::from_ids(&refs, 0, &Device::Cpu).unwrap();
+    let batch = batch_of(&rows);
     (config, store, batch, reference)
 }
 

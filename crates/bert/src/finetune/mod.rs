@@ -76,6 +76,20 @@ fn truncation_note(
     })
 }
 
+/// The trainable weights of `model_dir` built into a model with `build` (head weights the checkpoint
+/// lacks newly initialised from `seed`), and the names of those new weights.
+fn trainable<M>(
+    model_dir: &Path,
+    config: &BertConfig,
+    seed: u64,
+    build: impl FnOnce(&crate::params::Params, &BertConfig) -> Result<M>,
+) -> Result<(ParamStore, M, Vec<String>)> {
+    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
+    let model = build(&store.root(), config)?;
+    let newly_initialized = store.report().newly_initialized;
+    Ok((store, model, newly_initialized))
+}
+
 /// Tokens per example when not given (`transformers`' examples use 128).
 pub const DEFAULT_MAX_LENGTH: usize = 128;
 
@@ -154,9 +168,12 @@ pub fn prepare_classification(
         ));
     }
     classification::apply_labels(&mut config, &labels, data.problem);
-    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
-    let model = BertForSequenceClassification::load(&store.root(), &config)?;
-    let newly_initialized = store.report().newly_initialized;
+    let (store, model, newly_initialized) = trainable(
+        model_dir,
+        &config,
+        seed,
+        BertForSequenceClassification::load,
+    )?;
     Ok(Prepared {
         config,
         store,
@@ -218,9 +235,8 @@ pub fn prepare_tagging(
     }
     classification::apply_labels(&mut config, &tags, ProblemType::SingleLabelClassification);
     config.problem_type = None;
-    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
-    let model = BertForTokenClassification::load(&store.root(), &config)?;
-    let newly_initialized = store.report().newly_initialized;
+    let (store, model, newly_initialized) =
+        trainable(model_dir, &config, seed, BertForTokenClassification::load)?;
     Ok(Prepared {
         config,
         store,
@@ -299,9 +315,8 @@ pub fn prepare_qa(
         }
         None => None,
     };
-    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
-    let model = BertForQuestionAnswering::load(&store.root(), &config)?;
-    let newly_initialized = store.report().newly_initialized;
+    let (store, model, newly_initialized) =
+        trainable(model_dir, &config, seed, BertForQuestionAnswering::load)?;
     let mut notes = Vec::new();
     if skipped.misplaced_answers > 0 {
         notes.push(format!(
