@@ -44,6 +44,60 @@ pub enum Command {
     /// classification: NER, slot filling; extractive question answering: SQuAD); writes the best
     /// model as a Hugging Face checkpoint directory with eval_results.json.
     Finetune(FinetuneArgs),
+    /// Serve the model over HTTP: text-embeddings-inference's routes (/embed, /predict, /rerank,
+    /// /tokenize, /info, /health, /metrics), OpenAI's /v1/embeddings, and /fill-mask, /ner, /qa.
+    /// Stops on Ctrl-C or SIGTERM after answering the requests in flight.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A local checkpoint directory or a Hugging Face Hub id; default: the bundled model (or
+    /// $BERT_DEFAULT_MODEL).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Hub revision when --model is a Hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Tasks to serve: embed, classify (/predict, /rerank), ner, qa, fill-mask. Default: what the
+    /// checkpoint's head does (a bare encoder: embed; a masked-LM checkpoint: embed and fill-mask).
+    /// Each task loads its own copy of the weights.
+    #[arg(long = "task", value_delimiter = ',')]
+    pub tasks: Vec<bert_server::Task>,
+    /// Longest input in tokens, [CLS] and [SEP] included. Default: the model's maximum (and
+    /// sentence-transformers' max_seq_length for embeddings).
+    #[arg(long)]
+    pub max_input_length: Option<usize>,
+    /// Embedding pooling: mean, cls, max or mean_sqrt_len (default: the checkpoint's setting).
+    #[arg(long)]
+    pub pooling: Option<Pooling>,
+    /// Requests handled at once; more are refused with 429.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_requests: u64,
+    /// Tokens in one forward pass, padding included: concurrent requests are batched up to this.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_tokens: u64,
+    /// Inputs in one request (and QA windows of one context); more are refused with 413.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_client_batch_size: u64,
+    /// Bytes in one request body; more are refused with 413.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub payload_limit: usize,
+    /// Seconds one request may take, waiting included; past it, 504.
+    #[arg(long, default_value_t = 60.0)]
+    pub request_timeout: f64,
+    /// Require `Authorization: Bearer <KEY>` on every route but /health.
+    #[arg(long, env = "BERT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Truncate over-long inputs when a request does not say `"truncate"` (default: refuse them
+    /// with 413).
+    #[arg(long)]
+    pub auto_truncate: bool,
 }
 
 /// Fine-tuning tasks.

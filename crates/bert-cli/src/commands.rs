@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vocab(args) => crate::training::vocab(args),
         Command::Pretrain(args) => crate::training::pretrain(args),
         Command::Finetune(args) => crate::finetuning::run(args),
+        Command::Serve(args) => crate::serving::run(args),
     }
 }
 

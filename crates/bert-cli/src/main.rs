@@ -8,6 +8,7 @@ mod finetuning;
 mod input;
 mod output;
 mod progress;
+mod serving;
 mod training;
 
 use std::process::ExitCode;

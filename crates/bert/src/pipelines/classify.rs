@@ -30,7 +30,8 @@ impl ScoreFunction {
         }
     }
 
-    fn apply(self, logits: &[f32]) -> Vec<f32> {
+    /// Scores from one row of logits.
+    pub fn apply(self, logits: &[f32]) -> Vec<f32> {
         match self {
             ScoreFunction::Softmax => softmax(logits),
             ScoreFunction::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
@@ -153,17 +154,35 @@ impl TextClassifier {
 
     /// Each encoding's label scores, in label order.
     fn scores(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
-        let batch = self.pipeline.batch(encodings)?;
-        let logits: Vec<Vec<f32>> = self
-            .pipeline
-            .model
-            .forward(&batch, &Mode::Eval)?
-            .to_vec2()?;
+        let logits = self.logits(encodings)?;
         Ok(logits.iter().map(|row| self.function.apply(row)).collect())
     }
 
-    /// Label scores as labels, best first.
-    fn ranked(&self, scores: Vec<f32>) -> Classification {
+    /// Each encoding's raw logits, in label order, computed as one padded batch.
+    pub fn logits(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
+        if encodings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.pipeline.batch(encodings)?;
+        Ok(self
+            .pipeline
+            .model
+            .forward(&batch, &Mode::Eval)?
+            .to_vec2()?)
+    }
+
+    /// The function turning logits into scores.
+    pub fn score_function(&self) -> ScoreFunction {
+        self.function
+    }
+
+    /// The label names, in label order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Label scores (in label order) as labels, best first.
+    pub fn ranked(&self, scores: Vec<f32>) -> Classification {
         let mut scores: Vec<ClassificationScore> = scores
             .into_iter()
             .zip(&self.labels)

@@ -97,7 +97,8 @@ impl Embedder {
         self.pooled(encodings, self.normalize)
     }
 
-    fn pooled(&self, encodings: &[Encoding], normalize: bool) -> Result<Vec<Vec<f32>>> {
+    /// [`Embedder::embed`], normalised to unit length or not as `normalize` says.
+    pub fn pooled(&self, encodings: &[Encoding], normalize: bool) -> Result<Vec<Vec<f32>>> {
         if encodings.is_empty() {
             return Ok(Vec::new());
         }

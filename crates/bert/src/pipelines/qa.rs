@@ -14,6 +14,9 @@ use crate::model::{BertForQuestionAnswering, Mode};
 use crate::pipelines::{Pipeline, PipelineOptions};
 use crate::tokenizer::{Encoding, Tokenizer};
 
+/// Windows of one context run together; more are run in groups of this many.
+const WINDOWS_PER_BATCH: usize = 16;
+
 /// Decoding settings (`transformers`' defaults: 1, 15, false, 384, 128 or half a window).
 #[derive(Debug, Clone, Copy)]
 pub struct QaOptions {
@@ -87,16 +90,28 @@ impl QuestionAnswerer {
         self.windows.encode_pair_windows(question, context)
     }
 
+    /// The options given at load.
+    pub fn options(&self) -> &QaOptions {
+        &self.options
+    }
+
     /// The best answers to one question (`windows` from [`QuestionAnswerer::encode`]), best first.
     pub fn answer(&self, context: &str, windows: &[Encoding]) -> Result<Vec<Answer>> {
-        let options = &self.options;
+        self.answer_with(context, windows, &self.options)
+    }
+
+    /// [`QuestionAnswerer::answer`] with other decoding options (`top_k`, `max_answer_len`,
+    /// `handle_impossible_answer`; the windows were cut at load).
+    pub fn answer_with(
+        &self,
+        context: &str,
+        windows: &[Encoding],
+        options: &QaOptions,
+    ) -> Result<Vec<Answer>> {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.pipeline.batch(windows)?;
-        let out = self.pipeline.model.forward(&batch, &Mode::Eval)?;
-        let starts: Vec<Vec<f32>> = out.start_logits.to_vec2()?;
-        let ends: Vec<Vec<f32>> = out.end_logits.to_vec2()?;
+        let (starts, ends) = self.logits(windows)?;
         let chars: Vec<char> = context.chars().collect();
         let mut min_null_score = 1_000_000f32;
         let mut answers = Vec::new();
@@ -151,6 +166,19 @@ impl QuestionAnswerer {
         answers.sort_by(|a, b| b.score.total_cmp(&a.score));
         answers.truncate(options.top_k.max(1));
         Ok(answers)
+    }
+
+    /// Start and end logits of each window, run `WINDOWS_PER_BATCH` windows at a time so that a long
+    /// context's memory stays bounded.
+    fn logits(&self, windows: &[Encoding]) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        for group in windows.chunks(WINDOWS_PER_BATCH) {
+            let batch = self.pipeline.batch(group)?;
+            let out = self.pipeline.model.forward(&batch, &Mode::Eval)?;
+            starts.extend(out.start_logits.to_vec2::<f32>()?);
+            ends.extend(out.end_logits.to_vec2::<f32>()?);
+        }
+        Ok((starts, ends))
     }
 
     fn cls_id(&self) -> u32 {

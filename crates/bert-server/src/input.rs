@@ -1,0 +1,128 @@
+//! Reading request bodies: JSON parsed whatever the content type says (curl's `-d` sends a form
+//! type), with errors that name the field and say what was expected, and the checks every inference
+//! route shares (list size, input length).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use bert::Encoding;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ApiError, ErrorType};
+
+/// A JSON request body.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(format!("the request body is too large: {}", rejection.body_text()))
+            } else {
+                ApiError::new(status, ErrorType::Validation, rejection.body_text())
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a body: a syntax error (or bytes that are not UTF-8) is 400, a well-formed body of the
+/// wrong shape 422.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let status = match e.classify() {
+            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let what = if status == StatusCode::BAD_REQUEST {
+            "the request body is not valid JSON"
+        } else {
+            "the request body does not have the expected fields"
+        };
+        ApiError::new(status, ErrorType::Validation, format!("{what}: {e}"))
+    })
+}
+
+/// `"text"` or `["text", ...]`; `field` names the field in errors.
+pub fn texts(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+    match value {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(ApiError::validation(format!(
+                    "`{field}[{i}]` must be a string, not {}",
+                    kind(other)
+                ))),
+            })
+            .collect(),
+        Value::Null => Err(ApiError::validation(format!("`{field}` is required"))),
+        other => Err(ApiError::validation(format!(
+            "`{field}` must be a string or a list of strings, not {}",
+            kind(other)
+        ))),
+    }
+}
+
+/// A JSON value's type, for error messages.
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses an empty list or one longer than the server takes.
+pub fn check_count(count: usize, field: &str, max: usize) -> Result<(), ApiError> {
+    if count == 0 {
+        return Err(ApiError::empty(format!("`{field}` is empty")));
+    }
+    if count > max {
+        return Err(ApiError::too_large(format!(
+            "`{field}` has {count} items; this server takes at most {max} per request \
+             (--max-client-batch-size)"
+        )));
+    }
+    Ok(())
+}
+
+/// Tokenizes each input with `encode`; one longer than the model takes is an error unless
+/// `truncate`.
+pub fn encode_all<I>(
+    inputs: &[I],
+    field: &str,
+    truncate: bool,
+    max_length: usize,
+    encode: impl Fn(&I) -> bert::Result<Encoding>,
+) -> Result<Vec<Encoding>, ApiError> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let encoding = encode(input).map_err(|e| at(ApiError::from(e), field, i))?;
+            if encoding.truncated && !truncate {
+                return Err(ApiError::too_large(format!(
+                    "`{field}[{i}]` is longer than this server's maximum input length of \
+                     {max_length} tokens; send \"truncate\": true to cut it"
+                )));
+            }
+            Ok(encoding)
+        })
+        .collect()
+}
+
+/// Names the input an error came from.
+fn at(mut error: ApiError, field: &str, i: usize) -> ApiError {
+    error.message = format!("`{field}[{i}]`: {}", error.message);
+    error
+}

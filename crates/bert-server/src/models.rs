@@ -1,0 +1,262 @@
+//! The pipelines one server runs, chosen by the checkpoint's head: a sentence encoder serves
+//! embeddings, a sequence classifier predictions and reranking, and so on. Each task loads its own
+//! pipeline, so asking for more tasks than the head implies costs a copy of the encoder each.
+
+use std::fmt;
+use std::path::Path;
+
+use bert::config::BertConfig;
+use bert::pipelines::{
+    EmbedOptions, Embedder, FillMask, PipelineOptions, QaOptions, QuestionAnswerer,
+    TextClassifier, TokenClassifier,
+};
+use bert::pooling::Pooling;
+use bert::{Encoding, Tokenizer};
+
+use crate::error::ApiError;
+
+/// A family of routes backed by one pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Task {
+    /// `/embed`, `/v1/embeddings`.
+    Embed,
+    /// `/predict`, `/rerank`.
+    Classify,
+    /// `/ner`.
+    Ner,
+    /// `/qa`.
+    Qa,
+    /// `/fill-mask`.
+    FillMask,
+}
+
+impl Task {
+    pub const ALL: [Task; 5] = [
+        Task::Embed,
+        Task::Classify,
+        Task::Ner,
+        Task::Qa,
+        Task::FillMask,
+    ];
+
+    /// The tasks a checkpoint's `architectures` imply: its head's task, and embeddings for a bare
+    /// encoder or a pretraining checkpoint.
+    pub fn for_config(config: &BertConfig) -> Vec<Task> {
+        let architecture = config
+            .architectures
+            .as_ref()
+            .and_then(|a| a.first())
+            .map_or("BertModel", String::as_str);
+        match architecture {
+            a if a.ends_with("ForSequenceClassification") => vec![Task::Classify],
+            a if a.ends_with("ForTokenClassification") => vec![Task::Ner],
+            a if a.ends_with("ForQuestionAnswering") => vec![Task::Qa],
+            a if a.ends_with("ForMaskedLM") || a.ends_with("ForPreTraining") => {
+                vec![Task::Embed, Task::FillMask]
+            }
+            _ => vec![Task::Embed],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Embed => "embed",
+            Task::Classify => "classify",
+            Task::Ner => "ner",
+            Task::Qa => "qa",
+            Task::FillMask => "fill-mask",
+        }
+    }
+
+    /// The routes this task serves.
+    pub fn routes(self) -> &'static [&'static str] {
+        match self {
+            Task::Embed => &["/embed", "/v1/embeddings"],
+            Task::Classify => &["/predict", "/rerank"],
+            Task::Ner => &["/ner"],
+            Task::Qa => &["/qa"],
+            Task::FillMask => &["/fill-mask"],
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                format!("unknown task `{s}` (expected embed, classify, ner, qa or fill-mask)")
+            })
+    }
+}
+
+/// How to load the pipelines.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    /// Tasks to serve; empty: those the checkpoint's head implies.
+    pub tasks: Vec<Task>,
+    /// Longest input in tokens; default: the model's maximum.
+    pub max_input_length: Option<usize>,
+    /// Embedding pooling; default: the checkpoint's sentence-transformers setting, else mean.
+    pub pooling: Option<Pooling>,
+}
+
+/// The loaded pipelines; shared read-only by the request handlers (tokenization) and the worker
+/// (forward passes).
+pub struct Models {
+    pub config: BertConfig,
+    pub embedder: Option<Embedder>,
+    pub classifier: Option<TextClassifier>,
+    pub tagger: Option<TokenClassifier>,
+    pub answerer: Option<QuestionAnswerer>,
+    pub filler: Option<FillMask>,
+    /// Tokens per input, special tokens included.
+    pub max_input_length: usize,
+}
+
+impl Models {
+    pub fn load(dir: &Path, options: &ModelOptions) -> bert::Result<Models> {
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let tasks = if options.tasks.is_empty() {
+            Task::for_config(&config)
+        } else {
+            options.tasks.clone()
+        };
+        let pipeline = PipelineOptions {
+            max_length: options.max_input_length,
+            ..Default::default()
+        };
+        let wants = |task| tasks.contains(&task);
+        let embedder = wants(Task::Embed)
+            .then(|| {
+                let embed = EmbedOptions {
+                    pipeline: pipeline.clone(),
+                    pooling: options.pooling,
+                    normalize: None,
+                };
+                Embedder::load(dir, &embed)
+            })
+            .transpose()?;
+        let classifier = wants(Task::Classify)
+            .then(|| TextClassifier::load(dir, &pipeline, None))
+            .transpose()?;
+        let tagger = wants(Task::Ner)
+            .then(|| TokenClassifier::load(dir, &pipeline))
+            .transpose()?;
+        let answerer = wants(Task::Qa)
+            .then(|| QuestionAnswerer::load(dir, &pipeline, QaOptions::default()))
+            .transpose()?;
+        let filler = wants(Task::FillMask)
+            .then(|| FillMask::load(dir, &pipeline))
+            .transpose()?;
+        let mut models = Models {
+            config,
+            embedder,
+            classifier,
+            tagger,
+            answerer,
+            filler,
+            max_input_length: 0,
+        };
+        models.max_input_length = models.tokenizer_and_limit().1;
+        Ok(models)
+    }
+
+    /// The tasks loaded, in a fixed order.
+    pub fn tasks(&self) -> Vec<Task> {
+        Task::ALL
+            .into_iter()
+            .filter(|&t| match t {
+                Task::Embed => self.embedder.is_some(),
+                Task::Classify => self.classifier.is_some(),
+                Task::Ner => self.tagger.is_some(),
+                Task::Qa => self.answerer.is_some(),
+                Task::FillMask => self.filler.is_some(),
+            })
+            .collect()
+    }
+
+    /// The tokenizer every pipeline shares (the first loaded one's) and its length limit.
+    pub fn tokenizer_and_limit(&self) -> (&Tokenizer, usize) {
+        let pipelines = [
+            self.embedder.as_ref().map(|p| p.pipeline().into()),
+            self.classifier.as_ref().map(|p| p.pipeline().into()),
+            self.tagger.as_ref().map(|p| p.pipeline().into()),
+            self.answerer.as_ref().map(|p| p.pipeline().into()),
+            self.filler.as_ref().map(|p| p.pipeline().into()),
+        ];
+        let first: TokenizerRef = pipelines
+            .into_iter()
+            .flatten()
+            .next()
+            .expect("Models::load loads at least one pipeline");
+        (first.tokenizer, first.max_length)
+    }
+
+    /// Tokenizes one text as the model takes it.
+    pub fn encode(&self, text: &str) -> bert::Result<Encoding> {
+        self.tokenizer_and_limit().0.encode(text)
+    }
+
+    /// The error for a route whose task is not loaded.
+    pub fn missing(&self, task: Task) -> ApiError {
+        let served: Vec<&str> = self
+            .tasks()
+            .into_iter()
+            .flat_map(|t| t.routes().iter().copied())
+            .collect();
+        ApiError::unsupported(format!(
+            "this server's model does not do `{task}` (start it with --task {task} on a checkpoint \
+             with that head); it serves {}",
+            served.join(", ")
+        ))
+    }
+}
+
+/// A pipeline's tokenizer and limit, whatever its head.
+struct TokenizerRef<'a> {
+    tokenizer: &'a Tokenizer,
+    max_length: usize,
+}
+
+impl<'a, M> From<&'a bert::pipelines::Pipeline<M>> for TokenizerRef<'a> {
+    fn from(p: &'a bert::pipelines::Pipeline<M>) -> Self {
+        TokenizerRef {
+            tokenizer: &p.tokenizer,
+            max_length: p.max_length,
+        }
+    }
+}
+
+impl Models {
+    /// Warnings about head weights the checkpoint lacked (an untrained head gives noise).
+    pub fn load_warnings(&self) -> Vec<String> {
+        let reports = [
+            (Task::Embed, self.embedder.as_ref().map(|p| &p.pipeline().report)),
+            (Task::Classify, self.classifier.as_ref().map(|p| &p.pipeline().report)),
+            (Task::Ner, self.tagger.as_ref().map(|p| &p.pipeline().report)),
+            (Task::Qa, self.answerer.as_ref().map(|p| &p.pipeline().report)),
+            (Task::FillMask, self.filler.as_ref().map(|p| &p.pipeline().report)),
+        ];
+        reports
+            .into_iter()
+            .filter_map(|(task, report)| Some((task, report?)))
+            .filter(|(_, report)| !report.newly_initialized.is_empty())
+            .map(|(task, report)| {
+                format!(
+                    "task {task}: weights not in the checkpoint were newly initialized ({}); its \
+                     outputs are untrained",
+                    report.newly_initialized.join(", ")
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,133 @@
+//! The routes about the server rather than the model's tasks: `GET /health`, `GET /info`,
+//! `GET /metrics`, `GET /openapi.json` and `POST /tokenize`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use bert::pooling::Pooling;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::input::{check_count, texts, JsonBody};
+use crate::routes::off_runtime;
+use crate::AppState;
+
+/// 200 once the model thread answers; 503 if it does not.
+pub async fn health(State(state): State<AppState>) -> Result<(), ApiError> {
+    state.worker.run(|_| Ok(())).await
+}
+
+pub async fn info(State(state): State<AppState>) -> Json<Value> {
+    let models = &state.models;
+    let config = &state.config;
+    let tasks = models.tasks();
+    let model_type = if let Some(classifier) = &models.classifier {
+        let id2label: serde_json::Map<String, Value> = classifier
+            .labels()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), Value::from(l.as_str())))
+            .collect();
+        let label2id: serde_json::Map<String, Value> = classifier
+            .labels()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), Value::from(i)))
+            .collect();
+        let kind = if classifier.labels().len() == 1 { "reranker" } else { "classifier" };
+        json!({ kind: { "id2label": id2label, "label2id": label2id } })
+    } else if let Some(embedder) = &models.embedder {
+        json!({ "embedding": { "pooling": pooling_name(embedder.pooling()) } })
+    } else {
+        json!({ "task": tasks.first().map(|t| t.name()) })
+    };
+    Json(json!({
+        "model_id": config.model_id,
+        "model_dtype": "float32",
+        "model_type": model_type,
+        "tasks": tasks.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        "routes": tasks.iter().flat_map(|t| t.routes().iter().copied()).collect::<Vec<_>>(),
+        "max_concurrent_requests": config.max_concurrent_requests,
+        "max_input_length": models.max_input_length,
+        "max_batch_tokens": config.max_batch_tokens,
+        "max_client_batch_size": config.max_client_batch_size,
+        "payload_limit": config.payload_limit,
+        "request_timeout_seconds": config.request_timeout.as_secs_f64(),
+        "auto_truncate": config.auto_truncate,
+        "api_key_required": config.api_key.is_some(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+fn pooling_name(pooling: Pooling) -> &'static str {
+    match pooling {
+        Pooling::Cls => "cls",
+        Pooling::Mean => "mean",
+        Pooling::Max => "max",
+        Pooling::MeanSqrtLen => "mean_sqrt_len",
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+pub async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+#[derive(Deserialize)]
+pub struct TokenizeRequest {
+    #[serde(default)]
+    inputs: Value,
+    /// Keep `[CLS]`, `[SEP]` (default true).
+    add_special_tokens: Option<bool>,
+}
+
+/// One token as text-embeddings-inference lists it; `start`/`stop` are character offsets.
+#[derive(Serialize)]
+pub struct Token {
+    id: u32,
+    text: String,
+    special: bool,
+    start: Option<usize>,
+    stop: Option<usize>,
+}
+
+pub async fn tokenize(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<TokenizeRequest>,
+) -> Result<Json<Vec<Vec<Token>>>, ApiError> {
+    let texts = texts(&request.inputs, "inputs")?;
+    check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let special = request.add_special_tokens.unwrap_or(true);
+    let tokens = off_runtime(&state, move |models| {
+        texts
+            .iter()
+            .map(|text| {
+                let e = models.encode(text)?;
+                Ok((0..e.ids.len())
+                    .filter(|&i| special || e.special_tokens_mask[i] == 0)
+                    .map(|i| {
+                        let is_special = e.special_tokens_mask[i] == 1;
+                        let (start, stop) = e.offsets[i];
+                        Token {
+                            id: e.ids[i],
+                            text: e.tokens[i].clone(),
+                            special: is_special,
+                            start: (!is_special).then_some(start),
+                            stop: (!is_special).then_some(stop),
+                        }
+                    })
+                    .collect())
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(tokens))
+}

@@ -1,0 +1,240 @@
+//! `POST /fill-mask`, `/ner` and `/qa`: the CLI's pipelines over HTTP, answering with the shapes the
+//! CLI prints. Each request runs alone on the model thread, its inputs in token-bounded batches.
+
+use axum::extract::State;
+use axum::Json;
+use bert::pipelines::{Aggregation, Answer, Entity, MaskPrediction, QaOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::input::{check_count, encode_all, kind, texts, JsonBody};
+use crate::models::Task;
+use crate::routes::off_runtime;
+use crate::worker::groups_by_tokens;
+use crate::AppState;
+
+/// Rows of masked-LM logits in one pass (each row is a vocabulary of floats).
+const FILL_MASK_TOKENS: usize = 2048;
+
+#[derive(Deserialize)]
+pub struct FillMaskRequest {
+    #[serde(default)]
+    inputs: Value,
+    /// Predictions per mask (default 5).
+    top_k: Option<usize>,
+    truncate: Option<bool>,
+}
+
+/// One mask's predictions, or one list per mask when a text has several (as transformers).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum MaskPredictions {
+    One(Vec<MaskPrediction>),
+    Many(Vec<Vec<MaskPrediction>>),
+}
+
+#[derive(Serialize)]
+pub struct FillMaskResult {
+    text: String,
+    predictions: MaskPredictions,
+}
+
+pub async fn fill_mask(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<FillMaskRequest>,
+) -> Result<Json<Vec<FillMaskResult>>, ApiError> {
+    let Some(filler) = &state.models.filler else {
+        return Err(state.models.missing(Task::FillMask));
+    };
+    let texts = texts(&request.inputs, "inputs")?;
+    check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let top_k = request.top_k.unwrap_or(5);
+    let vocab = filler.pipeline().config.vocab_size;
+    if top_k == 0 || top_k > vocab {
+        return Err(ApiError::validation(format!(
+            "`top_k` must be between 1 and the vocabulary size {vocab}, not {top_k}"
+        )));
+    }
+    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
+    let budget = FILL_MASK_TOKENS.min(state.config.max_batch_tokens);
+    let results = state
+        .worker
+        .run(move |models| {
+            let filler = models.filler.as_ref().expect("checked above");
+            let limit = models.max_input_length;
+            let encodings = encode_all(&texts, "inputs", truncate, limit, |t| filler.encode(t))?;
+            let mut predictions = Vec::with_capacity(texts.len());
+            for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
+                predictions.extend(filler.predict(group, top_k)?);
+            }
+            Ok(texts
+                .into_iter()
+                .zip(predictions)
+                .map(|(text, mut masks)| FillMaskResult {
+                    text,
+                    predictions: if masks.len() == 1 {
+                        MaskPredictions::One(masks.remove(0))
+                    } else {
+                        MaskPredictions::Many(masks)
+                    },
+                })
+                .collect())
+        })
+        .await?;
+    Ok(Json(results))
+}
+
+#[derive(Deserialize)]
+pub struct NerRequest {
+    #[serde(default)]
+    inputs: Value,
+    /// none (default), simple, first, average or max.
+    aggregation_strategy: Option<String>,
+    /// Labels left out (default ["O"]).
+    ignore_labels: Option<Vec<String>>,
+    truncate: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct NerResult {
+    text: String,
+    entities: Vec<Entity>,
+}
+
+pub async fn ner(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<NerRequest>,
+) -> Result<Json<Vec<NerResult>>, ApiError> {
+    if state.models.tagger.is_none() {
+        return Err(state.models.missing(Task::Ner));
+    }
+    let texts = texts(&request.inputs, "inputs")?;
+    check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let aggregation: Aggregation = request
+        .aggregation_strategy
+        .as_deref()
+        .unwrap_or("none")
+        .parse()
+        .map_err(|e: String| ApiError::validation(format!("`aggregation_strategy`: {e}")))?;
+    let ignore = request.ignore_labels.unwrap_or_else(|| vec!["O".into()]);
+    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
+    let budget = state.config.max_batch_tokens;
+    let entities = state
+        .worker
+        .run(move |models| {
+            let tagger = models.tagger.as_ref().expect("checked above");
+            let limit = models.max_input_length;
+            let encodings = encode_all(&texts, "inputs", truncate, limit, |t| tagger.encode(t))?;
+            let mut entities = Vec::with_capacity(texts.len());
+            let mut done = 0;
+            for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
+                let mine: Vec<&str> = texts[done..done + group.len()].iter().map(String::as_str).collect();
+                entities.extend(tagger.tag(&mine, group, aggregation, &ignore)?);
+                done += group.len();
+            }
+            Ok(texts
+                .into_iter()
+                .zip(entities)
+                .map(|(text, entities)| NerResult { text, entities })
+                .collect())
+        })
+        .await?;
+    Ok(Json(entities))
+}
+
+#[derive(Deserialize)]
+pub struct QaRequest {
+    #[serde(default)]
+    question: Value,
+    #[serde(default)]
+    context: Value,
+    /// Answers returned (default 1; more adds `answers`).
+    top_k: Option<usize>,
+    /// Longest answer in tokens (default 15).
+    max_answer_len: Option<usize>,
+    /// Allow the empty answer (default false).
+    #[serde(default)]
+    handle_impossible_answer: bool,
+}
+
+#[derive(Serialize)]
+pub struct QaResult {
+    question: String,
+    answer: String,
+    score: f32,
+    start: usize,
+    end: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answers: Option<Vec<Answer>>,
+}
+
+pub async fn qa(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<QaRequest>,
+) -> Result<Json<QaResult>, ApiError> {
+    if state.models.answerer.is_none() {
+        return Err(state.models.missing(Task::Qa));
+    }
+    let question = string(&request.question, "question")?;
+    let context = string(&request.context, "context")?;
+    let defaults = QaOptions::default();
+    let options = QaOptions {
+        top_k: positive(request.top_k, defaults.top_k, "top_k")?,
+        max_answer_len: positive(request.max_answer_len, defaults.max_answer_len, "max_answer_len")?,
+        handle_impossible_answer: request.handle_impossible_answer,
+        ..defaults
+    };
+    let windows = off_runtime(&state, {
+        let (question, context) = (question.clone(), context.clone());
+        move |models| {
+            let answerer = models.answerer.as_ref().expect("checked above");
+            Ok(answerer.encode(&question, &context)?)
+        }
+    })
+    .await?;
+    let most = state.config.max_client_batch_size;
+    if windows.len() > most {
+        return Err(ApiError::too_large(format!(
+            "`context` is too long: it makes {} windows of the model's input and this server \
+             takes at most {most} (--max-client-batch-size)",
+            windows.len()
+        )));
+    }
+    let answers = state
+        .worker
+        .run(move |models| {
+            let answerer = models.answerer.as_ref().expect("checked above");
+            Ok(answerer.answer_with(&context, &windows, &options)?)
+        })
+        .await?;
+    let best = answers.first();
+    Ok(Json(QaResult {
+        question,
+        answer: best.map_or_else(String::new, |a| a.answer.clone()),
+        score: best.map_or(0.0, |a| a.score),
+        start: best.map_or(0, |a| a.start),
+        end: best.map_or(0, |a| a.end),
+        answers: (options.top_k > 1).then_some(answers),
+    }))
+}
+
+fn string(value: &Value, field: &str) -> Result<String, ApiError> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
+        Value::String(_) => Err(ApiError::empty(format!("`{field}` is empty"))),
+        Value::Null => Err(ApiError::validation(format!("`{field}` is required"))),
+        other => Err(ApiError::validation(format!(
+            "`{field}` must be a string, not {}",
+            kind(other)
+        ))),
+    }
+}
+
+fn positive(value: Option<usize>, default: usize, field: &str) -> Result<usize, ApiError> {
+    match value {
+        Some(0) => Err(ApiError::validation(format!("`{field}` must be at least 1"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}

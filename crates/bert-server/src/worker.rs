@@ -1,0 +1,285 @@
+//! The model's own thread. Handlers never run the model on the async runtime: they tokenize, queue a
+//! job here and await the reply. Embedding and classification jobs waiting together are merged and cut
+//! into forward passes of at most `max_batch_tokens` padded tokens, shortest inputs together so that
+//! little padding is computed; the other tasks run one request at a time. A job whose client has gone
+//! (timed out, disconnected) is dropped unrun, and a panic fails only the jobs of its batch.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bert::Encoding;
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::models::{Models, Task};
+
+/// What a batchable job computes per encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Pooled sentence embeddings, not normalised.
+    Embeddings,
+    /// Sequence-classification logits.
+    Logits,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+enum Job {
+    Rows {
+        kind: Rows,
+        encodings: Vec<Encoding>,
+        reply: Reply<Vec<Vec<f32>>>,
+    },
+    Alone(Box<dyn FnOnce(&Models) + Send>),
+}
+
+impl Job {
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Rows { reply, .. } => reply.is_closed(),
+            Job::Alone(_) => false,
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        match self {
+            Job::Rows { encodings, .. } => encodings.iter().map(|e| e.ids.len()).sum(),
+            Job::Alone(_) => 0,
+        }
+    }
+}
+
+/// The handle requests use to reach the model thread.
+pub struct Worker {
+    queue: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// Starts the model thread; it ends when the last `Worker` handle is dropped and the queue is
+    /// drained.
+    pub fn start(
+        models: Arc<Models>,
+        max_batch_tokens: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Worker, JoinHandle<()>) {
+        let (queue, jobs) = mpsc::channel();
+        let thread_metrics = metrics.clone();
+        let handle = std::thread::Builder::new()
+            .name("bert-model".into())
+            .spawn(move || run(&models, &jobs, max_batch_tokens.max(1), &thread_metrics))
+            .expect("spawning the model thread");
+        (Worker { queue, metrics }, handle)
+    }
+
+    /// One row per encoding, computed in batches shared with other requests.
+    pub async fn rows(&self, kind: Rows, encodings: Vec<Encoding>) -> Result<Vec<Vec<f32>>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Rows {
+            kind,
+            encodings,
+            reply,
+        })?;
+        receive(answer).await
+    }
+
+    /// Runs `work` on the model thread, alone.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Models) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Alone(Box::new(move |models: &Models| {
+            if reply.is_closed() {
+                return;
+            }
+            let result = catch_unwind(AssertUnwindSafe(|| work(models)))
+                .unwrap_or_else(|_| Err(panicked()));
+            let _ = reply.send(result);
+        })))?;
+        receive(answer).await
+    }
+
+    fn submit(&self, job: Job) -> Result<(), ApiError> {
+        self.metrics.queued(1);
+        self.queue.send(job).map_err(|_| {
+            self.metrics.queued(-1);
+            ApiError::unhealthy("the model thread has stopped")
+        })
+    }
+}
+
+async fn receive<T>(answer: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+    answer
+        .await
+        .unwrap_or_else(|_| Err(ApiError::backend("the model thread dropped the request")))
+}
+
+fn panicked() -> ApiError {
+    ApiError::backend("the model failed on this input (a bug: please report it with the input)")
+}
+
+/// The model thread's loop: take what is queued, run the oldest job with what it can share a batch
+/// with, repeat.
+fn run(models: &Models, jobs: &mpsc::Receiver<Job>, max_batch_tokens: usize, metrics: &Metrics) {
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match jobs.recv() {
+                Ok(job) => pending.push_back(job),
+                Err(_) => return,
+            }
+        }
+        pending.extend(jobs.try_iter());
+        let Some(first) = pending.pop_front() else {
+            continue;
+        };
+        metrics.queued(-1);
+        match first {
+            Job::Alone(work) => work(models),
+            Job::Rows { .. } if first.abandoned() => {}
+            Job::Rows { kind, .. } => {
+                let mut group = vec![first];
+                take_companions(&mut pending, kind, max_batch_tokens, &mut group, metrics);
+                run_rows(models, kind, group, max_batch_tokens, metrics);
+            }
+        }
+    }
+}
+
+/// Moves queued jobs of the same kind into `group` while their tokens fit the budget.
+fn take_companions(
+    pending: &mut VecDeque<Job>,
+    kind: Rows,
+    max_batch_tokens: usize,
+    group: &mut Vec<Job>,
+    metrics: &Metrics,
+) {
+    let mut tokens: usize = group.iter().map(Job::tokens).sum();
+    let mut i = 0;
+    while i < pending.len() {
+        let fits = matches!(&pending[i], Job::Rows { kind: k, .. } if *k == kind)
+            && tokens + pending[i].tokens() <= max_batch_tokens;
+        if fits {
+            let job = pending.remove(i).expect("index checked");
+            metrics.queued(-1);
+            tokens += job.tokens();
+            if !job.abandoned() {
+                group.push(job);
+            }
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Runs the encodings of `group` in forward passes and answers each job with its rows.
+fn run_rows(models: &Models, kind: Rows, group: Vec<Job>, max_batch_tokens: usize, metrics: &Metrics) {
+    let mut replies = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
+    for (j, job) in group.into_iter().enumerate() {
+        if let Job::Rows { encodings, reply, .. } = job {
+            items.extend(encodings.into_iter().enumerate().map(|(i, e)| (j, i, e)));
+            replies.push(reply);
+        }
+    }
+    let mut results: Vec<Vec<Option<Vec<f32>>>> = vec![Vec::new(); replies.len()];
+    for &(j, _, _) in &items {
+        results[j].push(None);
+    }
+    items.sort_by_key(|(_, _, e)| e.ids.len());
+    let mut failure = None;
+    for pass in groups_by_tokens(&items, max_batch_tokens, |(_, _, e)| e.ids.len()) {
+        let encodings: Vec<Encoding> = pass.iter().map(|(_, _, e)| e.clone()).collect();
+        let started = Instant::now();
+        let rows = catch_unwind(AssertUnwindSafe(|| forward(models, kind, &encodings)))
+            .unwrap_or_else(|_| Err(panicked()));
+        metrics.batch(&encodings, started.elapsed());
+        match rows {
+            Ok(rows) => {
+                for ((j, i, _), row) in pass.iter().zip(rows) {
+                    results[*j][*i] = Some(row);
+                }
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    for (reply, rows) in replies.into_iter().zip(results) {
+        let answer = match rows.into_iter().collect::<Option<Vec<_>>>() {
+            Some(rows) => Ok(rows),
+            None => Err(failure.clone().unwrap_or_else(panicked)),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// An encoding and where its row goes: (job, position in the job).
+type Item = (usize, usize, Encoding);
+
+/// Consecutive groups of `items` whose padded size (count x longest, `len` giving an item's tokens)
+/// fits `budget`; an item longer than the budget makes a group alone.
+pub fn groups_by_tokens<T>(items: &[T], budget: usize, len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let mut end = start + 1;
+        let mut longest = len(&items[start]);
+        while end < items.len() {
+            let next = longest.max(len(&items[end]));
+            if next * (end + 1 - start) > budget {
+                break;
+            }
+            longest = next;
+            end += 1;
+        }
+        groups.push(&items[start..end]);
+        start = end;
+    }
+    groups
+}
+
+/// One forward pass.
+fn forward(models: &Models, kind: Rows, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>, ApiError> {
+    match kind {
+        Rows::Embeddings => {
+            let embedder = models.embedder.as_ref().ok_or_else(|| models.missing(Task::Embed))?;
+            Ok(embedder.pooled(encodings, false)?)
+        }
+        Rows::Logits => {
+            let classifier = models
+                .classifier
+                .as_ref()
+                .ok_or_else(|| models.missing(Task::Classify))?;
+            Ok(classifier.logits(encodings)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(len: usize) -> Item {
+        let encoding = Encoding {
+            ids: vec![0; len],
+            ..Default::default()
+        };
+        (0, 0, encoding)
+    }
+
+    #[test]
+    fn groups_fill_the_token_budget_and_keep_long_items_alone() {
+        let items: Vec<Item> = [2, 2, 3, 4, 10].into_iter().map(item).collect();
+        let tokens = |(_, _, e): &Item| e.ids.len();
+        let sizes: Vec<usize> = groups_by_tokens(&items, 8, tokens).iter().map(|p| p.len()).collect();
+        // 2+2 -> 2x2=4; adding 3 -> 3x3=9 > 8; 3+4 -> 2x4=8; 10 alone.
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert_eq!(groups_by_tokens(&items, 1000, tokens).len(), 1);
+        assert!(groups_by_tokens(&[], 8, tokens).is_empty());
+    }
+}
