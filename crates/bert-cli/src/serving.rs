@@ -46,9 +46,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         api_key: args.api_key.filter(|k| !k.is_empty()),
         auto_truncate: args.auto_truncate,
-        model_id: args
-            .model
-            .unwrap_or_else(|| dir.display().to_string()),
+        model_id: args.model.unwrap_or_else(|| dir.display().to_string()),
     };
     let address = format!("{}:{}", args.host, args.port);
     bert_server::run(Arc::new(models), config, &address)?;

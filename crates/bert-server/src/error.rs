@@ -61,7 +61,11 @@ impl ApiError {
 
     /// A request past a size limit (413).
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::Validation, message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::Validation,
+            message,
+        )
     }
 
     pub fn empty(message: impl Into<String>) -> Self {

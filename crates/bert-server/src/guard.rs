@@ -90,7 +90,10 @@ pub async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         ErrorType::NotFound,
-        format!("no route {}; GET /openapi.json lists them", request.uri().path()),
+        format!(
+            "no route {}; GET /openapi.json lists them",
+            request.uri().path()
+        ),
     )
 }
 
@@ -98,6 +101,10 @@ pub async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorType::NotFound,
-        format!("{} does not take {}", request.uri().path(), request.method()),
+        format!(
+            "{} does not take {}",
+            request.uri().path(),
+            request.method()
+        ),
     )
 }

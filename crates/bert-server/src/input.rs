@@ -21,7 +21,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(format!("the request body is too large: {}", rejection.body_text()))
+                ApiError::too_large(format!(
+                    "the request body is too large: {}",
+                    rejection.body_text()
+                ))
             } else {
                 ApiError::new(status, ErrorType::Validation, rejection.body_text())
             }
@@ -33,17 +36,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Parses a body: a syntax error (or bytes that are not UTF-8) is 400, a well-formed body of the
 /// wrong shape 422.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let status = match e.classify() {
-            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::Validation,
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = match e.path().to_string() {
+            path if path == "." => String::new(),
+            path => format!("`{path}`: "),
         };
-        let what = if status == StatusCode::BAD_REQUEST {
-            "the request body is not valid JSON"
-        } else {
-            "the request body does not have the expected fields"
-        };
-        ApiError::new(status, ErrorType::Validation, format!("{what}: {e}"))
+        ApiError::validation(format!(
+            "the request body does not have the expected fields: {field}{}",
+            e.into_inner()
+        ))
     })
 }
 

@@ -79,7 +79,8 @@ impl Metrics {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batch_inputs
             .fetch_add(encodings.len() as u64, Ordering::Relaxed);
-        self.batch_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        self.batch_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
         self.padded_tokens
             .fetch_add((longest * encodings.len()) as u64, Ordering::Relaxed);
         self.model_micros
@@ -91,22 +92,52 @@ impl Metrics {
         let mut out = String::new();
         self.render_requests(&mut out);
         let gauges = [
-            ("bert_queue_depth", "Jobs waiting for the model thread.", &self.queue_depth),
-            ("bert_requests_in_flight", "Requests being handled.", &self.in_flight),
+            (
+                "bert_queue_depth",
+                "Jobs waiting for the model thread.",
+                &self.queue_depth,
+            ),
+            (
+                "bert_requests_in_flight",
+                "Requests being handled.",
+                &self.in_flight,
+            ),
         ];
         for (name, help, value) in gauges {
             let value = value.load(Ordering::Relaxed);
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
         }
         let counters = [
-            ("bert_batches_total", "Forward passes run by the embedding and classification batcher.", &self.batches),
-            ("bert_batch_inputs_total", "Inputs in those forward passes.", &self.batch_inputs),
-            ("bert_batch_tokens_total", "Tokens in those forward passes, without padding.", &self.batch_tokens),
-            ("bert_batch_padded_tokens_total", "Tokens in those forward passes, padding included.", &self.padded_tokens),
+            (
+                "bert_batches_total",
+                "Forward passes run by the embedding and classification batcher.",
+                &self.batches,
+            ),
+            (
+                "bert_batch_inputs_total",
+                "Inputs in those forward passes.",
+                &self.batch_inputs,
+            ),
+            (
+                "bert_batch_tokens_total",
+                "Tokens in those forward passes, without padding.",
+                &self.batch_tokens,
+            ),
+            (
+                "bert_batch_padded_tokens_total",
+                "Tokens in those forward passes, padding included.",
+                &self.padded_tokens,
+            ),
         ];
         for (name, help, value) in counters {
             let value = value.load(Ordering::Relaxed);
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
         }
         let seconds = self.model_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = write!(
@@ -134,9 +165,16 @@ impl Metrics {
         for (route, h) in latency.iter() {
             let name = "bert_request_duration_seconds";
             for (count, bound) in h.counts.iter().zip(LATENCY_BUCKETS) {
-                let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
+                );
             }
-            let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum);
             let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {}", h.count);
         }

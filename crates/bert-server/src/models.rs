@@ -7,8 +7,8 @@ use std::path::Path;
 
 use bert::config::BertConfig;
 use bert::pipelines::{
-    EmbedOptions, Embedder, FillMask, PipelineOptions, QaOptions, QuestionAnswerer,
-    TextClassifier, TokenClassifier,
+    EmbedOptions, Embedder, FillMask, PipelineOptions, QaOptions, QuestionAnswerer, TextClassifier,
+    TokenClassifier,
 };
 use bert::pooling::Pooling;
 use bert::{Encoding, Tokenizer};
@@ -240,11 +240,26 @@ impl Models {
     /// Warnings about head weights the checkpoint lacked (an untrained head gives noise).
     pub fn load_warnings(&self) -> Vec<String> {
         let reports = [
-            (Task::Embed, self.embedder.as_ref().map(|p| &p.pipeline().report)),
-            (Task::Classify, self.classifier.as_ref().map(|p| &p.pipeline().report)),
-            (Task::Ner, self.tagger.as_ref().map(|p| &p.pipeline().report)),
-            (Task::Qa, self.answerer.as_ref().map(|p| &p.pipeline().report)),
-            (Task::FillMask, self.filler.as_ref().map(|p| &p.pipeline().report)),
+            (
+                Task::Embed,
+                self.embedder.as_ref().map(|p| &p.pipeline().report),
+            ),
+            (
+                Task::Classify,
+                self.classifier.as_ref().map(|p| &p.pipeline().report),
+            ),
+            (
+                Task::Ner,
+                self.tagger.as_ref().map(|p| &p.pipeline().report),
+            ),
+            (
+                Task::Qa,
+                self.answerer.as_ref().map(|p| &p.pipeline().report),
+            ),
+            (
+                Task::FillMask,
+                self.filler.as_ref().map(|p| &p.pipeline().report),
+            ),
         ];
         reports
             .into_iter()

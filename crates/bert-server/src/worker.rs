@@ -78,7 +78,11 @@ impl Worker {
     }
 
     /// One row per encoding, computed in batches shared with other requests.
-    pub async fn rows(&self, kind: Rows, encodings: Vec<Encoding>) -> Result<Vec<Vec<f32>>, ApiError> {
+    pub async fn rows(
+        &self,
+        kind: Rows,
+        encodings: Vec<Encoding>,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Rows {
             kind,
@@ -98,8 +102,8 @@ impl Worker {
             if reply.is_closed() {
                 return;
             }
-            let result = catch_unwind(AssertUnwindSafe(|| work(models)))
-                .unwrap_or_else(|_| Err(panicked()));
+            let result =
+                catch_unwind(AssertUnwindSafe(|| work(models))).unwrap_or_else(|_| Err(panicked()));
             let _ = reply.send(result);
         })))?;
         receive(answer).await
@@ -179,11 +183,20 @@ fn take_companions(
 }
 
 /// Runs the encodings of `group` in forward passes and answers each job with its rows.
-fn run_rows(models: &Models, kind: Rows, group: Vec<Job>, max_batch_tokens: usize, metrics: &Metrics) {
+fn run_rows(
+    models: &Models,
+    kind: Rows,
+    group: Vec<Job>,
+    max_batch_tokens: usize,
+    metrics: &Metrics,
+) {
     let mut replies = Vec::new();
     let mut items: Vec<Item> = Vec::new();
     for (j, job) in group.into_iter().enumerate() {
-        if let Job::Rows { encodings, reply, .. } = job {
+        if let Job::Rows {
+            encodings, reply, ..
+        } = job
+        {
             items.extend(encodings.into_iter().enumerate().map(|(i, e)| (j, i, e)));
             replies.push(reply);
         }
@@ -247,7 +260,10 @@ pub fn groups_by_tokens<T>(items: &[T], budget: usize, len: impl Fn(&T) -> usize
 fn forward(models: &Models, kind: Rows, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>, ApiError> {
     match kind {
         Rows::Embeddings => {
-            let embedder = models.embedder.as_ref().ok_or_else(|| models.missing(Task::Embed))?;
+            let embedder = models
+                .embedder
+                .as_ref()
+                .ok_or_else(|| models.missing(Task::Embed))?;
             Ok(embedder.pooled(encodings, false)?)
         }
         Rows::Logits => {
@@ -276,7 +292,10 @@ mod tests {
     fn groups_fill_the_token_budget_and_keep_long_items_alone() {
         let items: Vec<Item> = [2, 2, 3, 4, 10].into_iter().map(item).collect();
         let tokens = |(_, _, e): &Item| e.ids.len();
-        let sizes: Vec<usize> = groups_by_tokens(&items, 8, tokens).iter().map(|p| p.len()).collect();
+        let sizes: Vec<usize> = groups_by_tokens(&items, 8, tokens)
+            .iter()
+            .map(|p| p.len())
+            .collect();
         // 2+2 -> 2x2=4; adding 3 -> 3x3=9 > 8; 3+4 -> 2x4=8; 10 alone.
         assert_eq!(sizes, vec![2, 2, 1]);
         assert_eq!(groups_by_tokens(&items, 1000, tokens).len(), 1);

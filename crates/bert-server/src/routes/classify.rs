@@ -44,7 +44,11 @@ pub async fn predict(
     JsonBody(request): JsonBody<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let (sequences, batch) = sequences(&request.inputs)?;
-    check_count(sequences.len(), "inputs", state.config.max_client_batch_size)?;
+    check_count(
+        sequences.len(),
+        "inputs",
+        state.config.max_client_batch_size,
+    )?;
     let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
     let logits = logits(&state, sequences, "inputs", truncate).await?;
     let classifier = state.models.classifier.as_ref().expect("logits checked it");
@@ -115,10 +119,16 @@ async fn logits(
     }
     let encodings = off_runtime(state, move |models: &Models| {
         let classifier = models.classifier.as_ref().expect("checked above");
-        encode_all(&sequences, field, truncate, models.max_input_length, |s| match s {
-            Sequence::Single(text) => classifier.encode(text),
-            Sequence::Pair(text, pair) => classifier.encode_pair(text, pair),
-        })
+        encode_all(
+            &sequences,
+            field,
+            truncate,
+            models.max_input_length,
+            |s| match s {
+                Sequence::Single(text) => classifier.encode(text),
+                Sequence::Pair(text, pair) => classifier.encode_pair(text, pair),
+            },
+        )
     })
     .await?;
     state.worker.rows(Rows::Logits, encodings).await
@@ -178,7 +188,11 @@ pub async fn rerank(
         .enumerate()
         .map(|(index, (row, text))| Rank {
             index,
-            score: if request.raw_scores { row[0] } else { sigmoid(row[0]) },
+            score: if request.raw_scores {
+                row[0]
+            } else {
+                sigmoid(row[0])
+            },
             text: request.return_text.then_some(text),
         })
         .collect();
@@ -200,7 +214,10 @@ mod tests {
         let single = |s: &str| Sequence::Single(s.into());
         let pair = |a: &str, b: &str| Sequence::Pair(a.into(), b.into());
         assert_eq!(sequences(&json!("a")).unwrap(), (vec![single("a")], false));
-        assert_eq!(sequences(&json!(["a", "b"])).unwrap(), (vec![pair("a", "b")], false));
+        assert_eq!(
+            sequences(&json!(["a", "b"])).unwrap(),
+            (vec![pair("a", "b")], false)
+        );
         assert_eq!(
             sequences(&json!(["a", "b", "c"])).unwrap(),
             (vec![single("a"), single("b"), single("c")], true)

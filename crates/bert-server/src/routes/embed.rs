@@ -86,7 +86,8 @@ pub async fn openai_embeddings(
         ));
     }
     let texts = texts(&request.input, "input")?;
-    let (mut vectors, tokens) = embeddings(&state, texts, "input", state.config.auto_truncate).await?;
+    let (mut vectors, tokens) =
+        embeddings(&state, texts, "input", state.config.auto_truncate).await?;
     for v in &mut vectors {
         if let Some(d) = request.dimensions {
             if d == 0 || d > v.len() {
@@ -104,14 +105,20 @@ pub async fn openai_embeddings(
         .enumerate()
         .map(|(index, v)| OpenAiEmbedding {
             object: "embedding",
-            embedding: if base64 { Value::String(to_base64(&v)) } else { Value::from(v) },
+            embedding: if base64 {
+                Value::String(to_base64(&v))
+            } else {
+                Value::from(v)
+            },
             index,
         })
         .collect();
     Ok(Json(OpenAiResponse {
         object: "list",
         data,
-        model: request.model.unwrap_or_else(|| state.config.model_id.clone()),
+        model: request
+            .model
+            .unwrap_or_else(|| state.config.model_id.clone()),
         usage: Usage {
             prompt_tokens: tokens,
             total_tokens: tokens,
@@ -132,7 +139,9 @@ async fn embeddings(
     }
     let encodings = off_runtime(state, move |models| {
         let embedder = models.embedder.as_ref().expect("checked above");
-        encode_all(&texts, field, truncate, models.max_input_length, |t| embedder.encode(t))
+        encode_all(&texts, field, truncate, models.max_input_length, |t| {
+            embedder.encode(t)
+        })
     })
     .await?;
     let tokens = encodings.iter().map(|e| e.ids.len()).sum();
@@ -147,12 +156,15 @@ fn normalize(v: &mut [f32]) {
 
 /// Standard base64 (with padding) of the vector's little-endian bytes, as OpenAI sends them.
 fn to_base64(v: &[f32]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {

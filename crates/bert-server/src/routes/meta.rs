@@ -36,7 +36,11 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
             .enumerate()
             .map(|(i, l)| (l.clone(), Value::from(i)))
             .collect();
-        let kind = if classifier.labels().len() == 1 { "reranker" } else { "classifier" };
+        let kind = if classifier.labels().len() == 1 {
+            "reranker"
+        } else {
+            "classifier"
+        };
         json!({ kind: { "id2label": id2label, "label2id": label2id } })
     } else if let Some(embedder) = &models.embedder {
         json!({ "embedding": { "pooling": pooling_name(embedder.pooling()) } })

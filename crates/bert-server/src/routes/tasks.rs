@@ -129,7 +129,10 @@ pub async fn ner(
             let mut entities = Vec::with_capacity(texts.len());
             let mut done = 0;
             for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-                let mine: Vec<&str> = texts[done..done + group.len()].iter().map(String::as_str).collect();
+                let mine: Vec<&str> = texts[done..done + group.len()]
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
                 entities.extend(tagger.tag(&mine, group, aggregation, &ignore)?);
                 done += group.len();
             }
@@ -181,7 +184,11 @@ pub async fn qa(
     let defaults = QaOptions::default();
     let options = QaOptions {
         top_k: positive(request.top_k, defaults.top_k, "top_k")?,
-        max_answer_len: positive(request.max_answer_len, defaults.max_answer_len, "max_answer_len")?,
+        max_answer_len: positive(
+            request.max_answer_len,
+            defaults.max_answer_len,
+            "max_answer_len",
+        )?,
         handle_impossible_answer: request.handle_impossible_answer,
         ..defaults
     };
@@ -233,7 +240,9 @@ fn string(value: &Value, field: &str) -> Result<String, ApiError> {
 
 fn positive(value: Option<usize>, default: usize, field: &str) -> Result<usize, ApiError> {
     match value {
-        Some(0) => Err(ApiError::validation(format!("`{field}` must be at least 1"))),
+        Some(0) => Err(ApiError::validation(format!(
+            "`{field}` must be at least 1"
+        ))),
         Some(n) => Ok(n),
         None => Ok(default),
     }

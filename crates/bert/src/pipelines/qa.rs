@@ -14,6 +14,9 @@ use crate::model::{BertForQuestionAnswering, Mode};
 use crate::pipelines::{Pipeline, PipelineOptions};
 use crate::tokenizer::{Encoding, Tokenizer};
 
+/// One row of floats per window.
+type Rows = Vec<Vec<f32>>;
+
 /// Windows of one context run together; more are run in groups of this many.
 const WINDOWS_PER_BATCH: usize = 16;
 
@@ -170,7 +173,7 @@ impl QuestionAnswerer {
 
     /// Start and end logits of each window, run `WINDOWS_PER_BATCH` windows at a time so that a long
     /// context's memory stays bounded.
-    fn logits(&self, windows: &[Encoding]) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    fn logits(&self, windows: &[Encoding]) -> Result<(Rows, Rows)> {
         let (mut starts, mut ends) = (Vec::new(), Vec::new());
         for group in windows.chunks(WINDOWS_PER_BATCH) {
             let batch = self.pipeline.batch(group)?;

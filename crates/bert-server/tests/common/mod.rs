@@ -1,0 +1,100 @@
+//! Helpers the server tests share: load a fixture checkpoint, build the router, call it in process.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use bert_server::{AppState, ModelOptions, Models, ServerConfig, Task};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../bert/tests/fixtures")
+        .join(name)
+}
+
+pub fn models(name: &str, tasks: &[Task]) -> Arc<Models> {
+    let options = ModelOptions {
+        tasks: tasks.to_vec(),
+        ..Default::default()
+    };
+    Arc::new(Models::load(&fixture(name), &options).expect("loading a fixture"))
+}
+
+/// The router and its state over a fixture checkpoint.
+pub fn server(name: &str, tasks: &[Task], config: ServerConfig) -> (Router, AppState) {
+    let (state, _thread) = bert_server::start(models(name, tasks), config);
+    (bert_server::router(state.clone()), state)
+}
+
+pub fn default_server(name: &str) -> Router {
+    server(name, &[], ServerConfig::default()).0
+}
+
+/// An answer: status and body (JSON if it parses, else a string).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `error_type` of an error answer.
+    pub fn error_type(&self) -> &str {
+        self.body["error_type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error: {}", self.body))
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error: {}", self.body))
+    }
+}
+
+pub async fn send(router: &Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Answer { status, body }
+}
+
+pub async fn post(router: &Router, path: &str, body: impl Into<Body>) -> Answer {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    send(router, request).await
+}
+
+pub async fn post_json(router: &Router, path: &str, body: &Value) -> Answer {
+    post(router, path, body.to_string()).await
+}
+
+pub async fn get(router: &Router, path: &str) -> Answer {
+    send(router, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+/// Rows of floats from a JSON answer.
+pub fn matrix(value: &Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(value.clone()).expect("a list of float lists")
+}
+
+pub fn assert_close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tolerance, "{what}[{i}]: {x} vs {y}");
+    }
+}
