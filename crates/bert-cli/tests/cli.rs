@@ -876,3 +876,77 @@ fn long_texts_can_be_chunked_instead_of_truncated() {
         .unwrap()
         .contains("single texts"));
 }
+
+/// `bert serve` end to end: it says where it listens, answers curl-style requests, refuses a bad one
+/// with a JSON error, and on SIGTERM finishes and exits 0.
+#[test]
+fn serve_answers_http_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bert"))
+        .args(["serve", "--model", &fixture("tiny-mlm"), "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stderr_lines, &mut line).unwrap();
+        assert!(read > 0, "the server exited: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("embed, fill-mask"), "{seen}");
+    let url = line.trim().trim_start_matches("listening on ").to_string();
+
+    let embed = ureq::post(&format!("{url}/embed"))
+        .send_string(r#"{"inputs": ["the sea", "a good movie"]}"#)
+        .unwrap();
+    let vectors: Value = serde_json::from_str(&embed.into_string().unwrap()).unwrap();
+    assert_eq!(vectors.as_array().unwrap().len(), 2);
+    let fill = ureq::post(&format!("{url}/fill-mask"))
+        .send_string(r#"{"inputs": "the [MASK] is calm"}"#)
+        .unwrap();
+    let fill: Value = serde_json::from_str(&fill.into_string().unwrap()).unwrap();
+    assert_eq!(fill[0]["predictions"].as_array().unwrap().len(), 5);
+    match ureq::post(&format!("{url}/predict")).send_string(r#"{"inputs": "x"}"#) {
+        Err(ureq::Error::Status(400, response)) => {
+            let body: Value = serde_json::from_str(&response.into_string().unwrap()).unwrap();
+            assert_eq!(body["error_type"], "unsupported");
+        }
+        other => panic!("expected a 400, got {:?}", other.map(|r| r.status())),
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr_lines, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("shutting down"), "{rest}");
+}
+
+#[test]
+fn serve_help_explains_its_limits() {
+    let out = bert(&["serve", "--help"], b"");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--model",
+        "--host",
+        "--port",
+        "--task",
+        "--max-input-length",
+        "--max-concurrent-requests",
+        "--max-batch-tokens",
+        "--max-client-batch-size",
+        "--payload-limit",
+        "--request-timeout",
+        "--api-key",
+        "BERT_API_KEY",
+        "--auto-truncate",
+    ] {
+        assert!(help.contains(flag), "`bert serve --help` lacks {flag}");
+    }
+}
