@@ -48,6 +48,73 @@ pub enum Command {
     /// /tokenize, /info, /health, /metrics), OpenAI's /v1/embeddings, and /fill-mask, /ner, /qa.
     /// Stops on Ctrl-C or SIGTERM after answering the requests in flight.
     Serve(ServeArgs),
+    /// Embed text and Markdown files into an on-disk index for `bert search`: files cut into
+    /// passages of --chunk-tokens tokens overlapping by --overlap; --update adds, changes and removes
+    /// files by content hash. An interrupted run leaves the previous index as it was.
+    Index(IndexArgs),
+    /// Search an index: for each query (arguments, or one per line on stdin), the passages closest in
+    /// meaning, best first, as JSON Lines {"query", "rank", "score", "file", "start", "end", "text"}
+    /// (start and end are byte offsets into the file).
+    Search(SearchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// The embedding model: a local directory or a Hugging Face Hub id; default: the bundled model
+    /// (or $BERT_DEFAULT_MODEL).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Hub revision when --model is a Hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// The index directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Files (any name) and directories (walked for .txt, .text, .md, .markdown and .rst files,
+    /// hidden entries skipped).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Tokens per passage, [CLS] and [SEP] included. Default: 256, or the model's maximum if less.
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens shared by neighbouring passages.
+    #[arg(long, default_value_t = 32)]
+    pub overlap: usize,
+    /// Update the index in --out: unchanged files keep their passages, changed and new ones are
+    /// embedded, files no longer among the inputs are removed.
+    #[arg(long)]
+    pub update: bool,
+    /// Replace the index in --out with a new one.
+    #[arg(long, conflicts_with = "update")]
+    pub overwrite: bool,
+    /// Passages embedded together.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Pooling: mean, cls, max or mean_sqrt_len (default: the checkpoint's setting, else mean).
+    #[arg(long)]
+    pub pooling: Option<Pooling>,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// The index directory (from `bert index`).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Queries; when none are given, one per line is read from stdin.
+    pub queries: Vec<String>,
+    /// Passages per query.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: u64,
+    /// The embedding model; default: the one the index was built with (a different model is refused).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// A cross-encoder (a sequence-classification checkpoint with one output, scoring query/passage
+    /// pairs) that re-ranks the closest passages.
+    #[arg(long)]
+    pub rerank_model: Option<String>,
+    /// Passages handed to the re-ranker (default: 4 x --top-k).
+    #[arg(long)]
+    pub rerank_candidates: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +158,9 @@ pub struct ServeArgs {
     /// Seconds one request may take, waiting included; past it, 504.
     #[arg(long, default_value_t = 60.0)]
     pub request_timeout: f64,
+    /// An index (from `bert index`) to serve at POST /search, with its own embedding model.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
     /// Require `Authorization: Bearer <KEY>` on every route but /health.
     #[arg(long, env = "BERT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -32,6 +32,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pretrain(args) => crate::training::pretrain(args),
         Command::Finetune(args) => crate::finetuning::run(args),
         Command::Serve(args) => crate::serving::run(args),
+        Command::Index(args) => crate::searching::index(args),
+        Command::Search(args) => crate::searching::search(args),
     }
 }
 

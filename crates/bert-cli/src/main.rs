@@ -8,6 +8,7 @@ mod finetuning;
 mod input;
 mod output;
 mod progress;
+mod searching;
 mod serving;
 mod training;
 

@@ -20,21 +20,31 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         truncation: Default::default(),
         batch_size: 1,
     };
-    let dir = crate::commands::model_dir(&model_args, true)?;
+    // With only an index, the server serves search with the index's own model.
+    let dir = if args.model.is_none() && args.index.is_some() {
+        None
+    } else {
+        Some(crate::commands::model_dir(&model_args, true)?)
+    };
     let options = ModelOptions {
         tasks: args.tasks.clone(),
         max_input_length: args.max_input_length,
         pooling: args.pooling,
+        index: args.index.clone(),
+    };
+    let what = match (&dir, &args.index) {
+        (Some(dir), _) => dir.display().to_string(),
+        (None, Some(index)) => index.display().to_string(),
+        (None, None) => unreachable!("a model directory is resolved unless an index is given"),
     };
     let models =
-        Models::load(&dir, &options).with_context(|| format!("loading {}", dir.display()))?;
+        Models::load(dir.as_deref(), &options).with_context(|| format!("loading {what}"))?;
     for warning in models.load_warnings() {
         eprintln!("warning: {warning}");
     }
     let tasks: Vec<String> = models.tasks().iter().map(|t| t.to_string()).collect();
     eprintln!(
-        "serving {} ({}; inputs up to {} tokens)",
-        dir.display(),
+        "serving {what} ({}; inputs up to {} tokens)",
         tasks.join(", "),
         models.max_input_length
     );
@@ -46,7 +56,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         api_key: args.api_key.filter(|k| !k.is_empty()),
         auto_truncate: args.auto_truncate,
-        model_id: args.model.unwrap_or_else(|| dir.display().to_string()),
+        model_id: args.model.unwrap_or(what),
     };
     let address = format!("{}:{}", args.host, args.port);
     bert_server::run(Arc::new(models), config, &address)?;

@@ -950,3 +950,89 @@ fn serve_help_explains_its_limits() {
         assert!(help.contains(flag), "`bert serve --help` lacks {flag}");
     }
 }
+
+/// `bert index` then `bert search` (and `--update`) on a folder, with the tiny checkpoint.
+#[test]
+fn index_then_search_a_folder() {
+    let dir = std::env::temp_dir().join(format!("bert-cli-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("sea.md"),
+        "the sea was calm and the boat drifted home",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("forest.txt"),
+        "wolves howled in the dark forest at night",
+    )
+    .unwrap();
+    let index = dir.join("index").display().to_string();
+    let model = fixture("tiny-base");
+    let docs_arg = docs.display().to_string();
+    let out = bert(
+        &["index", "--model", &model, "--out", &index, &docs_arg],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 files added"), "{}", stderr(&out));
+
+    let out = bert(
+        &["search", "--index", &index, "--top-k", "2"],
+        b"wolves howled in the dark forest at night\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hits = lines(&out);
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["rank"], 1);
+    assert!(
+        hits[0]["file"].as_str().unwrap().ends_with("forest.txt"),
+        "{:?}",
+        hits[0]
+    );
+    for key in ["query", "score", "file", "start", "end", "text"] {
+        assert!(hits[0].get(key).is_some(), "{key} missing: {:?}", hits[0]);
+    }
+
+    let again = bert(
+        &["index", "--model", &model, "--out", &index, &docs_arg],
+        b"",
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("--update"), "{}", stderr(&again));
+    std::fs::write(
+        docs.join("city.md"),
+        "taxis and neon signs in the loud city",
+    )
+    .unwrap();
+    let update = bert(
+        &[
+            "index", "--model", &model, "--out", &index, "--update", &docs_arg,
+        ],
+        b"",
+    );
+    assert!(
+        stderr(&update).contains("1 files added, 0 changed, 2 unchanged"),
+        "{}",
+        stderr(&update)
+    );
+
+    let wrong = bert(
+        &[
+            "search",
+            "--index",
+            &index,
+            "--model",
+            &fixture("tiny-mlm"),
+            "x",
+        ],
+        b"",
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("different model"),
+        "{}",
+        stderr(&wrong)
+    );
+}

@@ -1,6 +1,7 @@
 //! BERT over HTTP: embeddings, classification, reranking, NER, QA and fill-mask, with the routes of
 //! text-embeddings-inference (`/embed`, `/predict`, `/rerank`, `/tokenize`, `/info`, `/health`,
-//! `/metrics`) and OpenAI's `/v1/embeddings`, so that existing clients work unchanged.
+//! `/metrics`) and OpenAI's `/v1/embeddings`, so that existing clients work unchanged; and `/search`
+//! over an index from `bert index`.
 //!
 //! The model runs on its own thread ([`worker`]), never on the async runtime; handlers parse, check
 //! and tokenize, then await the model's reply. Limits ([`ServerConfig`]) turn overload and oversized
@@ -11,7 +12,7 @@
 //! use std::sync::Arc;
 //! use bert_server::{ModelOptions, Models, ServerConfig};
 //!
-//! let models = Models::load("all-MiniLM-L6-v2".as_ref(), &ModelOptions::default()).unwrap();
+//! let models = Models::load(Some("all-MiniLM-L6-v2".as_ref()), &ModelOptions::default()).unwrap();
 //! let config = ServerConfig::default();
 //! bert_server::run(Arc::new(models), config, "127.0.0.1:8080")
 //! # }
@@ -57,7 +58,7 @@ pub struct Shared {
 pub type AppState = Arc<Shared>;
 
 /// Every route, with its method, as `/openapi.json` documents them.
-pub const ROUTES: [(&str, &str); 12] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("POST", "/embed"),
     ("POST", "/v1/embeddings"),
     ("POST", "/predict"),
@@ -66,6 +67,7 @@ pub const ROUTES: [(&str, &str); 12] = [
     ("POST", "/fill-mask"),
     ("POST", "/ner"),
     ("POST", "/qa"),
+    ("POST", "/search"),
     ("GET", "/health"),
     ("GET", "/info"),
     ("GET", "/metrics"),
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fill-mask", post(tasks::fill_mask))
         .route("/ner", post(tasks::ner))
         .route("/qa", post(tasks::qa))
+        .route("/search", post(tasks::search))
         .route_layer(from_fn_with_state(state.clone(), guard::admit));
     Router::new()
         .merge(inference)

@@ -3,7 +3,7 @@
 //! pipeline, so asking for more tasks than the head implies costs a copy of the encoder each.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bert::config::BertConfig;
 use bert::pipelines::{
@@ -11,6 +11,7 @@ use bert::pipelines::{
     TokenClassifier,
 };
 use bert::pooling::Pooling;
+use bert::search::Searcher;
 use bert::{Encoding, Tokenizer};
 
 use crate::error::ApiError;
@@ -28,15 +29,18 @@ pub enum Task {
     Qa,
     /// `/fill-mask`.
     FillMask,
+    /// `/search`, over an index.
+    Search,
 }
 
 impl Task {
-    pub const ALL: [Task; 5] = [
+    pub const ALL: [Task; 6] = [
         Task::Embed,
         Task::Classify,
         Task::Ner,
         Task::Qa,
         Task::FillMask,
+        Task::Search,
     ];
 
     /// The tasks a checkpoint's `architectures` imply: its head's task, and embeddings for a bare
@@ -65,6 +69,7 @@ impl Task {
             Task::Ner => "ner",
             Task::Qa => "qa",
             Task::FillMask => "fill-mask",
+            Task::Search => "search",
         }
     }
 
@@ -76,6 +81,7 @@ impl Task {
             Task::Ner => &["/ner"],
             Task::Qa => &["/qa"],
             Task::FillMask => &["/fill-mask"],
+            Task::Search => &["/search"],
         }
     }
 }
@@ -89,12 +95,13 @@ impl fmt::Display for Task {
 impl std::str::FromStr for Task {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Task::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                format!("unknown task `{s}` (expected embed, classify, ner, qa or fill-mask)")
-            })
+        match Task::ALL.into_iter().find(|t| t.name() == s) {
+            Some(Task::Search) => Err("search is served with --index INDEX".into()),
+            Some(task) => Ok(task),
+            None => Err(format!(
+                "unknown task `{s}` (expected embed, classify, ner, qa or fill-mask)"
+            )),
+        }
     }
 }
 
@@ -107,6 +114,8 @@ pub struct ModelOptions {
     pub max_input_length: Option<usize>,
     /// Embedding pooling; default: the checkpoint's sentence-transformers setting, else mean.
     pub pooling: Option<Pooling>,
+    /// An index to serve at `/search` (with the model it was built with).
+    pub index: Option<PathBuf>,
 }
 
 /// The loaded pipelines; shared read-only by the request handlers (tokenization) and the worker
@@ -118,12 +127,36 @@ pub struct Models {
     pub tagger: Option<TokenClassifier>,
     pub answerer: Option<QuestionAnswerer>,
     pub filler: Option<FillMask>,
+    pub searcher: Option<Searcher>,
     /// Tokens per input, special tokens included.
     pub max_input_length: usize,
 }
 
 impl Models {
-    pub fn load(dir: &Path, options: &ModelOptions) -> bert::Result<Models> {
+    /// Loads the pipelines of the checkpoint in `dir` (none without one) and the index, if any.
+    pub fn load(dir: Option<&Path>, options: &ModelOptions) -> bert::Result<Models> {
+        let searcher = options
+            .index
+            .as_deref()
+            .map(|index| Searcher::open(index, None))
+            .transpose()?;
+        let Some(dir) = dir else {
+            let searcher = searcher.ok_or_else(|| {
+                bert::Error::InvalidInput("give a model or an index to serve".into())
+            })?;
+            let config = searcher.embedder.pipeline().config.clone();
+            let max_input_length = searcher.embedder.pipeline().max_length;
+            return Ok(Models {
+                config,
+                embedder: None,
+                classifier: None,
+                tagger: None,
+                answerer: None,
+                filler: None,
+                searcher: Some(searcher),
+                max_input_length,
+            });
+        };
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let tasks = if options.tasks.is_empty() {
             Task::for_config(&config)
@@ -164,6 +197,7 @@ impl Models {
             tagger,
             answerer,
             filler,
+            searcher,
             max_input_length: 0,
         };
         models.max_input_length = models.tokenizer_and_limit().1;
@@ -180,6 +214,7 @@ impl Models {
                 Task::Ner => self.tagger.is_some(),
                 Task::Qa => self.answerer.is_some(),
                 Task::FillMask => self.filler.is_some(),
+                Task::Search => self.searcher.is_some(),
             })
             .collect()
     }
@@ -192,12 +227,13 @@ impl Models {
             self.tagger.as_ref().map(|p| p.pipeline().into()),
             self.answerer.as_ref().map(|p| p.pipeline().into()),
             self.filler.as_ref().map(|p| p.pipeline().into()),
+            self.searcher.as_ref().map(|s| s.embedder.pipeline().into()),
         ];
         let first: TokenizerRef = pipelines
             .into_iter()
             .flatten()
             .next()
-            .expect("Models::load loads at least one pipeline");
+            .expect("Models::load loads a pipeline or an index");
         (first.tokenizer, first.max_length)
     }
 
@@ -213,9 +249,12 @@ impl Models {
             .into_iter()
             .flat_map(|t| t.routes().iter().copied())
             .collect();
+        let how = match task {
+            Task::Search => "start it with --index INDEX".to_string(),
+            _ => format!("start it with --task {task} on a checkpoint with that head"),
+        };
         ApiError::unsupported(format!(
-            "this server's model does not do `{task}` (start it with --task {task} on a checkpoint \
-             with that head); it serves {}",
+            "this server does not do `{task}` ({how}); it serves {}",
             served.join(", ")
         ))
     }

@@ -89,6 +89,11 @@ pub fn document() -> Value {
             json!({"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"},
                 "score": {"type": "number"}, "start": {"type": "integer"}, "end": {"type": "integer"},
                 "answers": {"type": "array"}}})),
+        "/search": post("The passages of the served index closest in meaning to a query, best first (as `bert search`)", json!({
+            "query": {"type": "string"}, "top_k": {"type": "integer", "default": 10}}), &["query"],
+            json!({"type": "array", "items": {"type": "object", "properties": {
+                "score": {"type": "number"}, "file": {"type": "string"}, "start": {"type": "integer"},
+                "end": {"type": "integer"}, "text": {"type": "string"}}}})),
         "/health": get("200 when the model thread answers, else 503 (needs no API key)", "text/plain"),
         "/info": get("The model, its tasks and routes, and the server's limits", "application/json"),
         "/metrics": get("Prometheus metrics", "text/plain"),

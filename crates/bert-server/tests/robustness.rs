@@ -197,10 +197,22 @@ async fn task_routes_check_their_own_fields() {
         "top_k",
     );
     assert_error(
+        &ask(json!({"question": "q", "context": "c", "top_k": u64::MAX})).await,
+        422,
+        "validation",
+        "top_k",
+    );
+    assert_error(
         &ask(json!({"question": "q", "context": "c", "top_k": -1})).await,
         422,
         "validation",
         "top_k",
+    );
+    let long_question = ask(json!({"question": "where ".repeat(100), "context": "the sea"})).await;
+    assert!(
+        long_question.status.is_client_error(),
+        "{}",
+        long_question.body
     );
     let long = json!({"question": "where", "context": "the sea is far. ".repeat(2000)});
     assert_error(&ask(long).await, 413, "validation", "windows");

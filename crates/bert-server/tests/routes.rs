@@ -380,7 +380,14 @@ async fn qa_answers_as_the_cli_prints_with_request_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_a_model_has_no_head_for_say_which_it_serves() {
     let router = default_server("tiny-base");
-    for path in ["/predict", "/rerank", "/ner", "/qa", "/fill-mask"] {
+    for path in [
+        "/predict",
+        "/rerank",
+        "/ner",
+        "/qa",
+        "/fill-mask",
+        "/search",
+    ] {
         let body =
             json!({"inputs": "x", "query": "q", "texts": ["x"], "question": "q", "context": "c"});
         let answer = post_json(&router, path, &body).await;
@@ -456,4 +463,63 @@ async fn info_health_metrics_and_openapi_describe_the_server() {
         assert_ne!(answer.status, 404, "{method} {path}");
     }
     assert_eq!(openapi["paths"].as_object().unwrap().len(), ROUTES.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_serves_an_index_with_its_own_model() {
+    use bert::search::{Existing, IndexOptions, Searcher};
+    let root = std::env::temp_dir().join(format!("bert-server-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    for (i, text) in TEXTS.iter().enumerate() {
+        std::fs::write(root.join(format!("{i}.txt")), text).unwrap();
+    }
+    let index = root.join("index");
+    let dir = fixture("tiny-base");
+    let embedder = Embedder::load(&dir, &EmbedOptions::default()).unwrap();
+    let model = bert::search::model_info(&dir.display().to_string(), &dir, &embedder).unwrap();
+    let options = IndexOptions {
+        chunk_tokens: 32,
+        overlap: 4,
+        existing: Existing::Refuse,
+        batch_size: 8,
+    };
+    bert::search::build(
+        &embedder,
+        model,
+        &[root.clone()],
+        &index,
+        &options,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let expected = Searcher::open(&index, None)
+        .unwrap()
+        .search("a good film", 2)
+        .unwrap();
+
+    let models = bert_server::Models::load(
+        None,
+        &bert_server::ModelOptions {
+            index: Some(index),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = bert_server::app(std::sync::Arc::new(models), ServerConfig::default()).0;
+    let answer = post_json(
+        &router,
+        "/search",
+        &json!({"query": "a good film", "top_k": 2}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let expected: Value = serde_json::from_str(&serde_json::to_string(&expected).unwrap()).unwrap();
+    assert_eq!(answer.body, expected);
+    let info = get(&router, "/info").await.body;
+    assert_eq!(info["tasks"], json!(["search"]));
+    let empty = post_json(&router, "/search", &json!({"query": ""})).await;
+    assert_eq!(empty.status, 400);
+    let embed = post_json(&router, "/embed", &json!({"inputs": "x"})).await;
+    assert_eq!(embed.status, 400, "an index alone serves search only");
 }

@@ -77,6 +77,7 @@ pub mod pretrained;
 pub mod pretraining;
 pub mod rng;
 pub mod save;
+pub mod search;
 pub mod tokenizer;
 pub mod train;
 pub mod vocab;

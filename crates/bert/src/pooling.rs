@@ -22,6 +22,18 @@ pub enum Pooling {
     MeanSqrtLen,
 }
 
+impl Pooling {
+    /// The name `FromStr` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+            Pooling::Max => "max",
+            Pooling::MeanSqrtLen => "mean_sqrt_len",
+        }
+    }
+}
+
 impl std::str::FromStr for Pooling {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

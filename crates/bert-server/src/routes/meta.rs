@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use bert::pooling::Pooling;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -43,7 +42,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         };
         json!({ kind: { "id2label": id2label, "label2id": label2id } })
     } else if let Some(embedder) = &models.embedder {
-        json!({ "embedding": { "pooling": pooling_name(embedder.pooling()) } })
+        json!({ "embedding": { "pooling": embedder.pooling().name() } })
     } else {
         json!({ "task": tasks.first().map(|t| t.name()) })
     };
@@ -63,15 +62,6 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         "api_key_required": config.api_key.is_some(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
-}
-
-fn pooling_name(pooling: Pooling) -> &'static str {
-    match pooling {
-        Pooling::Cls => "cls",
-        Pooling::Mean => "mean",
-        Pooling::Max => "max",
-        Pooling::MeanSqrtLen => "mean_sqrt_len",
-    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

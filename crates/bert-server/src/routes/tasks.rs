@@ -1,9 +1,11 @@
-//! `POST /fill-mask`, `/ner` and `/qa`: the CLI's pipelines over HTTP, answering with the shapes the
-//! CLI prints. Each request runs alone on the model thread, its inputs in token-bounded batches.
+//! `POST /fill-mask`, `/ner`, `/qa` and `/search`: the CLI's pipelines over HTTP, answering with the
+//! shapes the CLI prints. Each request runs alone on the model thread, its inputs in token-bounded
+//! batches.
 
 use axum::extract::State;
 use axum::Json;
 use bert::pipelines::{Aggregation, Answer, Entity, MaskPrediction, QaOptions};
+use bert::search::SearchHit;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -238,12 +240,42 @@ fn string(value: &Value, field: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Largest `top_k` (and QA `max_answer_len`) a request may ask for.
+const MOST: usize = 1000;
+
 fn positive(value: Option<usize>, default: usize, field: &str) -> Result<usize, ApiError> {
     match value {
-        Some(0) => Err(ApiError::validation(format!(
-            "`{field}` must be at least 1"
+        Some(n) if n == 0 || n > MOST => Err(ApiError::validation(format!(
+            "`{field}` must be between 1 and {MOST}, not {n}"
         ))),
         Some(n) => Ok(n),
         None => Ok(default),
     }
+}
+
+#[derive(Deserialize)]
+pub struct SearchRequest {
+    #[serde(default)]
+    query: Value,
+    /// Passages returned (default 10).
+    top_k: Option<usize>,
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<SearchRequest>,
+) -> Result<Json<Vec<SearchHit>>, ApiError> {
+    if state.models.searcher.is_none() {
+        return Err(state.models.missing(Task::Search));
+    }
+    let query = string(&request.query, "query")?;
+    let top_k = positive(request.top_k, 10, "top_k")?;
+    let hits = state
+        .worker
+        .run(move |models| {
+            let searcher = models.searcher.as_ref().expect("checked above");
+            Ok(searcher.search(&query, top_k)?)
+        })
+        .await?;
+    Ok(Json(hits))
 }

@@ -23,7 +23,7 @@ pub fn models(name: &str, tasks: &[Task]) -> Arc<Models> {
         tasks: tasks.to_vec(),
         ..Default::default()
     };
-    Arc::new(Models::load(&fixture(name), &options).expect("loading a fixture"))
+    Arc::new(Models::load(Some(&fixture(name)), &options).expect("loading a fixture"))
 }
 
 /// The router and its state over a fixture checkpoint.

@@ -1,0 +1,134 @@
+//! Semantic search: documents cut into passages, embedded once into an on-disk index, and queried by
+//! exact cosine similarity, optionally re-ranked by a cross-encoder.
+//!
+//! - [`passages`]: token windows with overlap, as byte ranges of the file;
+//! - [`store`]: the index format (memory-mapped vectors, passage records, a manifest switched
+//!   atomically);
+//! - [`build`]: building and incremental updates by content hash;
+//! - [`exact`]: the parallel top-k scan.
+
+pub mod build;
+pub mod exact;
+pub mod passages;
+pub mod store;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::pipelines::{EmbedOptions, Embedder, TextClassifier};
+pub use build::{build, fingerprint, Existing, IndexOptions, Report};
+pub use store::{Index, ModelInfo};
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    pub score: f32,
+    pub file: String,
+    /// Byte offsets into the file.
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+/// What identifies the embedding model of an index: `name` as the user gave it, `dir` where it is.
+pub fn model_info(name: &str, dir: &Path, embedder: &Embedder) -> Result<ModelInfo> {
+    Ok(ModelInfo {
+        name: name.to_string(),
+        fingerprint: fingerprint(dir)?,
+        dim: embedder.pipeline().config.hidden_size,
+        pooling: embedder.pooling().name().to_string(),
+    })
+}
+
+/// An index with the model that embeds its queries.
+pub struct Searcher {
+    pub index: Index,
+    pub embedder: Embedder,
+}
+
+impl Searcher {
+    /// Opens the index in `dir` with the embedding model in `model_dir` (the index's own model when
+    /// `None`, as recorded when it was built); a different model is refused.
+    pub fn open(dir: &Path, model_dir: Option<&Path>) -> Result<Searcher> {
+        let index = Index::open(dir)?;
+        let recorded = &index.manifest.model;
+        let model_dir = match model_dir {
+            Some(d) => d.to_path_buf(),
+            None => crate::hub::resolve_model(&recorded.name, None)?,
+        };
+        let pooling = recorded.pooling.parse().map_err(Error::InvalidInput)?;
+        let options = EmbedOptions {
+            pooling: Some(pooling),
+            ..Default::default()
+        };
+        let embedder = Embedder::load(&model_dir, &options)?;
+        let info = model_info(&recorded.name, &model_dir, &embedder)?;
+        if info.fingerprint != recorded.fingerprint || info.dim != recorded.dim {
+            return Err(Error::InvalidInput(format!(
+                "the index {} was built with the model {} ({} dimensions) and {} is a different \
+                 model ({} dimensions); search with the index's model or rebuild the index",
+                dir.display(),
+                recorded.name,
+                recorded.dim,
+                model_dir.display(),
+                info.dim
+            )));
+        }
+        Ok(Searcher { index, embedder })
+    }
+
+    /// The `k` passages closest to `query`, best first.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<SearchHit>> {
+        let encoding = self.embedder.encode(query)?;
+        let vector = self.embedder.pooled(&[encoding], true)?.remove(0);
+        exact::top_k(self.index.vectors(), self.index.dim(), &vector, k)
+            .into_iter()
+            .map(|hit| {
+                let record = self.index.record(hit.row)?;
+                Ok(SearchHit {
+                    score: hit.score,
+                    file: record.file,
+                    start: record.start,
+                    end: record.end,
+                    text: record.text,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Re-orders `hits` by a cross-encoder's score of each (query, passage) pair, best first; the score
+/// becomes the cross-encoder's (the sigmoid of its one logit).
+pub fn rerank(
+    reranker: &TextClassifier,
+    query: &str,
+    hits: Vec<SearchHit>,
+) -> Result<Vec<SearchHit>> {
+    let labels = reranker.labels().len();
+    if labels != 1 {
+        return Err(Error::InvalidInput(format!(
+            "a re-ranking model is a cross-encoder with one output; this one has {labels} labels"
+        )));
+    }
+    if hits.is_empty() {
+        return Ok(hits);
+    }
+    let encodings = hits
+        .iter()
+        .map(|h| reranker.encode_pair(query, &h.text))
+        .collect::<Result<Vec<_>>>()?;
+    let logits = reranker.logits(&encodings)?;
+    let function = reranker.score_function();
+    let mut hits: Vec<SearchHit> = hits
+        .into_iter()
+        .zip(logits)
+        .map(|(mut hit, row)| {
+            hit.score = function.apply(&row)[0];
+            hit
+        })
+        .collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(hits)
+}
