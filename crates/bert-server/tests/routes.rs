@@ -487,7 +487,7 @@ async fn search_serves_an_index_with_its_own_model() {
     bert::search::build(
         &embedder,
         model,
-        &[root.clone()],
+        std::slice::from_ref(&root),
         &index,
         &options,
         &mut |_, _| {},

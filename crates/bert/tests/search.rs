@@ -85,7 +85,7 @@ fn a_folder_is_indexed_and_a_passage_is_found_by_its_own_text() {
     let report = search::build(
         &s.embedder,
         s.model.clone(),
-        &[docs.clone()],
+        std::slice::from_ref(&docs),
         &out,
         &options(Existing::Refuse),
         &mut |done, total| calls.push((done, total)),
@@ -150,7 +150,7 @@ fn an_update_reuses_unchanged_files_and_follows_changes() {
     let docs = documents(&root);
     let out = root.join("index");
     let s = setup("tiny-base");
-    build(&s, &[docs.clone()], &out, Existing::Refuse).unwrap();
+    build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
     let before = Searcher::open(&out, None).unwrap();
     let forest_rows: Vec<(bert::search::store::Record, Vec<f32>)> = (0..before.index.rows())
         .map(|r| {
@@ -163,7 +163,7 @@ fn an_update_reuses_unchanged_files_and_follows_changes() {
         .collect();
     drop(before);
 
-    let err = build(&s, &[docs.clone()], &out, Existing::Refuse)
+    let err = build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse)
         .unwrap_err()
         .to_string();
     assert!(
@@ -175,7 +175,7 @@ fn an_update_reuses_unchanged_files_and_follows_changes() {
     std::fs::write(docs.join("city.md"), CITY).unwrap();
     std::fs::remove_file(docs.join("nested/forest.txt")).unwrap();
     std::fs::write(docs.join("nested/forest2.txt"), FOREST).unwrap();
-    let report = build(&s, &[docs.clone()], &out, Existing::Update).unwrap();
+    let report = build(&s, std::slice::from_ref(&docs), &out, Existing::Update).unwrap();
     assert_eq!(
         (
             report.added,
@@ -187,7 +187,7 @@ fn an_update_reuses_unchanged_files_and_follows_changes() {
     );
 
     std::fs::write(docs.join("nested/forest2.txt"), FOREST).unwrap(); // same content: unchanged
-    let report = build(&s, &[docs.clone()], &out, Existing::Update).unwrap();
+    let report = build(&s, std::slice::from_ref(&docs), &out, Existing::Update).unwrap();
     assert_eq!(
         (
             report.added,
@@ -248,7 +248,7 @@ fn an_interrupted_build_leaves_the_previous_index_whole() {
     let docs = documents(&root);
     let out = root.join("index");
     let s = setup("tiny-base");
-    build(&s, &[docs.clone()], &out, Existing::Refuse).unwrap();
+    build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
     let expected = Searcher::open(&out, None).unwrap().search(SEA, 3).unwrap();
 
     // A binary file named directly is an error, met after the folder's files were written.
@@ -295,7 +295,13 @@ fn bad_inputs_and_mismatched_or_corrupt_indexes_are_refused_by_name() {
     );
     std::fs::create_dir_all(root.join("busy")).unwrap();
     std::fs::write(root.join("busy/notes.txt"), "mine").unwrap();
-    let err = build(&s, &[docs.clone()], &root.join("busy"), Existing::Overwrite).unwrap_err();
+    let err = build(
+        &s,
+        std::slice::from_ref(&docs),
+        &root.join("busy"),
+        Existing::Overwrite,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("not an index"), "{err}");
     assert!(
         root.join("busy/notes.txt").exists(),
@@ -303,13 +309,13 @@ fn bad_inputs_and_mismatched_or_corrupt_indexes_are_refused_by_name() {
     );
 
     let out = root.join("index");
-    build(&s, &[docs.clone()], &out, Existing::Refuse).unwrap();
+    build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
     let err = Searcher::open(&out, Some(&fixture("tiny-mlm")))
         .err()
         .expect("another model");
     assert!(err.to_string().contains("different model"), "{err}");
     let other = setup("tiny-mlm");
-    let err = build(&other, &[docs.clone()], &out, Existing::Update).unwrap_err();
+    let err = build(&other, std::slice::from_ref(&docs), &out, Existing::Update).unwrap_err();
     assert!(err.to_string().contains("same model"), "{err}");
 
     let vectors = std::fs::read_dir(&out)
