@@ -105,6 +105,10 @@ pub struct SearchArgs {
     /// Passages per query.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub top_k: u64,
+    /// Ranking: dense (cosine of embeddings), bm25 (words, tantivy's BM25) or hybrid (both, fused by
+    /// reciprocal rank; the score is then the fused score).
+    #[arg(long, default_value = "dense")]
+    pub mode: bert::search::Mode,
     /// The embedding model; default: the one the index was built with (a different model is refused).
     #[arg(long, short = 'm')]
     pub model: Option<String>,

@@ -174,7 +174,7 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
     };
     let mut out = Output::new();
     for query in queries(&args.queries)? {
-        let mut hits = searcher.search(&query, candidates)?;
+        let mut hits = searcher.search_with(&query, candidates, args.mode)?;
         if let Some(reranker) = &reranker {
             hits = search::rerank(reranker, &query, hits)?;
         }

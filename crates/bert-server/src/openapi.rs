@@ -90,7 +90,8 @@ pub fn document() -> Value {
                 "score": {"type": "number"}, "start": {"type": "integer"}, "end": {"type": "integer"},
                 "answers": {"type": "array"}}})),
         "/search": post("The passages of the served index closest in meaning to a query, best first (as `bert search`)", json!({
-            "query": {"type": "string"}, "top_k": {"type": "integer", "default": 10}}), &["query"],
+            "query": {"type": "string"}, "top_k": {"type": "integer", "default": 10},
+            "mode": {"type": "string", "enum": ["dense", "bm25", "hybrid"], "default": "dense"}}), &["query"],
             json!({"type": "array", "items": {"type": "object", "properties": {
                 "score": {"type": "number"}, "file": {"type": "string"}, "start": {"type": "integer"},
                 "end": {"type": "integer"}, "text": {"type": "string"}}}})),

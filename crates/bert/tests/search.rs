@@ -224,7 +224,7 @@ fn an_update_reuses_unchanged_files_and_follows_changes() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 5, "the manifest and one generation: {names:?}");
 
     let other = IndexOptions {
         chunk_tokens: 20,
@@ -269,7 +269,7 @@ fn an_interrupted_build_leaves_the_previous_index_whole() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 5, "the manifest and one generation: {names:?}");
 }
 
 #[test]
@@ -345,4 +345,34 @@ fn bad_inputs_and_mismatched_or_corrupt_indexes_are_refused_by_name() {
     // --overwrite rebuilds over a broken index.
     build(&s, &[docs], &out, Existing::Overwrite).unwrap();
     assert!(Searcher::open(&out, None).unwrap().index.rows() > 0);
+}
+
+#[test]
+fn bm25_and_hybrid_modes_rank_the_same_passages() {
+    use bert::search::Mode;
+    let root = temp("modes");
+    let docs = documents(&root);
+    std::fs::write(docs.join("city.md"), CITY).unwrap();
+    let out = root.join("index");
+    let s = setup("tiny-base");
+    build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
+    let searcher = Searcher::open(&out, None).unwrap();
+    // A word only one file has: BM25 finds it there first, whatever the (random) embeddings say.
+    let lexical = searcher.search_with("wolves", 3, Mode::Lexical).unwrap();
+    assert!(lexical[0].file.ends_with("forest.txt"), "{lexical:?}");
+    assert!(lexical
+        .iter()
+        .all(|h| h.text.to_lowercase().contains("wolves")));
+    let hybrid = searcher.search_with("wolves", 3, Mode::Hybrid).unwrap();
+    assert_eq!(hybrid.len(), 3);
+    assert!(hybrid.windows(2).all(|w| w[0].score >= w[1].score));
+    let dense = searcher
+        .search_with("wolves", searcher.index.rows(), Mode::Dense)
+        .unwrap();
+    assert_eq!(
+        dense.len(),
+        searcher.index.rows(),
+        "dense ranks every passage"
+    );
+    assert!("hybrid".parse::<Mode>().is_ok() && "bm26".parse::<Mode>().is_err());
 }

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::Json;
 use bert::pipelines::{Aggregation, Answer, Entity, MaskPrediction, QaOptions};
-use bert::search::SearchHit;
+use bert::search::{Mode, SearchHit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -259,6 +259,8 @@ pub struct SearchRequest {
     query: Value,
     /// Passages returned (default 10).
     top_k: Option<usize>,
+    /// dense (default), bm25 or hybrid.
+    mode: Option<String>,
 }
 
 pub async fn search(
@@ -270,11 +272,17 @@ pub async fn search(
     }
     let query = string(&request.query, "query")?;
     let top_k = positive(request.top_k, 10, "top_k")?;
+    let mode: Mode = request
+        .mode
+        .as_deref()
+        .unwrap_or("dense")
+        .parse()
+        .map_err(|e: String| ApiError::validation(format!("`mode`: {e}")))?;
     let hits = state
         .worker
         .run(move |models| {
             let searcher = models.searcher.as_ref().expect("checked above");
-            Ok(searcher.search(&query, top_k)?)
+            Ok(searcher.search_with(&query, top_k, mode)?)
         })
         .await?;
     Ok(Json(hits))

@@ -5,10 +5,12 @@
 //! - [`store`]: the index format (memory-mapped vectors, passage records, a manifest switched
 //!   atomically);
 //! - [`build`]: building and incremental updates by content hash;
-//! - [`exact`]: the parallel top-k scan.
+//! - [`exact`]: the parallel top-k scan;
+//! - [`lexical`]: BM25 over the same passages (tantivy), and rank fusion for hybrid search.
 
 pub mod build;
 pub mod exact;
+pub mod lexical;
 pub mod passages;
 pub mod store;
 
@@ -31,6 +33,35 @@ pub struct SearchHit {
     pub end: usize,
     pub text: String,
 }
+
+/// How passages are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Cosine similarity of embeddings.
+    #[default]
+    Dense,
+    /// BM25 on words.
+    Lexical,
+    /// Both, fused by reciprocal rank (the score is the fused score).
+    Hybrid,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "dense" => Ok(Mode::Dense),
+            "bm25" | "lexical" => Ok(Mode::Lexical),
+            "hybrid" => Ok(Mode::Hybrid),
+            other => Err(format!(
+                "unknown search mode `{other}` (expected dense, bm25 or hybrid)"
+            )),
+        }
+    }
+}
+
+/// Candidates each list hands to the fusion in hybrid search, at least.
+const FUSION_CANDIDATES: usize = 50;
 
 /// What identifies the embedding model of an index: `name` as the user gave it, `dir` where it is.
 pub fn model_info(name: &str, dir: &Path, embedder: &Embedder) -> Result<ModelInfo> {
@@ -79,12 +110,41 @@ impl Searcher {
         Ok(Searcher { index, embedder })
     }
 
-    /// The `k` passages closest to `query`, best first.
+    /// The `k` passages closest in meaning to `query`, best first.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<SearchHit>> {
+        self.search_with(query, k, Mode::Dense)
+    }
+
+    /// The `k` best passages for `query` as `mode` ranks them, best first.
+    pub fn search_with(&self, query: &str, k: usize, mode: Mode) -> Result<Vec<SearchHit>> {
+        let hits = match mode {
+            Mode::Dense => self.dense(query, k)?,
+            Mode::Lexical => self.index.lexical()?.top_k(query, k)?,
+            Mode::Hybrid => {
+                let n = (4 * k).max(FUSION_CANDIDATES);
+                let lists = [
+                    self.dense(query, n)?,
+                    self.index.lexical()?.top_k(query, n)?,
+                ];
+                lexical::fuse(&lists, k)
+            }
+        };
+        self.hits(hits)
+    }
+
+    fn dense(&self, query: &str, k: usize) -> Result<Vec<exact::Hit>> {
         let encoding = self.embedder.encode(query)?;
         let vector = self.embedder.pooled(&[encoding], true)?.remove(0);
-        exact::top_k(self.index.vectors(), self.index.dim(), &vector, k)
-            .into_iter()
+        Ok(exact::top_k(
+            self.index.vectors(),
+            self.index.dim(),
+            &vector,
+            k,
+        ))
+    }
+
+    fn hits(&self, hits: Vec<exact::Hit>) -> Result<Vec<SearchHit>> {
+        hits.into_iter()
             .map(|hit| {
                 let record = self.index.record(hit.row)?;
                 Ok(SearchHit {

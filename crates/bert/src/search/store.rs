@@ -3,16 +3,18 @@
 //! little-endian f32, memory-mapped when searching), `passages-G.jsonl` (one `{file, start, end,
 //! text}` per row) and `offsets-G.u64` (where each row's line starts). A build writes a new
 //! generation beside the old one and switches by renaming the manifest, so an interrupted build
-//! leaves the previous index whole; the old generation's files are removed after the switch.
+//! leaves the previous index whole; the old generation's files are removed after the switch. Each
+//! generation also has a BM25 index of its passages, `bm25-G/` (see [`lexical`]).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::search::lexical::{self, Lexical};
 
 pub const MANIFEST: &str = "index.json";
 const FORMAT: &str = "bert-index";
@@ -48,6 +50,9 @@ pub struct Manifest {
     pub overlap: usize,
     pub generation: u64,
     pub rows: usize,
+    /// Whether the generation has a BM25 index (`bm25-G/`).
+    #[serde(default)]
+    pub lexical: bool,
     pub files: Vec<FileEntry>,
 }
 
@@ -61,6 +66,7 @@ impl Manifest {
             overlap,
             generation: 0,
             rows: 0,
+            lexical: false,
             files: Vec::new(),
         }
     }
@@ -185,6 +191,17 @@ impl Index {
         unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) }
     }
 
+    /// The BM25 index of this generation.
+    pub fn lexical(&self) -> Result<Lexical> {
+        if !self.manifest.lexical {
+            return Err(Error::InvalidInput(format!(
+                "the index {} has no BM25 index; rebuild it with `bert index --overwrite`",
+                self.dir.display()
+            )));
+        }
+        Lexical::open(&lexical::directory(&self.dir, self.manifest.generation))
+    }
+
     /// The passage of one row.
     pub fn record(&self, row: usize) -> Result<Record> {
         let path = || generation_file(&self.dir, "passages", self.manifest.generation);
@@ -264,10 +281,27 @@ impl Writer {
         self.rows
     }
 
-    /// Makes the files durable, switches the manifest to them and removes other generations.
+    /// Builds this generation's BM25 index from its passages file.
+    fn write_lexical(dir: &Path, generation: u64, rows: usize) -> Result<()> {
+        let path = generation_file(dir, "passages", generation);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut records = Vec::with_capacity(rows);
+        for (row, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| Error::io(&path, e))?;
+            let record: Record = serde_json::from_str(&line).map_err(|e| corrupt(&path, e))?;
+            records.push((row as u64, record.text));
+        }
+        let passages = records.iter().map(|(row, text)| (*row, text.as_str()));
+        lexical::write(&lexical::directory(dir, generation), passages)
+    }
+
+    /// Makes the files durable, indexes the passages for BM25, switches the manifest to them and
+    /// removes other generations.
     pub fn finish(self, mut manifest: Manifest) -> Result<()> {
         manifest.generation = self.generation;
         manifest.rows = self.rows;
+        manifest.lexical = true;
+        let dir = self.dir.clone();
         for (stem, writer) in [
             ("vectors", self.vectors),
             ("passages", self.passages),
@@ -279,9 +313,10 @@ impl Writer {
                 .map_err(|e| Error::io(&path, e.into_error()))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
         }
+        Self::write_lexical(&dir, manifest.generation, manifest.rows)?;
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        crate::files::write_file(&self.dir.join(MANIFEST), &json)?;
-        remove_other_generations(&self.dir, self.generation);
+        crate::files::write_file(&dir.join(MANIFEST), &json)?;
+        remove_other_generations(&dir, manifest.generation);
         Ok(())
     }
 }
@@ -295,7 +330,7 @@ fn generation_files(dir: &Path) -> Vec<(u64, PathBuf)> {
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let generation = ["vectors-", "passages-", "offsets-"]
+            let generation = ["vectors-", "passages-", "offsets-", "bm25-"]
                 .iter()
                 .find_map(|prefix| name.strip_prefix(prefix))
                 .and_then(|rest| rest.split('.').next())
@@ -318,7 +353,11 @@ pub fn next_generation(dir: &Path) -> u64 {
 fn remove_other_generations(dir: &Path, keep: u64) {
     for (generation, path) in generation_files(dir) {
         if generation != keep {
-            let _ = std::fs::remove_file(path);
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
         }
     }
 }
