@@ -56,6 +56,28 @@ pub enum Command {
     /// meaning, best first, as JSON Lines {"query", "rank", "score", "file", "start", "end", "text"}
     /// (start and end are byte offsets into the file).
     Search(SearchArgs),
+    /// Copy an index into a Qdrant collection (vectors, with the passages as payloads), for search
+    /// past one machine: `bert search --qdrant URL --collection NAME --model M` then queries it.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The index directory (from `bert index`).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// The Qdrant server, e.g. http://localhost:6333.
+    #[arg(long)]
+    pub qdrant: String,
+    /// The collection (created with cosine distance if missing). Default: the index directory's name.
+    #[arg(long)]
+    pub collection: Option<String>,
+    /// Qdrant's API key, sent as the `api-key` header.
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// Points per upsert request.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
 }
 
 #[derive(Args, Debug)]
@@ -98,8 +120,18 @@ pub struct IndexArgs {
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     /// The index directory (from `bert index`).
+    #[arg(long, required_unless_present = "qdrant")]
+    pub index: Option<PathBuf>,
+    /// Search a Qdrant collection (from `bert export`) instead of a local index; needs --model
+    /// (the index's model) and --collection. Dense mode only.
+    #[arg(long, requires_all = ["collection", "model"], conflicts_with = "index")]
+    pub qdrant: Option<String>,
+    /// The Qdrant collection.
     #[arg(long)]
-    pub index: PathBuf,
+    pub collection: Option<String>,
+    /// Qdrant's API key, sent as the `api-key` header.
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
     /// Queries; when none are given, one per line is read from stdin.
     pub queries: Vec<String>,
     /// Passages per query.

@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => crate::serving::run(args),
         Command::Index(args) => crate::searching::index(args),
         Command::Search(args) => crate::searching::search(args),
+        Command::Export(args) => crate::searching::export(args),
     }
 }
 

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bert::pipelines::{EmbedOptions, Embedder, PipelineOptions, TextClassifier};
-use bert::search::{self, Existing, IndexOptions, Searcher};
+use bert::search::qdrant::Qdrant;
+use bert::search::{self, Existing, Index, IndexOptions, Mode, Searcher};
 use serde::Serialize;
 
-use crate::args::{IndexArgs, ModelArgs, SearchArgs};
+use crate::args::{ExportArgs, IndexArgs, ModelArgs, SearchArgs};
 use crate::output::Output;
 
 /// Default passage length, when the model takes more.
@@ -63,7 +64,7 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         },
         batch_size: args.batch_size as usize,
     };
-    let mut bar = ByteProgress::new();
+    let mut bar = ByteProgress::new(true);
     let report = search::build(
         &embedder,
         model,
@@ -89,16 +90,20 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A progress bar over bytes read: redrawn in place on a terminal, a line per tenth otherwise.
+/// A progress bar over bytes read (or rows sent): redrawn in place on a terminal, a line per tenth
+/// otherwise.
 struct ByteProgress {
+    /// Counting bytes (shown in MB) rather than rows.
+    bytes: bool,
     terminal: bool,
     started: Instant,
     last_tenth: u64,
 }
 
 impl ByteProgress {
-    fn new() -> Self {
+    fn new(bytes: bool) -> Self {
         ByteProgress {
+            bytes,
             terminal: std::io::stderr().is_terminal(),
             started: Instant::now(),
             last_tenth: 0,
@@ -119,13 +124,16 @@ impl ByteProgress {
             0.0
         };
         let filled = (fraction * 30.0) as usize;
+        let amount = if self.bytes {
+            format!("{:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)
+        } else {
+            format!("{done}/{total} rows")
+        };
         let line = format!(
-            "[{}{}] {:5.1}% {:.1}/{:.1} MB, ETA {:.0} s",
+            "[{}{}] {:5.1}% {amount}, ETA {:.0} s",
             "#".repeat(filled),
             " ".repeat(30 - filled.min(30)),
             fraction * 100.0,
-            done as f64 / 1e6,
-            total as f64 / 1e6,
             eta
         );
         if self.terminal {
@@ -156,8 +164,26 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|m| bert::hub::resolve_model(m, None))
         .transpose()?;
-    let searcher = Searcher::open(&args.index, model_dir.as_deref())
-        .with_context(|| format!("opening the index {}", args.index.display()))?;
+    let engine = match (&args.qdrant, &args.index) {
+        (Some(url), _) => {
+            let dir = model_dir
+                .as_deref()
+                .expect("clap requires --model with --qdrant");
+            let embedder = Embedder::load(dir, &EmbedOptions::default())
+                .with_context(|| format!("loading {}", dir.display()))?;
+            let collection = args.collection.clone().expect("clap requires --collection");
+            Engine::Qdrant(
+                Qdrant::new(url, args.qdrant_api_key.clone()),
+                collection,
+                embedder,
+            )
+        }
+        (None, Some(index)) => Engine::Local(
+            Searcher::open(index, model_dir.as_deref())
+                .with_context(|| format!("opening the index {}", index.display()))?,
+        ),
+        (None, None) => bail!("give --index, or --qdrant with --collection and --model"),
+    };
     let reranker = args
         .rerank_model
         .as_deref()
@@ -174,7 +200,7 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
     };
     let mut out = Output::new();
     for query in queries(&args.queries)? {
-        let mut hits = searcher.search_with(&query, candidates, args.mode)?;
+        let mut hits = engine.search(&query, candidates, args.mode)?;
         if let Some(reranker) = &reranker {
             hits = search::rerank(reranker, &query, hits)?;
         }
@@ -188,6 +214,55 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
         }
         out.flush()?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the vectors are searched.
+enum Engine {
+    Local(Searcher),
+    Qdrant(Qdrant, String, Embedder),
+}
+
+impl Engine {
+    fn search(&self, query: &str, k: usize, mode: Mode) -> Result<Vec<search::SearchHit>> {
+        match self {
+            Engine::Local(searcher) => Ok(searcher.search_with(query, k, mode)?),
+            Engine::Qdrant(qdrant, collection, embedder) => {
+                if mode != Mode::Dense {
+                    bail!("--qdrant searches in dense mode only");
+                }
+                let vector = search::query_vector(embedder, query)?;
+                Ok(qdrant.search(collection, &vector, k)?)
+            }
+        }
+    }
+}
+
+pub fn export(args: ExportArgs) -> Result<ExitCode> {
+    let index = Index::open(&args.index)
+        .with_context(|| format!("opening the index {}", args.index.display()))?;
+    let collection = match &args.collection {
+        Some(c) => c.clone(),
+        None => std::fs::canonicalize(&args.index)?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("name the collection with --collection")?,
+    };
+    let qdrant = Qdrant::new(&args.qdrant, args.qdrant_api_key.clone());
+    let mut bar = ByteProgress::new(false);
+    qdrant.export(
+        &index,
+        &collection,
+        args.batch_size as usize,
+        &mut |done, total| bar.update(done as u64, total as u64),
+    )?;
+    bar.finish();
+    eprintln!(
+        "exported {} passages of {} to the Qdrant collection {collection} at {}",
+        index.rows(),
+        args.index.display(),
+        args.qdrant
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,12 +6,14 @@
 //!   atomically);
 //! - [`build`]: building and incremental updates by content hash;
 //! - [`exact`]: the parallel top-k scan;
-//! - [`lexical`]: BM25 over the same passages (tantivy), and rank fusion for hybrid search.
+//! - [`lexical`]: BM25 over the same passages (tantivy), and rank fusion for hybrid search;
+//! - [`qdrant`]: export to, and search in, a Qdrant collection.
 
 pub mod build;
 pub mod exact;
 pub mod lexical;
 pub mod passages;
+pub mod qdrant;
 pub mod store;
 
 use std::path::Path;
@@ -157,6 +159,12 @@ impl Searcher {
             })
             .collect()
     }
+}
+
+/// The unit-length embedding of a query.
+pub fn query_vector(embedder: &Embedder, query: &str) -> Result<Vec<f32>> {
+    let encoding = embedder.encode(query)?;
+    Ok(embedder.pooled(&[encoding], true)?.remove(0))
 }
 
 /// Re-orders `hits` by a cross-encoder's score of each (query, passage) pair, best first; the score
