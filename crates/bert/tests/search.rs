@@ -376,3 +376,33 @@ fn bm25_and_hybrid_modes_rank_the_same_passages() {
     );
     assert!("hybrid".parse::<Mode>().is_ok() && "bm26".parse::<Mode>().is_err());
 }
+
+#[test]
+fn a_cross_encoder_reorders_hits_by_its_score() {
+    use bert::pipelines::{PipelineOptions, TextClassifier};
+    let root = temp("rerank");
+    let docs = documents(&root);
+    std::fs::write(docs.join("city.md"), CITY).unwrap();
+    let out = root.join("index");
+    let s = setup("tiny-base");
+    build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
+    let searcher = Searcher::open(&out, None).unwrap();
+    let query = "where is the sea";
+    let hits = searcher.search(query, 6).unwrap();
+
+    let load = |name| TextClassifier::load(&fixture(name), &PipelineOptions::default(), None).unwrap();
+    let reranker = load("tiny-regression");
+    let reranked = search::rerank(&reranker, query, hits.clone()).unwrap();
+    assert_eq!(reranked.len(), hits.len());
+    for hit in &reranked {
+        let pair = reranker.encode_pair(query, &hit.text).unwrap();
+        let logit = reranker.logits(&[pair]).unwrap()[0][0];
+        let expected = 1.0 / (1.0 + (-logit).exp());
+        assert!((hit.score - expected).abs() < 1e-5, "{} vs {expected}", hit.score);
+        assert!(hits.iter().any(|h| h.text == hit.text && h.file == hit.file), "the same passages");
+    }
+    assert!(reranked.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+
+    let err = search::rerank(&load("tiny-classify"), query, hits).unwrap_err();
+    assert!(err.to_string().contains("one output"), "{err}");
+}
