@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Inference speed, side by side: `bert` (this toolkit) against PyTorch (transformers) and ONNX Runtime
+(with its BERT fusions), on the same random BERT-base weights, the same shapes and the same thread count,
+in one run. Prints median milliseconds per forward, sequences per second, GFLOP/s and each reference's
+ratio to bert; then end-to-end embedding throughput (tokenization included) on all-MiniLM-L6-v2 against
+sentence-transformers, if a text file is given.
+
+    ../venv/bin/python bench/inference.py [--threads 2] [--shapes 1x16,32x128,8x512] [--texts FILE]
+
+Needs torch, transformers, onnxruntime, onnx (and sentence-transformers for --texts) in the Python
+environment, and `cargo build --release -p bert --example forward_bench -p bert-cli`.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FORWARD_BENCH = os.path.join(ROOT, "target", "release", "examples", "forward_bench")
+BERT = os.path.join(ROOT, "target", "release", "bert")
+
+
+def flops(config, batch, seq):
+    """Multiply-adds x 2 of one encoder forward: the projections and FFN (24 h^2 per token and layer)
+    and the attention products (4 S h per token and layer)."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    per_token = 2 * (4 * h * h + 2 * h * config.intermediate_size) + 4 * seq * h
+    return layers * batch * seq * per_token
+
+
+def median_ms(run, iters, warmup):
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(iters):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times)
+
+
+def make_model(directory):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig()  # BERT-base: 12 layers, 768 hidden, 12 heads, 3072 FFN
+    model = BertModel(config, add_pooling_layer=False).eval()
+    model.save_pretrained(directory)
+    return config, model
+
+
+def ids_for(batch, seq, vocab):
+    import torch
+
+    generator = torch.Generator().manual_seed(batch * 1000 + seq)
+    return torch.randint(1000, vocab, (batch, seq), generator=generator)
+
+
+def run_bert(directory, batch, seq, iters, warmup, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run([FORWARD_BENCH, directory, str(batch), str(seq), str(iters), str(warmup)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"forward_bench failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def run_torch(model, ids, iters, warmup):
+    import torch
+
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        return median_ms(lambda: model(input_ids=ids, attention_mask=mask), iters, warmup)
+
+
+def onnx_session(model, directory, config, threads):
+    import torch
+    import onnxruntime as ort
+    from onnxruntime.transformers import optimizer
+
+    path = os.path.join(directory, "model.onnx")
+    ids = torch.ones((1, 16), dtype=torch.long)
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
+                      output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
+    optimized = optimizer.optimize_model(path, model_type="bert", num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size)
+    fused = os.path.join(directory, "model-fused.onnx")
+    optimized.save_model_to_file(fused)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(fused, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, ids, iters, warmup):
+    feed = {"input_ids": ids.numpy(), "attention_mask": ids.new_ones(ids.shape).numpy()}
+    return median_ms(lambda: session.run(None, feed), iters, warmup)
+
+
+def end_to_end(texts_path, threads):
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2")
+    texts = [t for t in open(texts_path, encoding="utf-8").read().splitlines() if t.strip()][:1000]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    started = time.perf_counter()
+    out = subprocess.run([BERT, "embed", "--model", model_dir, "--batch-size", "32"], input="\n".join(texts) + "\n",
+                         capture_output=True, text=True, env=env)
+    bert_s = time.perf_counter() - started
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    st = SentenceTransformer(model_dir, device="cpu")
+    st.encode(texts[:32])
+    started = time.perf_counter()
+    st.encode(texts, batch_size=32)
+    st_s = time.perf_counter() - started
+    print(f"\nEnd to end, all-MiniLM-L6-v2, {len(texts)} texts, batch 32, tokenization included "
+          f"(bert includes process start and model load):")
+    print("| engine | texts/s | ratio to bert |\n| --- | --- | --- |")
+    print(f"| bert embed | {len(texts) / bert_s:.1f} | 1.00 |")
+    print(f"| sentence-transformers | {len(texts) / st_s:.1f} | {bert_s / st_s:.2f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", default="1x16,32x128,8x512")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--texts", help="a file of texts, one per line, for the end-to-end embedding run")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    directory = tempfile.mkdtemp(prefix="bert-inference-")
+    config, model = make_model(directory)
+    session = None if args.skip_onnx else onnx_session(model, directory, config, args.threads)
+    print(f"BERT-base, random weights, {args.threads} threads; median of {args.iters} runs after "
+          f"{args.warmup} warm-up runs\n")
+    print("| shape | engine | ms | seq/s | GFLOP/s | its ms / bert ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    loads, peaks = [], []
+    for shape in args.shapes.split(","):
+        batch, seq = map(int, shape.split("x"))
+        ids = ids_for(batch, seq, config.vocab_size)
+        measured = run_bert(directory, batch, seq, args.iters, args.warmup, args.threads)
+        loads.append(measured["load_ms"])
+        peaks.append((shape, measured["peak_rss_mb"]))
+        results = [("bert", measured["median_ms"]), ("PyTorch", run_torch(model, ids, args.iters, args.warmup))]
+        if session is not None:
+            results.append(("ONNX Runtime (fused)", run_onnx(session, ids, args.iters, args.warmup)))
+        ours = results[0][1]
+        gflop = flops(config, batch, seq) / 1e9
+        for engine, ms in results:
+            print(f"| {shape} | {engine} | {ms:.1f} | {batch / ms * 1e3:.2f} | {gflop / ms * 1e3:.0f} | "
+                  f"{ms / ours:.2f}x |")
+    weights_mb = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
+                     if f.endswith(".safetensors")) / 2**20
+    print(f"\nbert: model load {statistics.median(loads):.0f} ms (median over its runs); weights {weights_mb:.0f} MiB; "
+          + ", ".join(f"peak RSS at {s} {mb:.0f} MiB" for s, mb in peaks))
+    if args.texts:
+        end_to_end(args.texts, args.threads)
+
+
+if __name__ == "__main__":
+    main()
