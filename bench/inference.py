@@ -83,9 +83,19 @@ def onnx_session(model, directory, config, threads):
     import onnxruntime as ort
     from onnxruntime.transformers import optimizer
 
+    class Encoder(torch.nn.Module):
+        """The model with positional inputs and one output, as the exporter traces it."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
     path = os.path.join(directory, "model.onnx")
     ids = torch.ones((1, 16), dtype=torch.long)
-    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
+    torch.onnx.export(Encoder(model), (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
                       output_names=["last_hidden_state"], opset_version=17, dynamo=False,
                       dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
     optimized = optimizer.optimize_model(path, model_type="bert", num_heads=config.num_attention_heads,

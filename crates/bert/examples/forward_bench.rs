@@ -15,12 +15,20 @@ use candle_core::{Device, Tensor};
 
 fn main() -> bert::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let number = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect("a number"));
-    let dir = std::path::PathBuf::from(args.first().expect("usage: forward_bench DIR BATCH SEQ ITERS [WARMUP]"));
+    let number = |i: usize, default: usize| {
+        args.get(i)
+            .map_or(default, |a| a.parse().expect("a number"))
+    };
+    let dir = std::path::PathBuf::from(
+        args.first()
+            .expect("usage: forward_bench DIR BATCH SEQ ITERS [WARMUP]"),
+    );
     let (batch, seq, iters, warmup) = (number(1, 1), number(2, 16), number(3, 10), number(4, 2));
 
     let started = Instant::now();
-    let model = Pretrained::load(&dir, &Device::Cpu, |p, c| BertModel::load(&p.pp("bert"), c, false))?;
+    let model = Pretrained::load(&dir, &Device::Cpu, |p, c| {
+        BertModel::load(&p.pp("bert"), c, false)
+    })?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let vocab = model.config.vocab_size as u32;
@@ -41,7 +49,10 @@ fn main() -> bert::Result<()> {
     for i in 0..warmup + iters {
         let started = Instant::now();
         let out = model.model.forward(&input, &Mode::Eval)?;
-        out.hidden_states.flatten_all()?.sum_all()?.to_scalar::<f32>()?;
+        out.hidden_states
+            .flatten_all()?
+            .sum_all()?
+            .to_scalar::<f32>()?;
         if i >= warmup {
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
@@ -50,7 +61,11 @@ fn main() -> bert::Result<()> {
     sorted.sort_by(f64::total_cmp);
     let rss_mb = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(String::from))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(String::from)
+        })
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0);
     println!(

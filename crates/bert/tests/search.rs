@@ -390,7 +390,8 @@ fn a_cross_encoder_reorders_hits_by_its_score() {
     let query = "where is the sea";
     let hits = searcher.search(query, 6).unwrap();
 
-    let load = |name| TextClassifier::load(&fixture(name), &PipelineOptions::default(), None).unwrap();
+    let load =
+        |name| TextClassifier::load(&fixture(name), &PipelineOptions::default(), None).unwrap();
     let reranker = load("tiny-regression");
     let reranked = search::rerank(&reranker, query, hits.clone()).unwrap();
     assert_eq!(reranked.len(), hits.len());
@@ -398,10 +399,21 @@ fn a_cross_encoder_reorders_hits_by_its_score() {
         let pair = reranker.encode_pair(query, &hit.text).unwrap();
         let logit = reranker.logits(&[pair]).unwrap()[0][0];
         let expected = 1.0 / (1.0 + (-logit).exp());
-        assert!((hit.score - expected).abs() < 1e-5, "{} vs {expected}", hit.score);
-        assert!(hits.iter().any(|h| h.text == hit.text && h.file == hit.file), "the same passages");
+        assert!(
+            (hit.score - expected).abs() < 1e-5,
+            "{} vs {expected}",
+            hit.score
+        );
+        assert!(
+            hits.iter()
+                .any(|h| h.text == hit.text && h.file == hit.file),
+            "the same passages"
+        );
     }
-    assert!(reranked.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+    assert!(
+        reranked.windows(2).all(|w| w[0].score >= w[1].score),
+        "best first"
+    );
 
     let err = search::rerank(&load("tiny-classify"), query, hits).unwrap_err();
     assert!(err.to_string().contains("one output"), "{err}");

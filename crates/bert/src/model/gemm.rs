@@ -66,12 +66,147 @@ pub fn matmul(a: View, b: View, c: &mut [f32]) {
         c.fill(0.0);
         return;
     }
+    if m <= FEW_ROWS && a.col == 1 && b.row == 1 {
+        return by_dots(a, b, c);
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         blocked(a, b, c);
         return;
     }
     fallback(a, b, c);
+}
+
+/// At most this many rows of `a` take the dot-product path.
+const FEW_ROWS: usize = 32;
+
+/// Few rows times a transposed row-major matrix (a Linear layer on a short input): each output is the
+/// dot product of an `a` row with a contiguous `b` column, and the columns are split across threads.
+/// Packing `b`, which the blocked path does on every call, would cost as much as the product itself.
+/// Four rows and two columns go together, so that eight independent sums hide the FMA latency.
+fn by_dots(a: View, b: View, c: &mut [f32]) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    let column = |j: usize| &b.data[j * b.col..j * b.col + k];
+    let row = |i: usize| &a.data[i * a.row..i * a.row + k];
+    // Column pairs first (each thread writes whole pairs), then transposed into `c`.
+    let mut by_pair = vec![0f32; m * n.div_ceil(2) * 2];
+    by_pair
+        .par_chunks_mut(2 * m)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(pair, out)| {
+            let j = 2 * pair;
+            let w = [column(j), column((j + 1).min(n - 1))];
+            for i0 in (0..m).step_by(4) {
+                let rows = [0, 1, 2, 3].map(|d| row((i0 + d).min(m - 1)));
+                let sums = dots_4x2(rows, w);
+                for (d, pair_sums) in sums.iter().enumerate().take(m - i0) {
+                    out[i0 + d] = pair_sums[0];
+                    out[m + i0 + d] = pair_sums[1];
+                }
+            }
+        });
+    for (j, values) in by_pair.chunks(m).take(n).enumerate() {
+        for (i, v) in values.iter().enumerate() {
+            c[i * n + j] = *v;
+        }
+    }
+}
+
+/// The dot products of four rows with two columns, all of length `k`.
+fn dots_4x2(rows: [&[f32]; 4], columns: [&[f32]; 2]) -> [[f32; 2]; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { dots_4x2_avx512(rows, columns) };
+    }
+    rows.map(|r| columns.map(|c| dot_portable(r, c)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dots_4x2_avx512(rows: [&[f32]; 4], columns: [&[f32]; 2]) -> [[f32; 2]; 4] {
+    use std::arch::x86_64::*;
+    let k = columns[0].len();
+    let mut sums = [[_mm512_setzero_ps(); 2]; 4];
+    let mut p = 0;
+    while p + 16 <= k {
+        let w = [
+            _mm512_loadu_ps(columns[0].as_ptr().add(p)),
+            _mm512_loadu_ps(columns[1].as_ptr().add(p)),
+        ];
+        for (r, row) in rows.iter().enumerate() {
+            let x = _mm512_loadu_ps(row.as_ptr().add(p));
+            sums[r][0] = _mm512_fmadd_ps(x, w[0], sums[r][0]);
+            sums[r][1] = _mm512_fmadd_ps(x, w[1], sums[r][1]);
+        }
+        p += 16;
+    }
+    let mut out = [[0f32; 2]; 4];
+    for r in 0..4 {
+        for c in 0..2 {
+            let tail: f32 = (p..k).map(|q| rows[r][q] * columns[c][q]).sum();
+            out[r][c] = _mm512_reduce_add_ps(sums[r][c]) + tail;
+        }
+    }
+    out
+}
+
+/// The dot product of two equal-length slices (AVX-512 where the CPU has it).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { dot_avx512(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+/// Eight running sums, which the compiler turns into vector code.
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut sums = [0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..8 {
+            sums[i] += x[i] * y[i];
+        }
+    }
+    sums.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 32 <= n {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
+        s1 = _mm512_fmadd_ps(
+            _mm512_loadu_ps(pa.add(i + 16)),
+            _mm512_loadu_ps(pb.add(i + 16)),
+            s1,
+        );
+        i += 32;
+    }
+    while i + 16 <= n {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s0);
+        i += 16;
+    }
+    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    while i < n {
+        sum += a[i] * b[i];
+        i += 1;
+    }
+    sum
 }
 
 /// The portable loop: row by row, in parallel.

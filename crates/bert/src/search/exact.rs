@@ -7,6 +7,8 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
+use crate::model::gemm::dot;
+
 /// A row and its score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
@@ -78,70 +80,6 @@ fn keep(heap: &mut BinaryHeap<Reverse<Ranked>>, hit: Hit, k: usize) {
     }
 }
 
-/// The dot product of two equal-length slices.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        return unsafe { dot_avx512(a, b) };
-    }
-    dot_portable(a, b)
-}
-
-/// Eight running sums, which the compiler turns into vector code.
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut sums = [0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for i in 0..8 {
-            sums[i] += x[i] * y[i];
-        }
-    }
-    sums.iter().sum::<f32>() + tail
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let mut i = 0;
-    while i + 32 <= n {
-        s0 = _mm512_fmadd_ps(
-            _mm512_loadu_ps(a.as_ptr().add(i)),
-            _mm512_loadu_ps(b.as_ptr().add(i)),
-            s0,
-        );
-        s1 = _mm512_fmadd_ps(
-            _mm512_loadu_ps(a.as_ptr().add(i + 16)),
-            _mm512_loadu_ps(b.as_ptr().add(i + 16)),
-            s1,
-        );
-        i += 32;
-    }
-    while i + 16 <= n {
-        s0 = _mm512_fmadd_ps(
-            _mm512_loadu_ps(a.as_ptr().add(i)),
-            _mm512_loadu_ps(b.as_ptr().add(i)),
-            s0,
-        );
-        i += 16;
-    }
-    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    while i < n {
-        sum += a[i] * b[i];
-        i += 1;
-    }
-    sum
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +99,10 @@ mod tests {
         let mut all: Vec<Hit> = (0..rows)
             .map(|row| Hit {
                 row,
-                score: dot_portable(&vectors[row * dim..(row + 1) * dim], &query),
+                score: crate::model::gemm::dot_portable(
+                    &vectors[row * dim..(row + 1) * dim],
+                    &query,
+                ),
             })
             .collect();
         all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
