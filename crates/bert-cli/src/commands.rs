@@ -91,6 +91,31 @@ fn warn_about(report: &LoadReport, model: &str) {
     }
 }
 
+/// Batches read together and sorted by length before they are cut into batches, so that texts of
+/// similar length share a batch and little padding is computed.
+const SORT_WINDOW: usize = 8;
+
+/// Runs `run` on batches of `batch_size` encodings of similar length; the lines come back in input
+/// order.
+fn by_length(
+    items: &[Item],
+    encodings: &[Encoding],
+    batch_size: u64,
+    run: &impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    let mut order: Vec<usize> = (0..encodings.len()).collect();
+    order.sort_by_key(|&i| encodings[i].ids.len());
+    let mut lines = vec![String::new(); encodings.len()];
+    for group in order.chunks(batch_size.max(1) as usize) {
+        let batch_items: Vec<Item> = group.iter().map(|&i| items[i].clone()).collect();
+        let batch: Vec<Encoding> = group.iter().map(|&i| encodings[i].clone()).collect();
+        for (&i, line) in group.iter().zip(run(&batch_items, &batch)?) {
+            lines[i] = line;
+        }
+    }
+    Ok(lines)
+}
+
 /// Streams inputs in batches: `encode` tokenizes one item (its error fails that line only), `run`
 /// processes the encoded batch, one JSON line per encoding, in order.
 fn drive(
@@ -106,7 +131,7 @@ fn drive(
     while inputs.peek().is_some() {
         let chunk: Vec<input::Input> = inputs
             .by_ref()
-            .take(batch_size as usize)
+            .take(batch_size as usize * SORT_WINDOW)
             .collect::<Result<_>>()?;
         let mut results: Vec<Result<String, (usize, String)>> = Vec::with_capacity(chunk.len());
         let (mut items, mut encodings, mut slots) = (Vec::new(), Vec::new(), Vec::new());
@@ -128,7 +153,10 @@ fn drive(
                 Err(e) => results.push(Err(e)),
             }
         }
-        for (slot, value) in slots.into_iter().zip(run(&items, &encodings)?) {
+        for (slot, value) in slots
+            .into_iter()
+            .zip(by_length(&items, &encodings, batch_size, &run)?)
+        {
             results[slot] = Ok(value);
         }
         for result in results {
