@@ -56,6 +56,11 @@ const MC: usize = 96;
 
 /// `c = a b`, with `c` row-major `a.rows x b.cols`.
 pub fn matmul(a: View, b: View, c: &mut [f32]) {
+    matmul_into(a, b, c, false)
+}
+
+/// `c = a b`, or `c += a b` when `accumulate` (so that `c` can start as a broadcast bias).
+pub fn matmul_into(a: View, b: View, c: &mut [f32], accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     assert_eq!(c.len(), m * n, "output size");
@@ -63,18 +68,20 @@ pub fn matmul(a: View, b: View, c: &mut [f32]) {
         return;
     }
     if k == 0 {
-        c.fill(0.0);
+        if !accumulate {
+            c.fill(0.0);
+        }
         return;
     }
     if m <= FEW_ROWS && a.col == 1 && b.row == 1 {
-        return by_dots(a, b, c);
+        return by_dots(a, b, c, accumulate);
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        blocked(a, b, c);
+        blocked(a, b, c, accumulate);
         return;
     }
-    fallback(a, b, c);
+    fallback(a, b, c, accumulate);
 }
 
 /// At most this many rows of `a` take the dot-product path.
@@ -84,7 +91,7 @@ const FEW_ROWS: usize = 32;
 /// dot product of an `a` row with a contiguous `b` column, and the columns are split across threads.
 /// Packing `b`, which the blocked path does on every call, would cost as much as the product itself.
 /// Four rows and two columns go together, so that eight independent sums hide the FMA latency.
-fn by_dots(a: View, b: View, c: &mut [f32]) {
+fn by_dots(a: View, b: View, c: &mut [f32], accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     let column = |j: usize| &b.data[j * b.col..j * b.col + k];
     let row = |i: usize| &a.data[i * a.row..i * a.row + k];
@@ -108,7 +115,11 @@ fn by_dots(a: View, b: View, c: &mut [f32]) {
         });
     for (j, values) in by_pair.chunks(m).take(n).enumerate() {
         for (i, v) in values.iter().enumerate() {
-            c[i * n + j] = *v;
+            if accumulate {
+                c[i * n + j] += *v;
+            } else {
+                c[i * n + j] = *v;
+            }
         }
     }
 }
@@ -210,10 +221,12 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The portable loop: row by row, in parallel.
-fn fallback(a: View, b: View, c: &mut [f32]) {
+fn fallback(a: View, b: View, c: &mut [f32], accumulate: bool) {
     let n = b.cols;
     c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        row.fill(0.0);
+        if !accumulate {
+            row.fill(0.0);
+        }
         for p in 0..a.cols {
             let x = a.at(i, p);
             for (j, out) in row.iter_mut().enumerate() {
@@ -274,21 +287,21 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn blocked(a: View, b: View, c: &mut [f32]) {
+fn blocked(a: View, b: View, c: &mut [f32], accumulate: bool) {
     // Taken out for the call: a nested call on this thread (from inside another parallel loop) finds
     // an empty buffer instead of a borrowed one.
     let mut packed = PACKED_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    blocked_with(a, b, c, &mut packed);
+    blocked_with(a, b, c, &mut packed, accumulate);
     PACKED_B.with(|p| *p.borrow_mut() = packed);
 }
 
 #[cfg(target_arch = "x86_64")]
-fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>) {
+fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         pack_b(b, p0, kc, packed_b);
-        let first = p0 == 0;
+        let first = p0 == 0 && !accumulate;
         let packed_b = &*packed_b;
         c.par_chunks_mut(MC * n)
             .enumerate()
@@ -416,6 +429,17 @@ mod tests {
                 let mut c = vec![f32::NAN; m * n];
                 matmul(va, vb, &mut c);
                 let want = naive(va, vb);
+                let mut from_one = vec![1f32; m * n];
+                matmul_into(va, vb, &mut from_one, true);
+                let worst_added = from_one
+                    .iter()
+                    .zip(&want)
+                    .map(|(x, y)| (x - 1.0 - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst_added < 1e-3,
+                    "accumulating {m}x{k}x{n}: {worst_added}"
+                );
                 let worst = c
                     .iter()
                     .zip(&want)
@@ -467,6 +491,73 @@ fn matrix<'a>(
         candle_core::bail!("gemm: operands must be matrices, got {:?}", layout.dims())
     };
     Ok((&data[start..end], *rows, *cols))
+}
+
+/// `x W^T + b` as one candle op: the output starts as the broadcast bias and the product is added to
+/// it, which saves zeroing the output and a separate pass (and buffer) for the bias. Its backward pass
+/// is made of [`Gemm`]s and a column sum.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearOp;
+
+impl candle_core::CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "bert-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (x, rows, in_dim) = matrix(s1, l1)?;
+        let (w, out_dim, w_in) = matrix(s2, l2)?;
+        let candle_core::CpuStorage::F32(bias) = s3 else {
+            candle_core::bail!("linear: only f32 is supported")
+        };
+        let Some((start, end)) = l3.contiguous_offsets() else {
+            candle_core::bail!("linear: the bias must be contiguous")
+        };
+        let bias = &bias[start..end];
+        if w_in != in_dim || bias.len() != out_dim {
+            candle_core::bail!(
+                "linear: {rows}x{in_dim} input, {out_dim}x{w_in} weight, {} bias",
+                bias.len()
+            )
+        }
+        let mut c: Vec<f32> = Vec::with_capacity(rows * out_dim);
+        for _ in 0..rows {
+            c.extend_from_slice(bias);
+        }
+        let a = View::row_major(x, rows, in_dim);
+        let b = View::row_major(w, out_dim, in_dim).t();
+        matmul_into(a, b, &mut c, true);
+        Ok((
+            candle_core::CpuStorage::F32(c),
+            candle_core::Shape::from((rows, out_dim)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &candle_core::Tensor,
+        w: &candle_core::Tensor,
+        _bias: &candle_core::Tensor,
+        _res: &candle_core::Tensor,
+        grad: &candle_core::Tensor,
+    ) -> candle_core::Result<(
+        Option<candle_core::Tensor>,
+        Option<candle_core::Tensor>,
+        Option<candle_core::Tensor>,
+    )> {
+        let grad = grad.contiguous()?;
+        let (dx, dw) = candle_core::CustomOp2::bwd(&Gemm::LINEAR, x, w, &grad, &grad)?;
+        let dbias = grad.sum(0)?;
+        Ok((dx, dw, Some(dbias)))
+    }
 }
 
 impl candle_core::CustomOp2 for Gemm {

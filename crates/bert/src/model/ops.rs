@@ -60,12 +60,14 @@ impl Linear {
         let rows = x.elem_count() / in_dim.max(1);
         let x = x.reshape((rows, in_dim))?;
         let y = if fused_kernels_apply(&x) && crate::model::gemm::fast_gemm_available() {
-            x.contiguous()?
-                .apply_op2(&self.weight.contiguous()?, crate::model::gemm::Gemm::LINEAR)?
+            x.contiguous()?.apply_op3(
+                &self.weight.contiguous()?,
+                &self.bias.contiguous()?,
+                crate::model::gemm::LinearOp,
+            )?
         } else {
-            x.matmul(&self.weight.t()?)?
+            x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?
         };
-        let y = y.broadcast_add(&self.bias)?;
         let mut out_dims = dims.to_vec();
         out_dims[dims.len() - 1] = self.weight.dim(0)?;
         Ok(y.reshape(out_dims)?)
