@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use crate::batch::Batch;
 use crate::config::BertConfig;
 use crate::error::Result;
+use crate::model::attention::FusedAttention;
 use crate::model::ops::{
     activation, attention_bias, softmax, Dropout, Init, LayerNorm, Linear, Mode,
 };
@@ -128,6 +129,16 @@ impl BertSelfAttention {
         let (b, t, c) = x.dims3()?;
         // Scaling the queries rather than the scores touches D values per token instead of T.
         let scale = 1.0 / (self.head_size as f64).sqrt();
+        if !mode.is_train() && fused_attention_applies(x) {
+            let q = (self.query.forward(x)? * scale)?.contiguous()?;
+            let k = self.key.forward(x)?.contiguous()?;
+            let v = self.value.forward(x)?.contiguous()?;
+            let op = FusedAttention {
+                heads: self.num_heads,
+                mask: bias.flatten_all()?.to_vec1()?,
+            };
+            return Ok(q.apply_op3_no_bwd(&k, &v, &op)?);
+        }
         let q = (self.split_heads(&self.query.forward(x)?)? * scale)?; // (B, H, T, D)
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
@@ -138,6 +149,13 @@ impl BertSelfAttention {
         let context = probs.matmul(&v)?; // (B, H, T, D)
         Ok(context.transpose(1, 2)?.reshape((b, t, c))?)
     }
+}
+
+/// Whether inference can take the one-op attention: f32 on a CPU with AVX-512.
+fn fused_attention_applies(x: &Tensor) -> bool {
+    x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && crate::model::gemm::fast_gemm_available()
 }
 
 /// A projection followed by dropout, a residual connection and LayerNorm (`attention.output`, `output`).

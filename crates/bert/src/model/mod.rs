@@ -1,6 +1,7 @@
 //! The BERT network: encoder blocks ([`encoder`]), task heads ([`heads`]) and the ops they share
 //! ([`ops`]). Written once for inference and training: [`Mode`] switches dropout and differentiable ops.
 
+pub mod attention;
 pub mod encoder;
 pub mod gemm;
 pub mod heads;
