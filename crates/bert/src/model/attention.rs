@@ -8,6 +8,15 @@ use rayon::prelude::*;
 
 use crate::model::gemm::{matmul, View};
 
+/// The query, key and value projections of a batch, `(B, T, C)` each.
+struct Projections<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    t: usize,
+    c: usize,
+}
+
 /// `softmax(Q K^T + mask) V` per head over `(B, T, C)` projections; `q` already scaled.
 #[derive(Debug, Clone)]
 pub struct FusedAttention {
@@ -22,17 +31,9 @@ thread_local! {
 }
 
 impl FusedAttention {
-    /// The context of one head of one sequence: `T x D`, row-major.
-    fn head(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        b: usize,
-        h: usize,
-        t: usize,
-        c: usize,
-    ) -> Vec<f32> {
+    /// The context of head `h` of sequence `b`: `T x D`, row-major.
+    fn head(&self, p: &Projections, b: usize, h: usize) -> Vec<f32> {
+        let (q, k, v, t, c) = (p.q, p.k, p.v, p.t, p.c);
         let d = c / self.heads;
         let at = |data| head_view(data, b * t * c + h * d, t, c, d);
         let mask = &self.mask[b * t..(b + 1) * t];
@@ -128,7 +129,10 @@ impl candle_core::CustomOp3 for FusedAttention {
         let d = c / self.heads;
         let heads: Vec<Vec<f32>> = (0..b * self.heads)
             .into_par_iter()
-            .map(|i| self.head(q, k, v, i / self.heads, i % self.heads, t, c))
+            .map(|i| {
+                let p = Projections { q, k, v, t, c };
+                self.head(&p, i / self.heads, i % self.heads)
+            })
             .collect();
         let mut out = vec![0f32; b * t * c];
         for (i, context) in heads.iter().enumerate() {
