@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::gemm::{matmul, View};
+use crate::model::gemm::{contiguous_f32, matmul, View};
 
 /// The query, key and value projections of a batch, `(B, T, C)` each.
 struct Projections<'a> {
@@ -83,19 +83,14 @@ fn data<'a>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
 ) -> candle_core::Result<(&'a [f32], usize, usize, usize)> {
-    let candle_core::CpuStorage::F32(data) = storage else {
-        candle_core::bail!("attention: only f32 is supported")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("attention: inputs must be contiguous")
-    };
+    let data = contiguous_f32(storage, layout, "attention")?;
     let [b, t, c] = layout.dims() else {
         candle_core::bail!(
             "attention: inputs must be (B, T, C), got {:?}",
             layout.dims()
         )
     };
-    Ok((&data[start..end], *b, *t, *c))
+    Ok((data, *b, *t, *c))
 }
 
 impl candle_core::CustomOp3 for FusedAttention {

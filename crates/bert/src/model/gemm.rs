@@ -481,16 +481,26 @@ fn matrix<'a>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
 ) -> candle_core::Result<(&'a [f32], usize, usize)> {
-    let candle_core::CpuStorage::F32(data) = storage else {
-        candle_core::bail!("gemm: only f32 is supported")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("gemm: operands must be contiguous")
-    };
+    let data = contiguous_f32(storage, layout, "gemm")?;
     let [rows, cols] = layout.dims() else {
         candle_core::bail!("gemm: operands must be matrices, got {:?}", layout.dims())
     };
-    Ok((&data[start..end], *rows, *cols))
+    Ok((data, *rows, *cols))
+}
+
+/// The values of a contiguous f32 operand of the op named `op`.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: only f32 is supported")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: operands must be contiguous")
+    };
+    Ok(&data[start..end])
 }
 
 /// `x W^T + b` as one candle op: the output starts as the broadcast bias and the product is added to
@@ -515,13 +525,7 @@ impl candle_core::CustomOp3 for LinearOp {
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (x, rows, in_dim) = matrix(s1, l1)?;
         let (w, out_dim, w_in) = matrix(s2, l2)?;
-        let candle_core::CpuStorage::F32(bias) = s3 else {
-            candle_core::bail!("linear: only f32 is supported")
-        };
-        let Some((start, end)) = l3.contiguous_offsets() else {
-            candle_core::bail!("linear: the bias must be contiguous")
-        };
-        let bias = &bias[start..end];
+        let bias = contiguous_f32(s3, l3, "linear")?;
         if w_in != in_dim || bias.len() != out_dim {
             candle_core::bail!(
                 "linear: {rows}x{in_dim} input, {out_dim}x{w_in} weight, {} bias",
