@@ -1,4 +1,4 @@
-//! Reading weights from a checkpoint directory: `model.safetensors` (memory-mapped), sharded safetensors
+//! Reading weights from a checkpoint directory: `model.safetensors` (read tensor by tensor), sharded safetensors
 //! with `model.safetensors.index.json`, or a zip-format `pytorch_model.bin`.
 //!
 //! Names are mapped once, on open, to the canonical `transformers` layout (`bert.` prefix, LayerNorm
@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 
 use crate::error::{read_json, Error, Result};
+use crate::safetensors_file::SafetensorsFiles;
 
 /// Where one checkpoint's tensors live.
 enum Store {
-    Safetensors(MmapedSafetensors),
+    Safetensors(SafetensorsFiles),
     Pth(PthTensors),
 }
 
@@ -59,13 +59,8 @@ impl Checkpoint {
                 ));
             }
         }
-        // SAFETY: the files are mapped read-only; as with every memory-mapped loader, they must not be
-        // truncated while the model is being loaded.
-        let store = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
-            let file = files.first().cloned().unwrap_or_default();
-            Error::checkpoint(file, format!("not a valid safetensors file: {e}"))
-        })?;
-        let raw: Vec<String> = store.tensors().into_iter().map(|(name, _)| name).collect();
+        let store = SafetensorsFiles::open(&files)?;
+        let raw: Vec<String> = store.names().map(String::from).collect();
         Ok(Checkpoint {
             store: Store::Safetensors(store),
             files,
@@ -111,7 +106,7 @@ impl Checkpoint {
             return Ok(None);
         };
         let tensor = match &self.store {
-            Store::Safetensors(st) => st.load(raw, device),
+            Store::Safetensors(st) => return st.load(raw, device).map(Some),
             Store::Pth(pth) => pth
                 .get(raw)
                 .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("absent".into())))

@@ -76,6 +76,7 @@ pub mod pooling;
 pub mod pretrained;
 pub mod pretraining;
 pub mod rng;
+pub mod safetensors_file;
 pub mod save;
 pub mod search;
 pub mod tokenizer;
