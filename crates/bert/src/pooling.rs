@@ -22,6 +22,12 @@ pub enum Pooling {
     MeanSqrtLen,
 }
 
+/// Scales a vector to unit length (as `torch.nn.functional.normalize`, eps 1e-12).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
 impl Pooling {
     /// The name `FromStr` reads.
     pub fn name(self) -> &'static str {

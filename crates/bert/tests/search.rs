@@ -347,16 +347,21 @@ fn bad_inputs_and_mismatched_or_corrupt_indexes_are_refused_by_name() {
     assert!(Searcher::open(&out, None).unwrap().index.rows() > 0);
 }
 
-#[test]
-fn bm25_and_hybrid_modes_rank_the_same_passages() {
-    use bert::search::Mode;
-    let root = temp("modes");
+/// The three-file folder (sea, forest, city) indexed with the tiny checkpoint, opened for search.
+fn three_file_index(name: &str) -> Searcher {
+    let root = temp(name);
     let docs = documents(&root);
     std::fs::write(docs.join("city.md"), CITY).unwrap();
     let out = root.join("index");
     let s = setup("tiny-base");
     build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
-    let searcher = Searcher::open(&out, None).unwrap();
+    Searcher::open(&out, None).unwrap()
+}
+
+#[test]
+fn bm25_and_hybrid_modes_rank_the_same_passages() {
+    use bert::search::Mode;
+    let searcher = three_file_index("modes");
     // A word only one file has: BM25 finds it there first, whatever the (random) embeddings say.
     let lexical = searcher.search_with("wolves", 3, Mode::Lexical).unwrap();
     assert!(lexical[0].file.ends_with("forest.txt"), "{lexical:?}");
@@ -380,13 +385,7 @@ fn bm25_and_hybrid_modes_rank_the_same_passages() {
 #[test]
 fn a_cross_encoder_reorders_hits_by_its_score() {
     use bert::pipelines::{PipelineOptions, TextClassifier};
-    let root = temp("rerank");
-    let docs = documents(&root);
-    std::fs::write(docs.join("city.md"), CITY).unwrap();
-    let out = root.join("index");
-    let s = setup("tiny-base");
-    build(&s, std::slice::from_ref(&docs), &out, Existing::Refuse).unwrap();
-    let searcher = Searcher::open(&out, None).unwrap();
+    let searcher = three_file_index("rerank");
     let query = "where is the sea";
     let hits = searcher.search(query, 6).unwrap();
 

@@ -5,6 +5,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use bert::pooling::normalize;
+
 use crate::error::ApiError;
 use crate::input::{check_count, encode_all, texts, JsonBody};
 use crate::models::Task;
@@ -147,11 +149,6 @@ async fn embeddings(
     let tokens = encodings.iter().map(|e| e.ids.len()).sum();
     let vectors = state.worker.rows(Rows::Embeddings, encodings).await?;
     Ok((vectors, tokens))
-}
-
-fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= norm);
 }
 
 /// Standard base64 (with padding) of the vector's little-endian bytes, as OpenAI sends them.

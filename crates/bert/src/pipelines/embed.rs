@@ -84,8 +84,7 @@ impl Embedder {
             rest = others;
             let mut v = mean(mine);
             if self.normalize {
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                v.iter_mut().for_each(|x| *x /= norm);
+                crate::pooling::normalize(&mut v);
             }
             out.push(v);
         }
