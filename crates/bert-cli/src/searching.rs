@@ -217,7 +217,8 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the vectors are searched.
+/// Where the vectors are searched (one per process, so the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Local(Searcher),
     Qdrant(Qdrant, String, Embedder),

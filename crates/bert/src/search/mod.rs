@@ -79,6 +79,8 @@ pub fn model_info(name: &str, dir: &Path, embedder: &Embedder) -> Result<ModelIn
 pub struct Searcher {
     pub index: Index,
     pub embedder: Embedder,
+    /// The BM25 index, opened on first use and kept.
+    lexical: std::sync::OnceLock<lexical::Lexical>,
 }
 
 impl Searcher {
@@ -109,7 +111,11 @@ impl Searcher {
                 info.dim
             )));
         }
-        Ok(Searcher { index, embedder })
+        Ok(Searcher {
+            index,
+            embedder,
+            lexical: std::sync::OnceLock::new(),
+        })
     }
 
     /// The `k` passages closest in meaning to `query`, best first.
@@ -121,17 +127,22 @@ impl Searcher {
     pub fn search_with(&self, query: &str, k: usize, mode: Mode) -> Result<Vec<SearchHit>> {
         let hits = match mode {
             Mode::Dense => self.dense(query, k)?,
-            Mode::Lexical => self.index.lexical()?.top_k(query, k)?,
+            Mode::Lexical => self.lexical()?.top_k(query, k)?,
             Mode::Hybrid => {
                 let n = (4 * k).max(FUSION_CANDIDATES);
-                let lists = [
-                    self.dense(query, n)?,
-                    self.index.lexical()?.top_k(query, n)?,
-                ];
+                let lists = [self.dense(query, n)?, self.lexical()?.top_k(query, n)?];
                 lexical::fuse(&lists, k)
             }
         };
         self.hits(hits)
+    }
+
+    fn lexical(&self) -> Result<&lexical::Lexical> {
+        if let Some(opened) = self.lexical.get() {
+            return Ok(opened);
+        }
+        let opened = self.index.lexical()?;
+        Ok(self.lexical.get_or_init(|| opened))
     }
 
     fn dense(&self, query: &str, k: usize) -> Result<Vec<exact::Hit>> {
