@@ -9,13 +9,21 @@ use bert::finetune::{
     finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
     FinetuneEvent, FinetuneOptions, Prepared, QaData, SpanOptions, TaggingData,
 };
-use bert::train::AdamWConfig;
+use bert::train::{AdamWConfig, World};
 use serde_json::{Map, Value};
 
 use crate::args::{FinetuneArgs, TaskKind};
+use crate::distributed::{self, StopNotice};
 use crate::progress::{stop_flag, Progress};
 
+/// `bert finetune`, on one process or on each rank of `mpirun -np N bert finetune`.
 pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
+    let world = distributed::join()?;
+    distributed::on_rank(&world, || run_on(args, &world))
+}
+
+fn run_on(args: FinetuneArgs, world: &World) -> Result<ExitCode> {
+    let leader = world.is_leader();
     let model_dir = if args.resume {
         // The newest checkpoint holds the weights (task head included), config and tokenizer.
         match bert::train::checkpoints(&args.out)?.pop() {
@@ -25,7 +33,8 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
     } else {
         bert::hub::resolve_model(&args.model, args.revision.as_deref())?
     };
-    let options = options(&args, &model_dir);
+    let mut options = options(&args, &model_dir);
+    options.world = world.clone();
     let prepared = match args.task {
         TaskKind::Classify => prepare_classification(
             &model_dir,
@@ -72,16 +81,19 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
             prepared.boxed()
         }
     };
-    for note in &prepared.notes {
+    for note in prepared.notes.iter().filter(|_| leader) {
         eprintln!("note: {note}");
     }
-    if !prepared.newly_initialized.is_empty() {
+    if leader && !prepared.newly_initialized.is_empty() {
         eprintln!(
             "newly initialised (not in the checkpoint): {}",
             prepared.newly_initialized.join(", ")
         );
     }
-    let stop = stop_flag("saving a checkpoint after this step")?;
+    let stop = stop_flag(
+        "saving a checkpoint after this step",
+        StopNotice::new(world, &args.out),
+    )?;
     let mut progress = Progress::new(args.log_every);
     let outcome = finetune(
         prepared.task.as_ref(),
@@ -122,6 +134,12 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         },
     )
     .with_context(|| format!("fine-tuning into {}", args.out.display()))?;
+    if !leader {
+        return Ok(match outcome.finished {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::from(130),
+        });
+    }
     progress.finish();
     if let Some(best) = &outcome.best {
         eprintln!("best: {}", summary(best));

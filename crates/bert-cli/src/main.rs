@@ -4,6 +4,7 @@
 mod answering;
 mod args;
 mod commands;
+mod distributed;
 mod finetuning;
 mod input;
 mod output;

@@ -9,9 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bert::train::StepMetrics;
 
-/// A flag set by the first SIGINT/SIGTERM (the run then does `on_stop` and exits); a second one exits
-/// at once with status 130.
-pub fn stop_flag(on_stop: &'static str) -> Result<Arc<AtomicBool>> {
+use crate::distributed::StopNotice;
+
+/// A flag set by the first SIGINT/SIGTERM (the run then does `on_stop` and exits, after `notice` says
+/// so); a second one exits at once with status 130.
+pub fn stop_flag(on_stop: &'static str, notice: StopNotice) -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -19,7 +21,9 @@ pub fn stop_flag(on_stop: &'static str) -> Result<Arc<AtomicBool>> {
             eprintln!("\nsecond interrupt: exiting now");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: {on_stop} (interrupt again to exit at once)");
+        if let Some(text) = notice.text(on_stop) {
+            eprintln!("\n{text}");
+        }
     })
     .context("installing the SIGINT/SIGTERM handler")?;
     Ok(stop)

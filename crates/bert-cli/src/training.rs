@@ -9,11 +9,12 @@ use bert::config::BertConfig;
 use bert::pretraining::data::{HoldOut, PretrainData};
 use bert::pretraining::trainer::{pretrain as run_pretraining, Event, ModelInit, PretrainOptions};
 use bert::pretraining::{Corpus, InstanceConfig};
-use bert::train::AdamWConfig;
+use bert::train::{AdamWConfig, World};
 use bert::vocab::{train_vocab, VocabOptions};
 use bert::Tokenizer;
 
 use crate::args::{PretrainArgs, VocabArgs};
+use crate::distributed::{self, StopNotice};
 use crate::progress::Progress;
 
 pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
@@ -40,7 +41,13 @@ pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bert pretrain`, on one process or on each rank of `mpirun -np N bert pretrain`.
 pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
+    let world = distributed::join()?;
+    distributed::on_rank(&world, || pretrain_on(args, &world))
+}
+
+fn pretrain_on(args: PretrainArgs, world: &World) -> Result<ExitCode> {
     let tokenizer_dir = match (&args.tokenizer, &args.model) {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
         (None, None) => {
@@ -104,8 +111,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         resume: args.resume,
         overwrite: args.overwrite,
         seed: args.seed,
+        world: world.clone(),
     };
-    let stop = crate::progress::stop_flag("saving a checkpoint after this step")?;
+    let stop = crate::progress::stop_flag(
+        "saving a checkpoint after this step",
+        StopNotice::new(world, &args.out),
+    )?;
     let mut progress = Progress::new(args.log_every);
     let outcome = run_pretraining(&data, &options, &stop, &mut |event| match event {
         Event::Started {
@@ -121,6 +132,13 @@ pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
         Event::Saved(path) => progress.note(&format!("saved {}", path.display())),
     })
     .with_context(|| format!("pretraining into {}", args.out.display()))?;
+    if !world.is_leader() {
+        return Ok(if outcome.finished {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(130)
+        });
+    }
     progress.finish();
     if data.corpus.skipped_lines() > 0 {
         eprintln!(

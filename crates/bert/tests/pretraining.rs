@@ -109,6 +109,7 @@ fn options(out: &Path, max_steps: usize) -> PretrainOptions {
         resume: false,
         overwrite: false,
         seed: 11,
+        world: Default::default(),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::batch::Batch;
 use crate::config::{BertConfig, ProblemType};
 use crate::error::Result;
 use crate::finetune::table::{Row, Table};
-use crate::finetune::trainer::FinetuneTask;
+use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
 use crate::loss::sequence_classification_loss;
 use crate::metrics::{classification_report, multi_label_report, regression_report};
 use crate::model::{BertForSequenceClassification, Mode};
@@ -228,36 +228,41 @@ impl FinetuneTask for ClassificationTask {
         self.train.len()
     }
 
-    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<(Tensor, usize)> {
+    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss> {
         let (batch, targets, tokens) = self.train.batch(indices, self.pad_id)?;
         let logits = self.model.forward(&batch, mode)?;
-        Ok((
-            sequence_classification_loss(&logits, &targets, self.problem)?,
+        Ok(TrainLoss {
+            loss: sequence_classification_loss(&logits, &targets, self.problem)?,
             tokens,
-        ))
+            count: indices.len(),
+        })
     }
 
-    fn has_eval(&self) -> bool {
-        self.eval.is_some()
+    fn eval_len(&self) -> usize {
+        self.eval.as_ref().map_or(0, ClassificationSet::len)
     }
 
-    fn evaluate(&self, batch_size: usize) -> Result<Map<String, Value>> {
+    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
+        let Some(eval) = &self.eval else {
+            return Ok(EvalBatch::default());
+        };
+        let (batch, targets, _) = eval.batch(indices, self.pad_id)?;
+        let out = self.model.forward(&batch, &Mode::Eval)?;
+        let loss = sequence_classification_loss(&out, &targets, self.problem)?;
+        Ok(EvalBatch {
+            rows: out.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+            loss_sum: f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64,
+            loss_terms: indices.len(),
+        })
+    }
+
+    fn score(&self, logits: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
         let Some(eval) = &self.eval else {
             return Ok(Map::new());
         };
-        let (mut loss_sum, mut logits) = (0.0, Vec::with_capacity(eval.len()));
-        let order: Vec<usize> = (0..eval.len()).collect();
-        for indices in order.chunks(batch_size.max(1)) {
-            let (batch, targets, _) = eval.batch(indices, self.pad_id)?;
-            let out = self.model.forward(&batch, &Mode::Eval)?;
-            let loss = sequence_classification_loss(&out, &targets, self.problem)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64;
-            logits.extend(out.to_dtype(DType::F32)?.to_vec2::<f32>()?);
-        }
         let mut metrics = Map::new();
-        metrics.insert("loss".into(), (loss_sum / eval.len().max(1) as f64).into());
-        let report = self.report(&eval.targets, &logits)?;
-        metrics.extend(report);
+        metrics.insert("loss".into(), loss.into());
+        metrics.extend(self.report(&eval.targets, &logits)?);
         Ok(metrics)
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::batch::Batch;
 use crate::error::{read_to_string, Error, Result};
-use crate::finetune::trainer::FinetuneTask;
+use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
 use crate::loss::{token_cross_entropy, IGNORE_INDEX};
 use crate::metrics::entity_report;
 use crate::model::{BertForTokenClassification, Mode};
@@ -234,42 +234,59 @@ impl FinetuneTask for TokenClassificationTask {
         self.train.encodings.len()
     }
 
-    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<(Tensor, usize)> {
+    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss> {
         let (batch, labels, tokens) = self.train.batch(indices, self.pad_id)?;
         let logits = self.model.forward(&batch, mode)?;
-        Ok((token_cross_entropy(&logits, &labels)?, tokens))
+        Ok(TrainLoss {
+            loss: token_cross_entropy(&logits, &labels)?,
+            tokens,
+            count: eval_label_count(&labels)?,
+        })
     }
 
-    fn has_eval(&self) -> bool {
-        self.eval.is_some()
+    fn eval_len(&self) -> usize {
+        self.eval.as_ref().map_or(0, |eval| eval.encodings.len())
     }
 
-    fn evaluate(&self, batch_size: usize) -> Result<Map<String, Value>> {
+    /// Rows: each sentence's best tag id per token.
+    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
+        let Some(eval) = &self.eval else {
+            return Ok(EvalBatch::default());
+        };
+        let (batch, labels, _) = eval.batch(indices, self.pad_id)?;
+        let logits = self.model.forward(&batch, &Mode::Eval)?;
+        let counted = eval_label_count(&labels)?;
+        let loss_sum = if counted > 0 {
+            let loss = token_cross_entropy(&logits, &labels)?;
+            f64::from(loss.to_scalar::<f32>()?) * counted as f64
+        } else {
+            0.0
+        };
+        let best: Vec<Vec<u32>> = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec2()?;
+        Ok(EvalBatch {
+            rows: best
+                .into_iter()
+                .map(|row| row.into_iter().map(|tag| tag as f32).collect())
+                .collect(),
+            loss_sum,
+            loss_terms: counted,
+        })
+    }
+
+    fn score(&self, best: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
         let Some(eval) = &self.eval else {
             return Ok(Map::new());
         };
-        let (mut loss_sum, mut scored) = (0.0, 0usize);
         let (mut truth, mut predicted) = (Vec::new(), Vec::new());
-        let order: Vec<usize> = (0..eval.encodings.len()).collect();
-        for indices in order.chunks(batch_size.max(1)) {
-            let (batch, labels, _) = eval.batch(indices, self.pad_id)?;
-            let logits = self.model.forward(&batch, &Mode::Eval)?;
-            let counted = eval_label_count(&labels)?;
-            if counted > 0 {
-                let loss = token_cross_entropy(&logits, &labels)?;
-                loss_sum += f64::from(loss.to_scalar::<f32>()?) * counted as f64;
-                scored += counted;
-            }
-            let best: Vec<Vec<u32>> = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec2()?;
-            for (row, &i) in indices.iter().enumerate() {
-                let (t, p) = self.word_tags(eval, i, &best[row]);
-                truth.push(t);
-                predicted.push(p);
-            }
+        for (i, row) in best.iter().enumerate() {
+            let tags: Vec<u32> = row.iter().map(|&tag| tag as u32).collect();
+            let (t, p) = self.word_tags(eval, i, &tags);
+            truth.push(t);
+            predicted.push(p);
         }
         let report = entity_report(&truth, &predicted);
         let mut metrics = Map::new();
-        metrics.insert("loss".into(), (loss_sum / scored.max(1) as f64).into());
+        metrics.insert("loss".into(), loss.into());
         if let Value::Object(m) =
             serde_json::to_value(report).map_err(|e| Error::Training(e.to_string()))?
         {

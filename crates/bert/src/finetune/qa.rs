@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::finetune::squad::{QaExample, SquadSet};
-use crate::finetune::trainer::FinetuneTask;
+use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
 use crate::loss::span_loss;
 use crate::metrics::squad::{squad_report, Scored};
 use crate::model::{BertForQuestionAnswering, Mode};
@@ -144,36 +144,50 @@ impl FinetuneTask for QuestionAnsweringTask {
         self.train.len()
     }
 
-    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<(Tensor, usize)> {
+    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss> {
         let picked: Vec<&Feature> = indices.iter().map(|&i| &self.train[i]).collect();
         let (batch, starts, ends, tokens) = batch(&picked, self.pad_id)?;
         let out = self.model.forward(&batch, mode)?;
-        Ok((
-            span_loss(&out.start_logits, &out.end_logits, &starts, &ends)?,
+        Ok(TrainLoss {
+            loss: span_loss(&out.start_logits, &out.end_logits, &starts, &ends)?,
             tokens,
-        ))
+            count: indices.len(),
+        })
     }
 
-    fn has_eval(&self) -> bool {
-        self.eval.is_some()
+    fn eval_len(&self) -> usize {
+        self.eval.as_ref().map_or(0, |(_, features)| features.len())
     }
 
-    fn evaluate(&self, batch_size: usize) -> Result<Map<String, Value>> {
+    /// Rows: each window's start logits, then its end logits.
+    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
+        let Some((_, features)) = &self.eval else {
+            return Ok(EvalBatch::default());
+        };
+        let picked: Vec<&Feature> = indices.iter().map(|&i| &features[i]).collect();
+        let (batch, starts, ends, _) = batch(&picked, self.pad_id)?;
+        let out = self.model.forward(&batch, &Mode::Eval)?;
+        let loss = span_loss(&out.start_logits, &out.end_logits, &starts, &ends)?;
+        let s: Vec<Vec<f32>> = out.start_logits.to_vec2()?;
+        let e: Vec<Vec<f32>> = out.end_logits.to_vec2()?;
+        Ok(EvalBatch {
+            rows: s.into_iter().zip(e).map(|(s, e)| [s, e].concat()).collect(),
+            loss_sum: f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64,
+            loss_terms: indices.len(),
+        })
+    }
+
+    fn score(&self, rows: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
         let Some((set, features)) = &self.eval else {
             return Ok(Map::new());
         };
-        let mut logits: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(features.len());
-        let mut loss_sum = 0.0;
-        for chunk in features.chunks(batch_size.max(1)) {
-            let picked: Vec<&Feature> = chunk.iter().collect();
-            let (batch, starts, ends, _) = batch(&picked, self.pad_id)?;
-            let out = self.model.forward(&batch, &Mode::Eval)?;
-            let loss = span_loss(&out.start_logits, &out.end_logits, &starts, &ends)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
-            let s: Vec<Vec<f32>> = out.start_logits.to_vec2()?;
-            let e: Vec<Vec<f32>> = out.end_logits.to_vec2()?;
-            logits.extend(s.into_iter().zip(e));
-        }
+        let logits: Vec<(Vec<f32>, Vec<f32>)> = rows
+            .into_iter()
+            .map(|mut row| {
+                let end = row.split_off(row.len() / 2);
+                (row, end)
+            })
+            .collect();
         let predictions = predict(set, features, &logits, &self.spans);
         let scored: Vec<Scored> = set
             .examples
@@ -185,10 +199,7 @@ impl FinetuneTask for QuestionAnsweringTask {
             .collect();
         let report = squad_report(&scored, set.with_negatives);
         let mut metrics = Map::new();
-        metrics.insert(
-            "loss".into(),
-            (loss_sum / features.len().max(1) as f64).into(),
-        );
+        metrics.insert("loss".into(), loss.into());
         if let Value::Object(m) =
             serde_json::to_value(report).map_err(|e| Error::Training(e.to_string()))?
         {

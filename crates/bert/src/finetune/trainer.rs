@@ -4,6 +4,12 @@
 //! stop flag (SIGINT/SIGTERM in the CLI) that ends the run with the best model so far kept.
 //!
 //! Tasks plug in through [`FinetuneTask`]: a training loss over chosen examples and an evaluation.
+//!
+//! Data-parallel (`options.world` with several ranks): every rank shuffles the same order, takes every
+//! `size`-th example of each global batch of `batch_size x size`, and weights its loss by its share of
+//! the batch; gradients are summed across ranks before each step, so the run equals one process with the
+//! global batch. Evaluation batches are shared among the ranks and their outputs gathered. Rank 0
+//! alone writes checkpoints, the model and metrics, and reports events.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +27,11 @@ use crate::model::Mode;
 use crate::params::ParamStore;
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
+use crate::train::exchange::{exchange_gradients, share_weight, step_totals};
 use crate::train::{
     accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
     save_checkpoint, scale, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
-    MetricsLog, OutDir, StepMetrics, TrainerState,
+    MetricsLog, OutDir, StepMetrics, TrainerState, World,
 };
 
 /// A fine-tuning task: its model, training examples and evaluation.
@@ -33,13 +40,91 @@ pub trait FinetuneTask {
     fn architecture(&self) -> &'static str;
     /// How many training examples there are.
     fn train_len(&self) -> usize;
-    /// The mean loss over the training examples `indices`, and how many tokens they hold.
-    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<(Tensor, usize)>;
+    /// The mean loss over the training examples `indices`.
+    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss>;
+    /// How many items the evaluation set has (examples; question windows for QA), 0 without one.
+    fn eval_len(&self) -> usize;
+    /// Runs the evaluation items `indices`: an output row for each, and their loss.
+    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch>;
+    /// The metrics from every evaluation item's row, in order, and the mean loss: at least `loss`,
+    /// plus the task's metrics (numbers at the top level; per-class tables and the like nested).
+    fn score(&self, rows: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>>;
+
     /// Whether there is an evaluation set.
-    fn has_eval(&self) -> bool;
-    /// Scores the model on the evaluation set: at least `loss`, plus the task's metrics (numbers at the
-    /// top level; per-class tables and the like nested).
-    fn evaluate(&self, batch_size: usize) -> Result<Map<String, Value>>;
+    fn has_eval(&self) -> bool {
+        self.eval_len() > 0
+    }
+}
+
+/// A training loss over some examples.
+pub struct TrainLoss {
+    /// The mean loss.
+    pub loss: Tensor,
+    /// Tokens the examples hold.
+    pub tokens: usize,
+    /// What the mean is over: examples, or labelled tokens for token classification.
+    pub count: usize,
+}
+
+/// What a batch of evaluation items gives.
+#[derive(Debug, Default)]
+pub struct EvalBatch {
+    /// One row per item (logits, or predicted ids), whatever [`FinetuneTask::score`] reads.
+    pub rows: Vec<Vec<f32>>,
+    /// The loss summed over the batch's terms.
+    pub loss_sum: f64,
+    /// How many terms the loss sums (items, or labelled tokens).
+    pub loss_terms: usize,
+}
+
+/// Scores `task` on its evaluation set, the batches shared among the ranks of `world` (every rank gets
+/// the same metrics).
+pub fn evaluate(
+    task: &dyn FinetuneTask,
+    batch_size: usize,
+    world: &World,
+) -> Result<Map<String, Value>> {
+    let items: Vec<usize> = (0..task.eval_len()).collect();
+    let batches: Vec<&[usize]> = items.chunks(batch_size.max(1)).collect();
+    let (mut mine, mut rows) = (Vec::new(), Vec::new());
+    let mut loss = [0f64; 2];
+    for batch in world.share(batches.len()).map(|b| batches[b]) {
+        let out = task.eval_batch(batch)?;
+        loss[0] += out.loss_sum;
+        loss[1] += out.loss_terms as f64;
+        mine.extend(batch.iter().map(|&i| i as u64));
+        rows.extend(out.rows);
+    }
+    world.sum_f64(&mut loss)?;
+    let rows = gather_rows(world, &mine, rows, items.len())?;
+    task.score(rows, loss[0] / loss[1].max(1.0))
+}
+
+/// Every rank's rows for its `items`, in item order (`count` items in all).
+fn gather_rows(
+    world: &World,
+    items: &[u64],
+    rows: Vec<Vec<f32>>,
+    count: usize,
+) -> Result<Vec<Vec<f32>>> {
+    if !world.is_distributed() {
+        return Ok(rows);
+    }
+    let mut index: Vec<u64> = Vec::with_capacity(items.len() * 2);
+    for (item, row) in items.iter().zip(&rows) {
+        index.extend([*item, row.len() as u64]);
+    }
+    let flat: Vec<f32> = rows.concat();
+    let index = world.collective().all_gather_u64(&index)?;
+    let flat = world.collective().all_gather_f32(&flat)?;
+    let mut ordered = vec![Vec::new(); count];
+    let mut offset = 0;
+    for pair in index.chunks(2) {
+        let (item, len) = (pair[0] as usize, pair[1] as usize);
+        ordered[item] = flat[offset..offset + len].to_vec();
+        offset += len;
+    }
+    Ok(ordered)
 }
 
 /// Settings of a fine-tuning run (defaults: `transformers`' `TrainingArguments`).
@@ -74,6 +159,8 @@ pub struct FinetuneOptions {
     pub resume: bool,
     pub seed: u64,
     pub overwrite: bool,
+    /// The ranks of a data-parallel run (one process by default); `batch_size` is per rank.
+    pub world: World,
 }
 
 impl FinetuneOptions {
@@ -104,19 +191,25 @@ impl FinetuneOptions {
             resume: false,
             seed: 42,
             overwrite: false,
+            world: World::single(),
         }
     }
 
-    /// Optimizer steps per epoch: batches, grouped by accumulation (a partial group counts).
+    /// Examples per batch across all ranks.
+    fn global_batch(&self) -> usize {
+        self.batch_size.max(1) * self.world.size()
+    }
+
+    /// Optimizer steps per epoch: global batches, grouped by accumulation (a partial group counts).
     fn steps_per_epoch(&self, examples: usize) -> usize {
-        let batches = examples.div_ceil(self.batch_size.max(1));
+        let batches = examples.div_ceil(self.global_batch());
         batches
             .div_ceil(self.gradient_accumulation_steps.max(1))
             .max(1)
     }
 }
 
-/// What the loop reports while it runs.
+/// What the loop reports while it runs (on rank 0 only).
 pub enum FinetuneEvent<'a> {
     Started {
         /// Above 0 when resuming.
@@ -173,8 +266,18 @@ pub fn finetune(
         ));
     }
     let out_dir = OutDir::inspect(&options.out, &RUN_FILES, options.resume, options.overwrite)?;
-    out_dir.clear_previous_run()?;
+    // Every rank has read the output directory before rank 0 changes it.
+    options.world.barrier()?;
+    if options.world.is_leader() {
+        out_dir.clear_previous_run()?;
+    }
     let mut run = Run::new(task, store, config, options, out_dir.resume_from.as_deref())?;
+    let leader = options.world.is_leader();
+    let on_event = &mut |event: FinetuneEvent| {
+        if leader {
+            on_event(event)
+        }
+    };
     on_event(FinetuneEvent::Started {
         step: run.step,
         max_steps: run.max_steps,
@@ -184,18 +287,19 @@ pub fn finetune(
     let mut finished = true;
     'epochs: while run.step < run.max_steps {
         let order = run.epoch_order();
-        let batches: Vec<&[usize]> = order.chunks(options.batch_size).collect();
+        let batches: Vec<&[usize]> = order.chunks(options.global_batch()).collect();
         let groups: Vec<&[&[usize]]> = batches
             .chunks(options.gradient_accumulation_steps)
             .collect();
         for (index, group) in groups.iter().enumerate().skip(run.steps_in_epoch) {
-            run.train_step(group, on_event)?;
+            run.train_step(group, stop, on_event)?;
             let due = run.evaluation_due(index + 1 == groups.len()) && task.has_eval();
             if due && run.evaluate(on_event)? {
                 on_event(FinetuneEvent::EarlyStopped { step: run.step });
                 break 'epochs;
             }
-            let stopping = stop.load(Ordering::SeqCst);
+            let stopping = run.stop_requested
+                || (!options.world.is_distributed() && stop.load(Ordering::SeqCst));
             let save_steps = options.save_steps;
             if stopping || (save_steps > 0 && run.step.is_multiple_of(save_steps)) {
                 let path = run.checkpoint()?;
@@ -237,6 +341,8 @@ struct Run<'a> {
     started: Instant,
     /// Training seconds of the runs this one continues.
     elapsed_before: f64,
+    /// Whether a rank was asked to stop during the last step.
+    stop_requested: bool,
 }
 
 impl<'a> Run<'a> {
@@ -269,16 +375,25 @@ impl<'a> Run<'a> {
                 total_steps: max_steps,
             },
             // Lines past the checkpoint (from a run that then crashed) are dropped.
-            metrics: MetricsLog::open(&options.out, resumed.as_ref().map_or(0, |s| s.step))?,
+            metrics: if options.world.is_leader() {
+                MetricsLog::open(&options.out, resumed.as_ref().map_or(0, |s| s.step))?
+            } else {
+                MetricsLog::discard()
+            },
             best: Best::new(&options.metric_for_best),
             since_best: 0,
-            dropout: Mutex::new(Rng::stream(options.seed, Stream::Dropout, 0)),
+            dropout: Mutex::new(Rng::stream(
+                options.seed,
+                Stream::Dropout,
+                options.world.rank() as u64,
+            )),
             step: 0,
             epoch: 0,
             steps_in_epoch: 0,
             max_steps,
             started: Instant::now(),
             elapsed_before: 0.0,
+            stop_requested: false,
         };
         if let (Some(state), Some(dir)) = (resumed, resume_from) {
             run.continue_from(state, dir)?;
@@ -289,7 +404,7 @@ impl<'a> Run<'a> {
     /// The settings a resumed run must share with the run it continues.
     fn settings(&self) -> Value {
         let o = self.options;
-        serde_json::json!({
+        let mut settings = serde_json::json!({
             "seed": o.seed,
             "batch_size": o.batch_size,
             "gradient_accumulation_steps": o.gradient_accumulation_steps,
@@ -297,7 +412,11 @@ impl<'a> Run<'a> {
             "max_steps": self.max_steps,
             "metric_for_best": self.best.metric,
             "train_examples": self.task.train_len(),
-        })
+        });
+        if o.world.is_distributed() {
+            settings["world_size"] = o.world.size().into();
+        }
+        settings
     }
 
     /// Continues where the checkpoint in `dir` (whose optimizer moments are restored) stood: position,
@@ -308,24 +427,46 @@ impl<'a> Run<'a> {
         self.epoch = state.epoch;
         self.steps_in_epoch = state.examples_in_epoch;
         self.elapsed_before = state.elapsed_seconds;
-        self.dropout = Mutex::new(Rng::new(state.dropout_rng));
+        let rank = self.options.world.rank();
+        let dropout = match rank {
+            0 => Some(state.dropout_rng),
+            _ => state.rank_dropout_rngs.get(rank).copied(),
+        };
+        let dropout = dropout.ok_or_else(|| {
+            Error::Training(format!(
+                "{} holds no dropout state for rank {rank}",
+                dir.display()
+            ))
+        })?;
+        self.dropout = Mutex::new(Rng::new(dropout));
         self.best.restore(&state.best);
         self.since_best = state.best["since_best"].as_u64().unwrap_or(0) as usize;
         Ok(())
     }
 
-    /// Writes `checkpoint-{step}` (model, optimizer moments, position) atomically.
+    /// Writes `checkpoint-{step}` (model, optimizer moments, position) atomically (rank 0; every rank
+    /// calls it, for the dropout states).
     fn checkpoint(&mut self) -> Result<PathBuf> {
+        let world = &self.options.world;
+        let dropout = self
+            .dropout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state();
+        let rank_dropout_rngs = match world.is_distributed() {
+            true => world.collective().all_gather_u64(&[dropout])?,
+            false => Vec::new(),
+        };
+        if !world.is_leader() {
+            return Ok(self.options.out.join(format!("checkpoint-{}", self.step)));
+        }
         self.metrics.flush()?;
         let state = TrainerState {
             step: self.step,
             epoch: self.epoch,
             examples_in_epoch: self.steps_in_epoch,
-            dropout_rng: self
-                .dropout
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .state(),
+            dropout_rng: rank_dropout_rngs.first().copied().unwrap_or(dropout),
+            rank_dropout_rngs,
             tokens_seen: 0,
             elapsed_seconds: self.elapsed(),
             settings: self.settings(),
@@ -353,21 +494,26 @@ impl<'a> Run<'a> {
         order
     }
 
-    /// One optimizer step over the batches of `group`, logged.
+    /// One optimizer step over the global batches of `group` (this rank's share of each), logged.
     fn train_step(
         &mut self,
         group: &[&[usize]],
+        stop: &AtomicBool,
         on_event: &mut dyn FnMut(FinetuneEvent),
     ) -> Result<()> {
         let step_start = Instant::now();
-        let (grads, loss, tokens) = gather(self.task, group, &self.dropout, &self.vars)?;
-        if !loss.is_finite() {
+        let world = &self.options.world;
+        let gathered = gather(self.task, world, group, &self.dropout, &self.vars)?;
+        let totals = step_totals(world, gathered.loss, gathered.tokens, stop)?;
+        if !totals.loss.is_finite() {
             return Err(non_finite(
-                format!("the loss became {loss}"),
+                format!("the loss became {}", totals.loss),
                 self.step + 1,
                 &None,
             ));
         }
+        self.stop_requested = totals.stop;
+        let (grads, exchange_seconds) = exchange_gradients(world, gathered.grads, &self.vars)?;
         let lr = self.schedule.lr(self.step);
         let grad_norm = self
             .optimizer
@@ -379,12 +525,13 @@ impl<'a> Run<'a> {
         let step_metrics = StepMetrics {
             step: self.step,
             epoch: self.epoch,
-            loss,
+            loss: totals.loss,
             lr,
             grad_norm,
-            tokens_per_second: tokens as f64 / step_seconds.max(1e-9),
+            tokens_per_second: totals.tokens as f64 / step_seconds.max(1e-9),
             step_seconds,
             elapsed_seconds: self.elapsed(),
+            exchange_seconds,
         };
         on_event(FinetuneEvent::Step(&step_metrics));
         if self.step.is_multiple_of(self.options.log_every.max(1)) || self.step == self.max_steps {
@@ -426,14 +573,18 @@ impl<'a> Run<'a> {
 
     /// The task's evaluation, stamped with the step and epoch.
     fn scored(&self) -> Result<Map<String, Value>> {
-        let mut eval = self.task.evaluate(self.options.batch_size)?;
+        let mut eval = evaluate(self.task, self.options.batch_size, &self.options.world)?;
         eval.insert("step".into(), self.step.into());
         eval.insert("epoch".into(), self.epoch.into());
         Ok(eval)
     }
 
-    /// Writes the model, its tokenizer and (with an evaluation) `eval_results.json` to the output.
+    /// Writes the model, its tokenizer and (with an evaluation) `eval_results.json` to the output
+    /// (rank 0 alone).
     fn save_best(&self, eval: &Map<String, Value>) -> Result<()> {
+        if !self.options.world.is_leader() {
+            return Ok(());
+        }
         let out = &self.options.out;
         save_model(
             out,
@@ -451,7 +602,9 @@ impl<'a> Run<'a> {
     /// Completes the output directory: the loss curve, and the model when no evaluation chose one.
     fn finish(mut self, finished: bool) -> Result<FinetuneOutcome> {
         self.metrics.flush()?;
-        draw_loss_curve(&self.options.out, "loss_eval")?;
+        if self.options.world.is_leader() {
+            draw_loss_curve(&self.options.out, "loss_eval")?;
+        }
         if !self.task.has_eval() {
             self.save_best(&Map::new())?;
         } else if self.best.value.is_none() {
@@ -480,30 +633,54 @@ fn check_options(options: &FinetuneOptions) -> Result<()> {
     Ok(())
 }
 
-/// Runs the batches of one optimizer step forward and backward; returns the averaged gradients, the
-/// mean loss and the tokens seen.
+/// This rank's part of one optimizer step: its gradients (none if it had no examples), its part of the
+/// mean loss, and the tokens it saw.
+struct Gathered {
+    grads: Option<GradStore>,
+    loss: f64,
+    tokens: usize,
+}
+
+/// Runs this rank's share of each global batch of one optimizer step forward and backward, its loss
+/// weighted by its share of the batch; returns the gradients averaged over the batches.
 fn gather(
     task: &dyn FinetuneTask,
+    world: &World,
     group: &[&[usize]],
     dropout: &Mutex<Rng>,
     vars: &[Tensor],
-) -> Result<(GradStore, f64, usize)> {
-    let (mut grads, mut loss_sum, mut tokens) = (None, 0.0, 0);
-    for indices in group {
-        let (loss, n) = task.train_loss(indices, &Mode::Train(dropout))?;
+) -> Result<Gathered> {
+    let mut gathered = Gathered {
+        grads: None,
+        loss: 0.0,
+        tokens: 0,
+    };
+    for global in group {
+        let indices: Vec<usize> = world.share(global.len()).map(|j| global[j]).collect();
+        let part = match indices.is_empty() {
+            true => None,
+            false => Some(task.train_loss(&indices, &Mode::Train(dropout))?),
+        };
+        let mut count = [part.as_ref().map_or(0.0, |p| p.count as f64)];
+        world.sum_f64(&mut count)?;
+        let Some(part) = part else {
+            continue;
+        };
+        let loss = (part.loss * share_weight(part.count, count[0] as usize))?;
         let value = f64::from(loss.to_scalar::<f32>()?);
-        if !value.is_finite() {
-            return Err(Error::Training(format!("the loss became {value}")));
+        gathered.loss += value;
+        gathered.tokens += part.tokens;
+        if value.is_finite() {
+            gathered.grads = Some(accumulate(gathered.grads.take(), loss.backward()?, vars)?);
         }
-        grads = Some(accumulate(grads, loss.backward()?, vars)?);
-        loss_sum += value;
-        tokens += n;
     }
-    let mut grads = grads.ok_or_else(|| Error::Training("an empty optimizer step".into()))?;
     if group.len() > 1 {
-        scale(&mut grads, vars, 1.0 / group.len() as f64)?;
+        if let Some(grads) = gathered.grads.as_mut() {
+            scale(grads, vars, 1.0 / group.len() as f64)?;
+        }
+        gathered.loss /= group.len() as f64;
     }
-    Ok((grads, loss_sum / group.len() as f64, tokens))
+    Ok(gathered)
 }
 
 /// The best evaluation so far by one metric (lower is better for losses and errors, higher otherwise).

@@ -2,6 +2,11 @@
 //! gradient clipping and accumulation; evaluation on held-out documents; atomic checkpoints that resume
 //! to the same result as an uninterrupted run; a stop flag (SIGINT/SIGTERM in the CLI) that saves first;
 //! and a clear stop, keeping the last good checkpoint, if the loss stops being finite.
+//!
+//! Data-parallel (`options.world` with several ranks): every rank walks the same instance stream and
+//! trains on every `size`-th instance of each global batch of `batch_size x size`; gradients are summed
+//! across ranks before each step, so every rank holds the same weights and the run equals one process
+//! with the global batch. Rank 0 alone writes checkpoints, metrics and reports events.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +26,11 @@ use crate::params::ParamStore;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
+use crate::train::exchange::{exchange_gradients, share_weight, step_totals};
 use crate::train::{
     accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
     save_checkpoint, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
-    MetricsLog, OutDir, StepMetrics, TrainerState,
+    MetricsLog, OutDir, StepMetrics, TrainerState, World,
 };
 
 const ARCHITECTURE: &str = "BertForPreTraining";
@@ -63,6 +69,8 @@ pub struct PretrainOptions {
     pub resume: bool,
     pub overwrite: bool,
     pub seed: u64,
+    /// The ranks of a data-parallel run (one process by default); `batch_size` is per rank.
+    pub world: World,
 }
 
 /// Held-out metrics.
@@ -74,7 +82,7 @@ pub struct EvalMetrics {
     pub eval_nsp_accuracy: f64,
 }
 
-/// What the loop reports while it runs.
+/// What the loop reports while it runs (on rank 0 only).
 pub enum Event<'a> {
     Started {
         step: usize,
@@ -105,7 +113,7 @@ const RUN_FILES: [&str; 4] = [
 
 /// The settings a resumed run must share with the run it continues.
 fn run_settings(data: &PretrainData, options: &PretrainOptions) -> serde_json::Value {
-    serde_json::json!({
+    let mut settings = serde_json::json!({
         "seed": options.seed,
         "batch_size": options.batch_size,
         "gradient_accumulation_steps": options.gradient_accumulation_steps,
@@ -116,16 +124,22 @@ fn run_settings(data: &PretrainData, options: &PretrainOptions) -> serde_json::V
         "whole_word_masking": data.masking.whole_word,
         "eval_documents": data.hold_out.count,
         "eval_stride": data.hold_out.stride,
-    })
+    });
+    if options.world.is_distributed() {
+        settings["world_size"] = options.world.size().into();
+    }
+    settings
 }
 
-/// Runs pretraining until `max_steps` (or `epochs`), or until `stop` is set.
+/// Runs pretraining until `max_steps` (or `epochs`), or until `stop` is set (on any rank).
 pub fn pretrain(
     data: &PretrainData,
     options: &PretrainOptions,
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<PretrainOutcome> {
+    let world = &options.world;
+    let leader = world.is_leader();
     let out_dir = OutDir::inspect(&options.out, &RUN_FILES, options.resume, options.overwrite)?;
     let device = Device::Cpu;
     let (config, store) = load_weights(options, out_dir.resume_from.as_deref(), &device)?;
@@ -145,18 +159,30 @@ pub fn pretrain(
             ..Default::default()
         },
     };
+    let dropout = Mutex::new(Rng::new(rank_dropout_state(&state, options)?));
     let eval = data.eval_batches(options.batch_size, &device)?;
     // Made before anything is written or removed: a corpus too small to train on fails with the output
     // directory as it was.
     let mut first_epoch = Some(data.train_instances(state.epoch)?);
-    out_dir.clear_previous_run()?;
-    let mut metrics = MetricsLog::open(&options.out, state.step)?;
+    // Every rank has read the output directory before rank 0 changes it.
+    world.barrier()?;
+    let mut metrics = if leader {
+        out_dir.clear_previous_run()?;
+        MetricsLog::open(&options.out, state.step)?
+    } else {
+        MetricsLog::discard()
+    };
+    let mut report = |event: Event| {
+        if leader {
+            on_event(event)
+        }
+    };
     let parameters = store
         .vars()
         .values()
         .map(|v| v.as_tensor().elem_count())
         .sum();
-    on_event(Event::Started {
+    report(Event::Started {
         step: state.step,
         max_steps: options.max_steps,
         parameters,
@@ -166,26 +192,35 @@ pub fn pretrain(
         warmup_steps: options.warmup_steps,
         total_steps: options.max_steps,
     };
-    let dropout = Mutex::new(Rng::new(state.dropout_rng));
     let vars = trainable_tensors(&store);
     let mut last_eval = None;
     let mut last_checkpoint = out_dir.resume_from.clone();
     let run_start = Instant::now();
     let elapsed_before = state.elapsed_seconds;
-    let save =
-        |state: &TrainerState, optimizer: &AdamW, metrics: &mut MetricsLog| -> Result<PathBuf> {
-            metrics.flush()?;
-            draw_loss_curve(&options.out, EVAL_LOSS)?;
-            let parts = CheckpointParts {
-                config: &config,
-                architecture: ARCHITECTURE,
-                vars: &store.vars(),
-                optimizer,
-                state,
-                tokenizer_dir: &options.tokenizer_dir,
-            };
-            save_checkpoint(&options.out, &parts, options.save_total_limit)
+    let save = |state: &mut TrainerState,
+                optimizer: &AdamW,
+                metrics: &mut MetricsLog|
+     -> Result<PathBuf> {
+        if world.is_distributed() {
+            state.rank_dropout_rngs = world.collective().all_gather_u64(&[state.dropout_rng])?;
+            state.dropout_rng = state.rank_dropout_rngs[0];
+        }
+        let path = checkpoint_path(&options.out, state.step);
+        if !leader {
+            return Ok(path);
+        }
+        metrics.flush()?;
+        draw_loss_curve(&options.out, EVAL_LOSS)?;
+        let parts = CheckpointParts {
+            config: &config,
+            architecture: ARCHITECTURE,
+            vars: &store.vars(),
+            optimizer,
+            state,
+            tokenizer_dir: &options.tokenizer_dir,
         };
+        save_checkpoint(&options.out, &parts, options.save_total_limit)
+    };
 
     while state.step < options.max_steps && options.epochs.is_none_or(|e| state.epoch < e) {
         let stream = match first_epoch.take() {
@@ -196,7 +231,7 @@ pub fn pretrain(
         let mut epoch_done = false;
         while state.step < options.max_steps && !epoch_done {
             let step_start = Instant::now();
-            let gathered = gather_gradients(
+            let mut gathered = gather_gradients(
                 data,
                 options,
                 &model,
@@ -206,49 +241,54 @@ pub fn pretrain(
                 &mut state,
             )?;
             epoch_done = gathered.epoch_done;
-            let Some(grads) = gathered.grads else {
+            if gathered.micro_batches == 0 {
                 break;
-            };
-            if !gathered.loss.is_finite() {
+            }
+            let totals = step_totals(world, gathered.loss, gathered.tokens, stop)?;
+            if !totals.loss.is_finite() {
                 return Err(non_finite(
-                    format!("the loss became {}", gathered.loss),
+                    format!("the loss became {}", totals.loss),
                     state.step + 1,
                     &last_checkpoint,
                 ));
             }
+            let (grads, exchange_seconds) =
+                exchange_gradients(world, gathered.grads.take(), &vars)?;
             let lr = schedule.lr(state.step);
             let grad_norm = optimizer
                 .step(&grads, lr)
                 .map_err(|e| non_finite(e.to_string(), state.step + 1, &last_checkpoint))?;
             state.step += 1;
-            state.tokens_seen += gathered.tokens as u64;
+            state.tokens_seen += totals.tokens as u64;
             state.dropout_rng = dropout.lock().unwrap_or_else(|e| e.into_inner()).state();
             state.elapsed_seconds = elapsed_before + run_start.elapsed().as_secs_f64();
             let step_seconds = step_start.elapsed().as_secs_f64();
             let step_metrics = StepMetrics {
                 step: state.step,
                 epoch: state.epoch,
-                loss: gathered.loss,
+                loss: totals.loss,
                 lr,
                 grad_norm,
-                tokens_per_second: gathered.tokens as f64 / step_seconds.max(1e-9),
+                tokens_per_second: totals.tokens as f64 / step_seconds.max(1e-9),
                 step_seconds,
                 elapsed_seconds: state.elapsed_seconds,
+                exchange_seconds,
             };
-            on_event(Event::Step(&step_metrics));
+            report(Event::Step(&step_metrics));
             if state.step % options.log_every.max(1) == 0 || state.step == options.max_steps {
                 metrics.write(&step_metrics)?;
             }
             if options.eval_every > 0 && state.step % options.eval_every == 0 && !eval.is_empty() {
-                let e = evaluate(&model, &eval, state.step)?;
+                let e = evaluate_on(world, &model, &eval, state.step)?;
                 metrics.write(&e)?;
-                on_event(Event::Eval(&e));
+                report(Event::Eval(&e));
                 last_eval = Some(e);
             }
-            let stopping = stop.load(Ordering::SeqCst);
+            // One process also stops at a signal that came during this step; ranks stop together.
+            let stopping = totals.stop || (!world.is_distributed() && stop.load(Ordering::SeqCst));
             if (options.save_every > 0 && state.step % options.save_every == 0) || stopping {
-                let path = save(&state, &optimizer, &mut metrics)?;
-                on_event(Event::Saved(&path));
+                let path = save(&mut state, &optimizer, &mut metrics)?;
+                report(Event::Saved(&path));
                 last_checkpoint = Some(path);
             }
             if stopping {
@@ -270,25 +310,50 @@ pub fn pretrain(
         }
     }
     if !eval.is_empty() && last_eval.as_ref().is_none_or(|e| e.step != state.step) {
-        let e = evaluate(&model, &eval, state.step)?;
+        let e = evaluate_on(world, &model, &eval, state.step)?;
         metrics.write(&e)?;
-        on_event(Event::Eval(&e));
+        report(Event::Eval(&e));
         last_eval = Some(e);
     }
     let saved_now = last_checkpoint.as_ref().and_then(|p| p.file_name())
-        == Some(format!("checkpoint-{}", state.step).as_ref());
+        == checkpoint_path(&options.out, state.step).file_name();
     if !saved_now {
-        let path = save(&state, &optimizer, &mut metrics)?;
-        on_event(Event::Saved(&path));
+        let path = save(&mut state, &optimizer, &mut metrics)?;
+        report(Event::Saved(&path));
     }
-    metrics.flush()?;
-    draw_loss_curve(&options.out, EVAL_LOSS)?;
-    save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
-    copy_tokenizer(&options.tokenizer_dir, &options.out)?;
+    if leader {
+        metrics.flush()?;
+        draw_loss_curve(&options.out, EVAL_LOSS)?;
+        save_model(&options.out, &config, ARCHITECTURE, &store.vars())?;
+        copy_tokenizer(&options.tokenizer_dir, &options.out)?;
+    }
     Ok(PretrainOutcome {
         state,
         finished: true,
         last_eval,
+    })
+}
+
+/// Where the checkpoint of `step` goes.
+fn checkpoint_path(out: &Path, step: usize) -> PathBuf {
+    out.join(format!("checkpoint-{step}"))
+}
+
+/// This rank's dropout generator state: its own from the checkpoint being resumed, else a fresh stream
+/// of its own (rank 0's is the one a single process uses).
+fn rank_dropout_state(state: &TrainerState, options: &PretrainOptions) -> Result<u64> {
+    let rank = options.world.rank();
+    if rank == 0 {
+        return Ok(state.dropout_rng);
+    }
+    if state.step == 0 {
+        return Ok(Rng::stream(options.seed, Stream::Dropout, rank as u64).state());
+    }
+    state.rank_dropout_rngs.get(rank).copied().ok_or_else(|| {
+        Error::Training(format!(
+            "the checkpoint at step {} holds no dropout state for rank {rank}",
+            state.step
+        ))
     })
 }
 
@@ -310,15 +375,19 @@ fn check_fit(data: &PretrainData, config: &BertConfig) -> Result<()> {
     Ok(())
 }
 
-/// The gradients of one optimizer step.
+/// This rank's part of one optimizer step.
 struct Gathered {
     grads: Option<GradStore>,
+    /// This rank's part of the step's mean loss.
     loss: f64,
     tokens: usize,
+    /// Micro-batches of the global batch run (the same on every rank).
+    micro_batches: usize,
     epoch_done: bool,
 }
 
-/// Runs up to `gradient_accumulation_steps` batches forward and backward and averages their gradients.
+/// Runs up to `gradient_accumulation_steps` global batches forward and backward (this rank's share of
+/// each) and averages their gradients.
 fn gather_gradients(
     data: &PretrainData,
     options: &PretrainOptions,
@@ -328,46 +397,59 @@ fn gather_gradients(
     examples: &mut impl Iterator<Item = (usize, Result<crate::pretraining::PairInstance>)>,
     state: &mut TrainerState,
 ) -> Result<Gathered> {
-    let device = Device::Cpu;
+    let world = &options.world;
+    let global_batch = options.batch_size * world.size();
     let mut gathered = Gathered {
         grads: None,
         loss: 0.0,
         tokens: 0,
+        micro_batches: 0,
         epoch_done: false,
     };
-    let mut micro_batches = 0;
     for _ in 0..options.gradient_accumulation_steps.max(1) {
         let mut masked = Vec::with_capacity(options.batch_size);
-        for (index, instance) in examples.by_ref().take(options.batch_size) {
-            masked.push(data.mask(&instance?, state.epoch, index));
+        let mut taken = 0;
+        for (index, instance) in examples.by_ref().take(global_batch) {
+            let instance = instance?;
+            if taken % world.size() == world.rank() {
+                masked.push(data.mask(&instance, state.epoch, index));
+            }
+            taken += 1;
         }
-        gathered.epoch_done = masked.len() < options.batch_size;
-        if masked.is_empty() {
+        gathered.epoch_done = taken < global_batch;
+        if taken == 0 {
             break;
         }
-        state.examples_in_epoch += masked.len();
-        let batch = data.collate(&masked, &device)?;
-        let output =
-            model.forward_at(&batch.batch, &batch.masked_positions, &Mode::Train(dropout))?;
-        let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
-        let nsp = cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
-        let loss = (mlm + nsp)?;
-        let value = f64::from(loss.to_scalar::<f32>()?);
-        if !value.is_finite() {
-            gathered.loss = value;
-            return Ok(gathered);
+        state.examples_in_epoch += taken;
+        gathered.micro_batches += 1;
+        let batch = (!masked.is_empty())
+            .then(|| data.collate(&masked, &Device::Cpu))
+            .transpose()?;
+        let predicted = batch.as_ref().map_or(0, |b| b.masked_labels.elem_count());
+        let mut counts = [predicted as f64, masked.len() as f64];
+        world.sum_f64(&mut counts)?;
+        if let Some(batch) = batch {
+            let output =
+                model.forward_at(&batch.batch, &batch.masked_positions, &Mode::Train(dropout))?;
+            let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
+            let nsp = cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
+            let mlm = (mlm * share_weight(predicted, counts[0] as usize))?;
+            let nsp = (nsp * share_weight(masked.len(), counts[1] as usize))?;
+            let loss = (mlm + nsp)?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            gathered.loss += value;
+            gathered.tokens += batch.tokens;
+            if value.is_finite() {
+                gathered.grads = Some(accumulate(gathered.grads.take(), loss.backward()?, vars)?);
+            }
         }
-        gathered.grads = Some(accumulate(gathered.grads.take(), loss.backward()?, vars)?);
-        gathered.loss += value;
-        gathered.tokens += batch.tokens;
-        micro_batches += 1;
         if gathered.epoch_done {
             break;
         }
     }
-    if micro_batches > 1 {
+    if gathered.micro_batches > 1 {
         // The mean over the batches actually run (fewer at the end of an epoch).
-        let scale = 1.0 / micro_batches as f64;
+        let scale = 1.0 / gathered.micro_batches as f64;
         if let Some(grads) = gathered.grads.as_mut() {
             crate::train::scale(grads, vars, scale)?;
         }
@@ -404,23 +486,36 @@ pub fn evaluate(
     batches: &[PretrainBatch],
     step: usize,
 ) -> Result<EvalMetrics> {
-    let (mut loss_sum, mut predicted, mut correct, mut nsp_correct, mut nsp_total) =
-        (0f64, 0usize, 0usize, 0usize, 0usize);
-    for b in batches {
+    evaluate_on(&World::single(), model, batches, step)
+}
+
+/// [`evaluate`] with the batches shared among the ranks of `world` and the counts summed.
+fn evaluate_on(
+    world: &World,
+    model: &BertForPreTraining,
+    batches: &[PretrainBatch],
+    step: usize,
+) -> Result<EvalMetrics> {
+    // loss sum, predicted positions, correct predictions, correct NSP, NSP examples
+    let mut sums = [0f64; 5];
+    for b in world.share(batches.len()).map(|i| &batches[i]) {
         let out = model.forward_at(&b.batch, &b.masked_positions, &Mode::Eval)?;
-        let labels: Vec<i64> = b.masked_labels.to_vec1()?;
+        let predicted = b.masked_labels.elem_count() as f64;
         let mean = crate::loss::cross_entropy(&out.prediction_logits, &b.masked_labels)?;
-        loss_sum += f64::from(mean.to_scalar::<f32>()?) * labels.len() as f64;
-        predicted += labels.len();
-        correct += correct_predictions(&out.prediction_logits, &b.masked_labels)?;
-        nsp_correct += correct_predictions(&out.seq_relationship_logits, &b.next_sentence_labels)?;
-        nsp_total += b.next_sentence_labels.dim(0)?;
+        sums[0] += f64::from(mean.to_scalar::<f32>()?) * predicted;
+        sums[1] += predicted;
+        sums[2] += correct_predictions(&out.prediction_logits, &b.masked_labels)? as f64;
+        sums[3] +=
+            correct_predictions(&out.seq_relationship_logits, &b.next_sentence_labels)? as f64;
+        sums[4] += b.next_sentence_labels.dim(0)? as f64;
     }
+    world.sum_f64(&mut sums)?;
+    let [loss_sum, predicted, correct, nsp_correct, nsp_total] = sums;
     Ok(EvalMetrics {
         step,
-        eval_mlm_loss: loss_sum / predicted.max(1) as f64,
-        eval_mlm_accuracy: correct as f64 / predicted.max(1) as f64,
-        eval_nsp_accuracy: nsp_correct as f64 / nsp_total.max(1) as f64,
+        eval_mlm_loss: loss_sum / predicted.max(1.0),
+        eval_mlm_accuracy: correct / predicted.max(1.0),
+        eval_nsp_accuracy: nsp_correct / nsp_total.max(1.0),
     })
 }
 

@@ -23,12 +23,16 @@ pub struct StepMetrics {
     /// Wall time of this optimizer step (data preparation included).
     pub step_seconds: f64,
     pub elapsed_seconds: f64,
+    /// Data-parallel runs: seconds of this step spent summing gradients across ranks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_seconds: Option<f64>,
 }
 
 /// The open `metrics.jsonl` of a run.
 pub struct MetricsLog {
     path: PathBuf,
-    file: std::fs::File,
+    /// None on the ranks other than 0 of a data-parallel run, which log nothing.
+    file: Option<std::fs::File>,
 }
 
 impl MetricsLog {
@@ -55,18 +59,35 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        Ok(MetricsLog { path, file })
+        Ok(MetricsLog {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// A log that writes nothing (for the ranks other than 0).
+    pub fn discard() -> Self {
+        MetricsLog {
+            path: PathBuf::new(),
+            file: None,
+        }
     }
 
     pub fn write(&mut self, value: &impl Serialize) -> Result<()> {
         let line = serde_json::to_string(value).map_err(|e| Error::Training(e.to_string()))?;
-        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+        match &mut self.file {
+            Some(file) => writeln!(file, "{line}").map_err(|e| Error::io(&self.path, e)),
+            None => Ok(()),
+        }
     }
 
     /// Flushes the log to disk (before a checkpoint refers to it).
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| Error::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        file.flush().map_err(|e| Error::io(&self.path, e))?;
+        file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 }
 
