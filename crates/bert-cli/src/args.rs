@@ -334,6 +334,11 @@ pub struct FinetuneArgs {
     /// Seed of the new head's weights, the example order and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Cut each batch into this many shards trained at once, each on one thread (0: one per thread, at
+    /// most the batch size; 1: one shard whose ops use every thread). Whole steps per thread scale
+    /// better than threads inside each op. Dropout masks depend on the number of shards in all.
+    #[arg(long, default_value_t = 0)]
+    pub shards: usize,
     /// Write a metrics.jsonl line every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
@@ -434,6 +439,11 @@ pub struct PretrainArgs {
     /// Seed of everything random: initial weights, instances, masks, dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Cut each batch into this many shards trained at once, each on one thread (0: one per thread, at
+    /// most the batch size; 1: one shard whose ops use every thread). Whole steps per thread scale
+    /// better than threads inside each op. Dropout masks depend on the number of shards in all.
+    #[arg(long, default_value_t = 0)]
+    pub shards: usize,
     /// Evaluate on the held-out documents every N steps (0: at the end only).
     #[arg(long, default_value_t = 500)]
     pub eval_every: usize,

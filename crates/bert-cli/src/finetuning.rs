@@ -18,11 +18,12 @@ use crate::progress::{stop_flag, Progress};
 
 /// `bert finetune`, on one process or on each rank of `mpirun -np N bert finetune`.
 pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
+    let shards = distributed::prepare_threads(args.shards);
     let world = distributed::join()?;
-    distributed::on_rank(&world, || run_on(args, &world))
+    distributed::on_rank(&world, || run_on(args, &world, shards))
 }
 
-fn run_on(args: FinetuneArgs, world: &World) -> Result<ExitCode> {
+fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> {
     let leader = world.is_leader();
     let model_dir = if args.resume {
         // The newest checkpoint holds the weights (task head included), config and tokenizer.
@@ -35,6 +36,7 @@ fn run_on(args: FinetuneArgs, world: &World) -> Result<ExitCode> {
     };
     let mut options = options(&args, &model_dir);
     options.world = world.clone();
+    options.shards = shards;
     let prepared = match args.task {
         TaskKind::Classify => prepare_classification(
             &model_dir,

@@ -43,11 +43,12 @@ pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
 
 /// `bert pretrain`, on one process or on each rank of `mpirun -np N bert pretrain`.
 pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
+    let shards = distributed::prepare_threads(args.shards);
     let world = distributed::join()?;
-    distributed::on_rank(&world, || pretrain_on(args, &world))
+    distributed::on_rank(&world, || pretrain_on(args, &world, shards))
 }
 
-fn pretrain_on(args: PretrainArgs, world: &World) -> Result<ExitCode> {
+fn pretrain_on(args: PretrainArgs, world: &World, shards: usize) -> Result<ExitCode> {
     let tokenizer_dir = match (&args.tokenizer, &args.model) {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
         (None, None) => {
@@ -112,6 +113,7 @@ fn pretrain_on(args: PretrainArgs, world: &World) -> Result<ExitCode> {
         overwrite: args.overwrite,
         seed: args.seed,
         world: world.clone(),
+        shards,
     };
     let stop = crate::progress::stop_flag(
         "saving a checkpoint after this step",

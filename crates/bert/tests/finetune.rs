@@ -104,7 +104,7 @@ fn train(dir: &Path, out: &str) -> FinetuneOutcome {
     let data = data(dir);
     let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
     let mut options = FinetuneOptions::new(dir.join(out), fixture("tiny-base"));
-    options.epochs = 12;
+    options.epochs = 20;
     options.batch_size = 8;
     options.learning_rate = 2e-3;
     options.warmup_ratio = 0.1;

@@ -110,6 +110,7 @@ fn options(out: &Path, max_steps: usize) -> PretrainOptions {
         overwrite: false,
         seed: 11,
         world: Default::default(),
+        shards: 0,
     }
 }
 
@@ -197,6 +198,55 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     for (name, tensor) in &a {
         let diff = max_abs_diff(tensor, &b[name]);
         assert!(diff == 0.0, "{name} differs by {diff}");
+    }
+}
+
+#[test]
+fn shards_on_threads_train_what_one_shard_does() {
+    let dir = scratch("shards");
+    let data = data(&write_corpus(&dir, 30));
+    let without_dropout = BertConfig {
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        ..tiny_config()
+    };
+    let runs: Vec<(PathBuf, Vec<StepMetrics>)> = [1, 3]
+        .iter()
+        .map(|&shards| {
+            let out = dir.join(format!("shards-{shards}"));
+            let mut options = options(&out, 6);
+            options.init = ModelInit::Fresh(Box::new(without_dropout.clone()));
+            // Batches of 8 cut 3, 3 and 2.
+            options.shards = shards;
+            let steps = run(&data, &options, None);
+            (out, steps)
+        })
+        .collect();
+    for (one, three) in runs[0].1.iter().zip(&runs[1].1) {
+        let (a, b) = (one.loss, three.loss);
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "step {}: {a} vs {b}",
+            one.step
+        );
+    }
+    let (a, b) = (weights(&runs[0].0), weights(&runs[1].0));
+    for (name, tensor) in &a {
+        let scale = tensor
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(tensor, &b[name]);
+        // Attention key biases get only rounding noise as gradient (softmax ignores them), which Adam
+        // turns into steps of up to the learning rate: 6 steps at 2e-3.
+        let bound = match name.ends_with("key.bias") {
+            true => 2.0 * 6.0 * 2e-3,
+            false => 1e-5 * scale.max(1e-3),
+        };
+        assert!(diff <= bound, "{name} differs by {diff} (largest {scale})");
     }
 }
 

@@ -234,7 +234,6 @@ impl FinetuneTask for ClassificationTask {
         Ok(TrainLoss {
             loss: sequence_classification_loss(&logits, &targets, self.problem)?,
             tokens,
-            count: indices.len(),
         })
     }
 

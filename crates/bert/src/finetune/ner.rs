@@ -240,8 +240,18 @@ impl FinetuneTask for TokenClassificationTask {
         Ok(TrainLoss {
             loss: token_cross_entropy(&logits, &labels)?,
             tokens,
-            count: eval_label_count(&labels)?,
         })
+    }
+
+    /// The loss averages over the labelled first sub-tokens.
+    fn loss_terms(&self, indices: &[usize]) -> usize {
+        indices
+            .iter()
+            .map(|&i| {
+                let labels = &self.train.labels[i];
+                labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
+            })
+            .sum()
     }
 
     fn eval_len(&self) -> usize {

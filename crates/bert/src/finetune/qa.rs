@@ -151,7 +151,6 @@ impl FinetuneTask for QuestionAnsweringTask {
         Ok(TrainLoss {
             loss: span_loss(&out.start_logits, &out.end_logits, &starts, &ends)?,
             tokens,
-            count: indices.len(),
         })
     }
 

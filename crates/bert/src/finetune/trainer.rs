@@ -5,15 +5,14 @@
 //!
 //! Tasks plug in through [`FinetuneTask`]: a training loss over chosen examples and an evaluation.
 //!
-//! Data-parallel (`options.world` with several ranks): every rank shuffles the same order, takes every
-//! `size`-th example of each global batch of `batch_size x size`, and weights its loss by its share of
-//! the batch; gradients are summed across ranks before each step, so the run equals one process with the
-//! global batch. Evaluation batches are shared among the ranks and their outputs gathered. Rank 0
+//! Data-parallel: each batch is cut into shards trained at once, one per thread ([`Shards`]), and across
+//! the ranks of `options.world`: every rank shuffles the same order and trains on its shards of each
+//! global batch of `batch_size x ranks`, each shard's loss weighted by its part of the batch; gradients
+//! are summed across ranks before each step, so the run equals one process with the global batch. Evaluation batches are shared among the ranks and their outputs gathered. Rank 0
 //! alone writes checkpoints, the model and metrics, and reports events.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -27,7 +26,8 @@ use crate::model::Mode;
 use crate::params::ParamStore;
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
-use crate::train::exchange::{exchange_gradients, share_weight, step_totals};
+use crate::train::exchange::{exchange_gradients, step_totals};
+use crate::train::shards::{dropout_stream, loss_weights, ShardPlan, Shards};
 use crate::train::{
     accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
     save_checkpoint, scale, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
@@ -35,13 +35,17 @@ use crate::train::{
 };
 
 /// A fine-tuning task: its model, training examples and evaluation.
-pub trait FinetuneTask {
+pub trait FinetuneTask: Sync {
     /// The head's class name in `config.json` (`BertForSequenceClassification`, ...).
     fn architecture(&self) -> &'static str;
     /// How many training examples there are.
     fn train_len(&self) -> usize;
     /// The mean loss over the training examples `indices`.
     fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss>;
+    /// How many terms that mean averages over: the examples, unless a task says otherwise.
+    fn loss_terms(&self, indices: &[usize]) -> usize {
+        indices.len()
+    }
     /// How many items the evaluation set has (examples; question windows for QA), 0 without one.
     fn eval_len(&self) -> usize;
     /// Runs the evaluation items `indices`: an output row for each, and their loss.
@@ -62,8 +66,6 @@ pub struct TrainLoss {
     pub loss: Tensor,
     /// Tokens the examples hold.
     pub tokens: usize,
-    /// What the mean is over: examples, or labelled tokens for token classification.
-    pub count: usize,
 }
 
 /// What a batch of evaluation items gives.
@@ -77,30 +79,46 @@ pub struct EvalBatch {
     pub loss_terms: usize,
 }
 
-/// Scores `task` on its evaluation set, the batches shared among the ranks of `world` (every rank gets
-/// the same metrics).
-pub fn evaluate(
+/// Scores `task` on its evaluation set on one process, its ops on every thread.
+pub fn evaluate(task: &dyn FinetuneTask, batch_size: usize) -> Result<Map<String, Value>> {
+    evaluate_on(task, batch_size, &World::single(), &Shards::new(1)?)
+}
+
+/// Scores `task` on its evaluation set, the batches shared among the shards of every rank of `world`
+/// (every rank gets the same metrics).
+fn evaluate_on(
     task: &dyn FinetuneTask,
     batch_size: usize,
     world: &World,
+    shards: &Shards,
 ) -> Result<Map<String, Value>> {
     let items: Vec<usize> = (0..task.eval_len()).collect();
     let batches: Vec<&[usize]> = items.chunks(batch_size.max(1)).collect();
-    let (mut mine, mut rows) = (Vec::new(), Vec::new());
-    let mut loss = [0f64; 2];
-    for batch in world.share(batches.len()).map(|b| batches[b]) {
-        let out = task.eval_batch(batch)?;
-        loss[0] += out.loss_sum;
-        loss[1] += out.loss_terms as f64;
-        mine.extend(batch.iter().map(|&i| i as u64));
-        rows.extend(out.rows);
+    let plan = ShardPlan::new(world, shards, batches.len());
+    let parts = shards.run(|s| {
+        let (mut mine, mut rows, mut loss) = (Vec::new(), Vec::new(), [0f64; 2]);
+        for batch in plan.positions[s].iter().map(|&b| batches[b]) {
+            let out = task.eval_batch(batch)?;
+            loss[0] += out.loss_sum;
+            loss[1] += out.loss_terms as f64;
+            mine.extend(batch.iter().map(|&i| i as u64));
+            rows.extend(out.rows);
+        }
+        Ok((mine, rows, loss))
+    })?;
+    let (mut mine, mut rows, mut loss) = (Vec::new(), Vec::new(), [0f64; 2]);
+    for (items, part_rows, part_loss) in parts {
+        mine.extend(items);
+        rows.extend(part_rows);
+        loss[0] += part_loss[0];
+        loss[1] += part_loss[1];
     }
     world.sum_f64(&mut loss)?;
     let rows = gather_rows(world, &mine, rows, items.len())?;
     task.score(rows, loss[0] / loss[1].max(1.0))
 }
 
-/// Every rank's rows for its `items`, in item order (`count` items in all).
+/// The rows of every rank for its `items` (in any order), in item order (`count` items in all).
 fn gather_rows(
     world: &World,
     items: &[u64],
@@ -108,7 +126,11 @@ fn gather_rows(
     count: usize,
 ) -> Result<Vec<Vec<f32>>> {
     if !world.is_distributed() {
-        return Ok(rows);
+        let mut ordered = vec![Vec::new(); count];
+        for (&item, row) in items.iter().zip(rows) {
+            ordered[item as usize] = row;
+        }
+        return Ok(ordered);
     }
     let mut index: Vec<u64> = Vec::with_capacity(items.len() * 2);
     for (item, row) in items.iter().zip(&rows) {
@@ -161,6 +183,8 @@ pub struct FinetuneOptions {
     pub overwrite: bool,
     /// The ranks of a data-parallel run (one process by default); `batch_size` is per rank.
     pub world: World,
+    /// Shards each rank's batch is cut into, trained at once on a thread each (0: one per thread).
+    pub shards: usize,
 }
 
 impl FinetuneOptions {
@@ -192,6 +216,7 @@ impl FinetuneOptions {
             seed: 42,
             overwrite: false,
             world: World::single(),
+            shards: 0,
         }
     }
 
@@ -332,7 +357,7 @@ struct Run<'a> {
     best: Best,
     /// Evaluations since the best one.
     since_best: usize,
-    dropout: Mutex<Rng>,
+    shards: Shards,
     step: usize,
     epoch: usize,
     /// Optimizer steps already taken in this epoch (when resuming mid-epoch).
@@ -382,11 +407,7 @@ impl<'a> Run<'a> {
             },
             best: Best::new(&options.metric_for_best),
             since_best: 0,
-            dropout: Mutex::new(Rng::stream(
-                options.seed,
-                Stream::Dropout,
-                options.world.rank() as u64,
-            )),
+            shards: Shards::for_batch(options.shards, options.batch_size)?,
             step: 0,
             epoch: 0,
             steps_in_epoch: 0,
@@ -427,37 +448,14 @@ impl<'a> Run<'a> {
         self.epoch = state.epoch;
         self.steps_in_epoch = state.examples_in_epoch;
         self.elapsed_before = state.elapsed_seconds;
-        let rank = self.options.world.rank();
-        let dropout = match rank {
-            0 => Some(state.dropout_rng),
-            _ => state.rank_dropout_rngs.get(rank).copied(),
-        };
-        let dropout = dropout.ok_or_else(|| {
-            Error::Training(format!(
-                "{} holds no dropout state for rank {rank}",
-                dir.display()
-            ))
-        })?;
-        self.dropout = Mutex::new(Rng::new(dropout));
         self.best.restore(&state.best);
         self.since_best = state.best["since_best"].as_u64().unwrap_or(0) as usize;
         Ok(())
     }
 
-    /// Writes `checkpoint-{step}` (model, optimizer moments, position) atomically (rank 0; every rank
-    /// calls it, for the dropout states).
+    /// Writes `checkpoint-{step}` (model, optimizer moments, position) atomically (rank 0 alone).
     fn checkpoint(&mut self) -> Result<PathBuf> {
-        let world = &self.options.world;
-        let dropout = self
-            .dropout
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state();
-        let rank_dropout_rngs = match world.is_distributed() {
-            true => world.collective().all_gather_u64(&[dropout])?,
-            false => Vec::new(),
-        };
-        if !world.is_leader() {
+        if !self.options.world.is_leader() {
             return Ok(self.options.out.join(format!("checkpoint-{}", self.step)));
         }
         self.metrics.flush()?;
@@ -465,8 +463,6 @@ impl<'a> Run<'a> {
             step: self.step,
             epoch: self.epoch,
             examples_in_epoch: self.steps_in_epoch,
-            dropout_rng: rank_dropout_rngs.first().copied().unwrap_or(dropout),
-            rank_dropout_rngs,
             tokens_seen: 0,
             elapsed_seconds: self.elapsed(),
             settings: self.settings(),
@@ -503,7 +499,15 @@ impl<'a> Run<'a> {
     ) -> Result<()> {
         let step_start = Instant::now();
         let world = &self.options.world;
-        let gathered = gather(self.task, world, group, &self.dropout, &self.vars)?;
+        let first_micro_batch = (self.step * self.options.gradient_accumulation_steps) as u64;
+        let batches = TrainBatches {
+            task: self.task,
+            world,
+            shards: &self.shards,
+            seed: self.options.seed,
+            first_micro_batch,
+        };
+        let gathered = batches.gather(group, &self.vars)?;
         let totals = step_totals(world, gathered.loss, gathered.tokens, stop)?;
         if !totals.loss.is_finite() {
             return Err(non_finite(
@@ -573,7 +577,8 @@ impl<'a> Run<'a> {
 
     /// The task's evaluation, stamped with the step and epoch.
     fn scored(&self) -> Result<Map<String, Value>> {
-        let mut eval = evaluate(self.task, self.options.batch_size, &self.options.world)?;
+        let options = self.options;
+        let mut eval = evaluate_on(self.task, options.batch_size, &options.world, &self.shards)?;
         eval.insert("step".into(), self.step.into());
         eval.insert("epoch".into(), self.epoch.into());
         Ok(eval)
@@ -641,46 +646,80 @@ struct Gathered {
     tokens: usize,
 }
 
-/// Runs this rank's share of each global batch of one optimizer step forward and backward, its loss
-/// weighted by its share of the batch; returns the gradients averaged over the batches.
-fn gather(
-    task: &dyn FinetuneTask,
-    world: &World,
-    group: &[&[usize]],
-    dropout: &Mutex<Rng>,
-    vars: &[Tensor],
-) -> Result<Gathered> {
-    let mut gathered = Gathered {
-        grads: None,
-        loss: 0.0,
-        tokens: 0,
-    };
-    for global in group {
-        let indices: Vec<usize> = world.share(global.len()).map(|j| global[j]).collect();
-        let part = match indices.is_empty() {
-            true => None,
-            false => Some(task.train_loss(&indices, &Mode::Train(dropout))?),
+/// What one shard gives: its gradients (none if its loss is not finite), its weighted loss, its tokens.
+struct ShardPart {
+    grads: Option<GradStore>,
+    loss: f64,
+    tokens: usize,
+}
+
+/// The global batches of one optimizer step, trained in shards across threads and ranks.
+struct TrainBatches<'a> {
+    task: &'a dyn FinetuneTask,
+    world: &'a World,
+    shards: &'a Shards,
+    seed: u64,
+    /// The run's count of micro-batches before this step (for the dropout streams).
+    first_micro_batch: u64,
+}
+
+impl TrainBatches<'_> {
+    /// Runs this rank's shards of each global batch of `group` forward and backward, each shard's loss
+    /// weighted by its part of the batch; returns the gradients averaged over the batches.
+    fn gather(&self, group: &[&[usize]], vars: &[Tensor]) -> Result<Gathered> {
+        let mut gathered = Gathered {
+            grads: None,
+            loss: 0.0,
+            tokens: 0,
         };
-        let mut count = [part.as_ref().map_or(0.0, |p| p.count as f64)];
-        world.sum_f64(&mut count)?;
-        let Some(part) = part else {
-            continue;
-        };
-        let loss = (part.loss * share_weight(part.count, count[0] as usize))?;
-        let value = f64::from(loss.to_scalar::<f32>()?);
-        gathered.loss += value;
-        gathered.tokens += part.tokens;
-        if value.is_finite() {
-            gathered.grads = Some(accumulate(gathered.grads.take(), loss.backward()?, vars)?);
+        for (micro, global) in group.iter().enumerate() {
+            let micro_batch = self.first_micro_batch + micro as u64;
+            for part in self.run_shards(global, micro_batch)?.into_iter().flatten() {
+                gathered.loss += part.loss;
+                gathered.tokens += part.tokens;
+                if let Some(grads) = part.grads {
+                    gathered.grads = Some(accumulate(gathered.grads.take(), grads, vars)?);
+                }
+            }
         }
-    }
-    if group.len() > 1 {
-        if let Some(grads) = gathered.grads.as_mut() {
-            scale(grads, vars, 1.0 / group.len() as f64)?;
+        if group.len() > 1 {
+            if let Some(grads) = gathered.grads.as_mut() {
+                scale(grads, vars, 1.0 / group.len() as f64)?;
+            }
+            gathered.loss /= group.len() as f64;
         }
-        gathered.loss /= group.len() as f64;
+        Ok(gathered)
     }
-    Ok(gathered)
+
+    /// This rank's shards of one global batch, forward and backward at once.
+    fn run_shards(&self, global: &[usize], micro_batch: u64) -> Result<Vec<Option<ShardPart>>> {
+        let plan = ShardPlan::new(self.world, self.shards, global.len());
+        let indices: Vec<Vec<usize>> = plan
+            .positions
+            .iter()
+            .map(|positions| positions.iter().map(|&p| global[p]).collect())
+            .collect();
+        let counts: Vec<Vec<usize>> = indices
+            .iter()
+            .map(|shard| vec![self.task.loss_terms(shard)])
+            .collect();
+        let weights = loss_weights(self.world, &counts)?;
+        let (task, seed) = (self.task, self.seed);
+        self.shards.run(|s| {
+            if indices[s].is_empty() {
+                return Ok(None);
+            }
+            let dropout = dropout_stream(seed, micro_batch, plan.global[s]);
+            let part = task.train_loss(&indices[s], &Mode::Train(&dropout))?;
+            let loss = (part.loss * weights[s][0])?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            Ok(Some(ShardPart {
+                grads: value.is_finite().then(|| loss.backward()).transpose()?,
+                loss: value,
+                tokens: part.tokens,
+            }))
+        })
+    }
 }
 
 /// The best evaluation so far by one metric (lower is better for losses and errors, higher otherwise).

@@ -3,14 +3,14 @@
 //! to the same result as an uninterrupted run; a stop flag (SIGINT/SIGTERM in the CLI) that saves first;
 //! and a clear stop, keeping the last good checkpoint, if the loss stops being finite.
 //!
-//! Data-parallel (`options.world` with several ranks): every rank walks the same instance stream and
-//! trains on every `size`-th instance of each global batch of `batch_size x size`; gradients are summed
-//! across ranks before each step, so every rank holds the same weights and the run equals one process
-//! with the global batch. Rank 0 alone writes checkpoints, metrics and reports events.
+//! Data-parallel: each batch is cut into shards trained at once, one per thread ([`Shards`]), and across
+//! the ranks of `options.world`: every rank walks the same instance stream and trains on its shards of
+//! each global batch of `batch_size x ranks`; gradients are summed across ranks before each step, so
+//! every rank holds the same weights and the run equals one process with the global batch. Rank 0 alone
+//! writes checkpoints, metrics and reports events.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -24,9 +24,9 @@ use crate::loss::cross_entropy;
 use crate::model::{BertForPreTraining, Mode};
 use crate::params::ParamStore;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
-use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
-use crate::train::exchange::{exchange_gradients, share_weight, step_totals};
+use crate::train::exchange::{exchange_gradients, step_totals};
+use crate::train::shards::{dropout_stream, loss_weights, ShardPlan, Shards};
 use crate::train::{
     accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
     save_checkpoint, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
@@ -71,6 +71,8 @@ pub struct PretrainOptions {
     pub seed: u64,
     /// The ranks of a data-parallel run (one process by default); `batch_size` is per rank.
     pub world: World,
+    /// Shards each rank's batch is cut into, trained at once on a thread each (0: one per thread).
+    pub shards: usize,
 }
 
 /// Held-out metrics.
@@ -154,12 +156,11 @@ pub fn pretrain(
             state
         }
         None => TrainerState {
-            dropout_rng: Rng::stream(options.seed, Stream::Dropout, 0).state(),
             settings,
             ..Default::default()
         },
     };
-    let dropout = Mutex::new(Rng::new(rank_dropout_state(&state, options)?));
+    let shards = Shards::for_batch(options.shards, options.batch_size)?;
     let eval = data.eval_batches(options.batch_size, &device)?;
     // Made before anything is written or removed: a corpus too small to train on fails with the output
     // directory as it was.
@@ -197,30 +198,24 @@ pub fn pretrain(
     let mut last_checkpoint = out_dir.resume_from.clone();
     let run_start = Instant::now();
     let elapsed_before = state.elapsed_seconds;
-    let save = |state: &mut TrainerState,
-                optimizer: &AdamW,
-                metrics: &mut MetricsLog|
-     -> Result<PathBuf> {
-        if world.is_distributed() {
-            state.rank_dropout_rngs = world.collective().all_gather_u64(&[state.dropout_rng])?;
-            state.dropout_rng = state.rank_dropout_rngs[0];
-        }
-        let path = checkpoint_path(&options.out, state.step);
-        if !leader {
-            return Ok(path);
-        }
-        metrics.flush()?;
-        draw_loss_curve(&options.out, EVAL_LOSS)?;
-        let parts = CheckpointParts {
-            config: &config,
-            architecture: ARCHITECTURE,
-            vars: &store.vars(),
-            optimizer,
-            state,
-            tokenizer_dir: &options.tokenizer_dir,
+    let save =
+        |state: &TrainerState, optimizer: &AdamW, metrics: &mut MetricsLog| -> Result<PathBuf> {
+            let path = checkpoint_path(&options.out, state.step);
+            if !leader {
+                return Ok(path);
+            }
+            metrics.flush()?;
+            draw_loss_curve(&options.out, EVAL_LOSS)?;
+            let parts = CheckpointParts {
+                config: &config,
+                architecture: ARCHITECTURE,
+                vars: &store.vars(),
+                optimizer,
+                state,
+                tokenizer_dir: &options.tokenizer_dir,
+            };
+            save_checkpoint(&options.out, &parts, options.save_total_limit)
         };
-        save_checkpoint(&options.out, &parts, options.save_total_limit)
-    };
 
     while state.step < options.max_steps && options.epochs.is_none_or(|e| state.epoch < e) {
         let stream = match first_epoch.take() {
@@ -235,7 +230,7 @@ pub fn pretrain(
                 data,
                 options,
                 &model,
-                &dropout,
+                &shards,
                 &vars,
                 &mut examples,
                 &mut state,
@@ -260,7 +255,6 @@ pub fn pretrain(
                 .map_err(|e| non_finite(e.to_string(), state.step + 1, &last_checkpoint))?;
             state.step += 1;
             state.tokens_seen += totals.tokens as u64;
-            state.dropout_rng = dropout.lock().unwrap_or_else(|e| e.into_inner()).state();
             state.elapsed_seconds = elapsed_before + run_start.elapsed().as_secs_f64();
             let step_seconds = step_start.elapsed().as_secs_f64();
             let step_metrics = StepMetrics {
@@ -279,7 +273,7 @@ pub fn pretrain(
                 metrics.write(&step_metrics)?;
             }
             if options.eval_every > 0 && state.step % options.eval_every == 0 && !eval.is_empty() {
-                let e = evaluate_on(world, &model, &eval, state.step)?;
+                let e = evaluate_on(world, &shards, &model, &eval, state.step)?;
                 metrics.write(&e)?;
                 report(Event::Eval(&e));
                 last_eval = Some(e);
@@ -287,7 +281,7 @@ pub fn pretrain(
             // One process also stops at a signal that came during this step; ranks stop together.
             let stopping = totals.stop || (!world.is_distributed() && stop.load(Ordering::SeqCst));
             if (options.save_every > 0 && state.step % options.save_every == 0) || stopping {
-                let path = save(&mut state, &optimizer, &mut metrics)?;
+                let path = save(&state, &optimizer, &mut metrics)?;
                 report(Event::Saved(&path));
                 last_checkpoint = Some(path);
             }
@@ -310,7 +304,7 @@ pub fn pretrain(
         }
     }
     if !eval.is_empty() && last_eval.as_ref().is_none_or(|e| e.step != state.step) {
-        let e = evaluate_on(world, &model, &eval, state.step)?;
+        let e = evaluate_on(world, &shards, &model, &eval, state.step)?;
         metrics.write(&e)?;
         report(Event::Eval(&e));
         last_eval = Some(e);
@@ -318,7 +312,7 @@ pub fn pretrain(
     let saved_now = last_checkpoint.as_ref().and_then(|p| p.file_name())
         == checkpoint_path(&options.out, state.step).file_name();
     if !saved_now {
-        let path = save(&mut state, &optimizer, &mut metrics)?;
+        let path = save(&state, &optimizer, &mut metrics)?;
         report(Event::Saved(&path));
     }
     if leader {
@@ -337,24 +331,6 @@ pub fn pretrain(
 /// Where the checkpoint of `step` goes.
 fn checkpoint_path(out: &Path, step: usize) -> PathBuf {
     out.join(format!("checkpoint-{step}"))
-}
-
-/// This rank's dropout generator state: its own from the checkpoint being resumed, else a fresh stream
-/// of its own (rank 0's is the one a single process uses).
-fn rank_dropout_state(state: &TrainerState, options: &PretrainOptions) -> Result<u64> {
-    let rank = options.world.rank();
-    if rank == 0 {
-        return Ok(state.dropout_rng);
-    }
-    if state.step == 0 {
-        return Ok(Rng::stream(options.seed, Stream::Dropout, rank as u64).state());
-    }
-    state.rank_dropout_rngs.get(rank).copied().ok_or_else(|| {
-        Error::Training(format!(
-            "the checkpoint at step {} holds no dropout state for rank {rank}",
-            state.step
-        ))
-    })
 }
 
 /// The model must take the tokenizer's ids and the instances' length.
@@ -386,18 +362,26 @@ struct Gathered {
     epoch_done: bool,
 }
 
-/// Runs up to `gradient_accumulation_steps` global batches forward and backward (this rank's share of
-/// each) and averages their gradients.
+/// What one shard gives: its gradients (none if its loss is not finite), its weighted loss, its tokens.
+struct ShardPart {
+    grads: Option<GradStore>,
+    loss: f64,
+    tokens: usize,
+}
+
+/// Runs up to `gradient_accumulation_steps` global batches forward and backward (this rank's shards of
+/// each, at once) and averages their gradients.
 fn gather_gradients(
     data: &PretrainData,
     options: &PretrainOptions,
     model: &BertForPreTraining,
-    dropout: &Mutex<Rng>,
+    shards: &Shards,
     vars: &[Tensor],
     examples: &mut impl Iterator<Item = (usize, Result<crate::pretraining::PairInstance>)>,
     state: &mut TrainerState,
 ) -> Result<Gathered> {
     let world = &options.world;
+    let accumulation = options.gradient_accumulation_steps.max(1);
     let global_batch = options.batch_size * world.size();
     let mut gathered = Gathered {
         grads: None,
@@ -406,41 +390,68 @@ fn gather_gradients(
         micro_batches: 0,
         epoch_done: false,
     };
-    for _ in 0..options.gradient_accumulation_steps.max(1) {
-        let mut masked = Vec::with_capacity(options.batch_size);
-        let mut taken = 0;
-        for (index, instance) in examples.by_ref().take(global_batch) {
-            let instance = instance?;
-            if taken % world.size() == world.rank() {
-                masked.push(data.mask(&instance, state.epoch, index));
-            }
-            taken += 1;
-        }
-        gathered.epoch_done = taken < global_batch;
-        if taken == 0 {
+    for micro in 0..accumulation {
+        let instances: Vec<(usize, crate::pretraining::PairInstance)> = examples
+            .by_ref()
+            .take(global_batch)
+            .map(|(index, instance)| Ok((index, instance?)))
+            .collect::<Result<_>>()?;
+        gathered.epoch_done = instances.len() < global_batch;
+        if instances.is_empty() {
             break;
         }
-        state.examples_in_epoch += taken;
+        state.examples_in_epoch += instances.len();
         gathered.micro_batches += 1;
-        let batch = (!masked.is_empty())
-            .then(|| data.collate(&masked, &Device::Cpu))
-            .transpose()?;
-        let predicted = batch.as_ref().map_or(0, |b| b.masked_labels.elem_count());
-        let mut counts = [predicted as f64, masked.len() as f64];
-        world.sum_f64(&mut counts)?;
-        if let Some(batch) = batch {
-            let output =
-                model.forward_at(&batch.batch, &batch.masked_positions, &Mode::Train(dropout))?;
+        let plan = ShardPlan::new(world, shards, instances.len());
+        let batches = plan
+            .positions
+            .iter()
+            .map(|positions| {
+                let masked: Vec<_> = positions
+                    .iter()
+                    .map(|&p| data.mask(&instances[p].1, state.epoch, instances[p].0))
+                    .collect();
+                (!masked.is_empty())
+                    .then(|| data.collate(&masked, &Device::Cpu))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Each shard's MLM loss averages its masked positions, its NSP loss its examples.
+        let counts: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|b| match b {
+                Some(b) => vec![
+                    b.masked_labels.elem_count(),
+                    b.next_sentence_labels.elem_count(),
+                ],
+                None => vec![0, 0],
+            })
+            .collect();
+        let weights = loss_weights(world, &counts)?;
+        let micro_batch = (state.step * accumulation + micro) as u64;
+        let seed = options.seed;
+        let parts = shards.run(|s| {
+            let Some(batch) = &batches[s] else {
+                return Ok(None);
+            };
+            let dropout = dropout_stream(seed, micro_batch, plan.global[s]);
+            let mode = Mode::Train(&dropout);
+            let output = model.forward_at(&batch.batch, &batch.masked_positions, &mode)?;
             let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
             let nsp = cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
-            let mlm = (mlm * share_weight(predicted, counts[0] as usize))?;
-            let nsp = (nsp * share_weight(masked.len(), counts[1] as usize))?;
-            let loss = (mlm + nsp)?;
+            let loss = ((mlm * weights[s][0])? + (nsp * weights[s][1])?)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
-            gathered.loss += value;
-            gathered.tokens += batch.tokens;
-            if value.is_finite() {
-                gathered.grads = Some(accumulate(gathered.grads.take(), loss.backward()?, vars)?);
+            Ok(Some(ShardPart {
+                grads: value.is_finite().then(|| loss.backward()).transpose()?,
+                loss: value,
+                tokens: batch.tokens,
+            }))
+        })?;
+        for part in parts.into_iter().flatten() {
+            gathered.loss += part.loss;
+            gathered.tokens += part.tokens;
+            if let Some(grads) = part.grads {
+                gathered.grads = Some(accumulate(gathered.grads.take(), grads, vars)?);
             }
         }
         if gathered.epoch_done {
@@ -486,28 +497,37 @@ pub fn evaluate(
     batches: &[PretrainBatch],
     step: usize,
 ) -> Result<EvalMetrics> {
-    evaluate_on(&World::single(), model, batches, step)
+    evaluate_on(&World::single(), &Shards::new(1)?, model, batches, step)
 }
 
-/// [`evaluate`] with the batches shared among the ranks of `world` and the counts summed.
+/// [`evaluate`] with the batches shared among the shards of every rank and the counts summed.
 fn evaluate_on(
     world: &World,
+    shards: &Shards,
     model: &BertForPreTraining,
     batches: &[PretrainBatch],
     step: usize,
 ) -> Result<EvalMetrics> {
-    // loss sum, predicted positions, correct predictions, correct NSP, NSP examples
+    let plan = ShardPlan::new(world, shards, batches.len());
+    let parts = shards.run(|s| {
+        // loss sum, predicted positions, correct predictions, correct NSP, NSP examples
+        let mut sums = [0f64; 5];
+        for b in plan.positions[s].iter().map(|&i| &batches[i]) {
+            let out = model.forward_at(&b.batch, &b.masked_positions, &Mode::Eval)?;
+            let predicted = b.masked_labels.elem_count() as f64;
+            let mean = crate::loss::cross_entropy(&out.prediction_logits, &b.masked_labels)?;
+            sums[0] += f64::from(mean.to_scalar::<f32>()?) * predicted;
+            sums[1] += predicted;
+            sums[2] += correct_predictions(&out.prediction_logits, &b.masked_labels)? as f64;
+            sums[3] +=
+                correct_predictions(&out.seq_relationship_logits, &b.next_sentence_labels)? as f64;
+            sums[4] += b.next_sentence_labels.dim(0)? as f64;
+        }
+        Ok(sums)
+    })?;
     let mut sums = [0f64; 5];
-    for b in world.share(batches.len()).map(|i| &batches[i]) {
-        let out = model.forward_at(&b.batch, &b.masked_positions, &Mode::Eval)?;
-        let predicted = b.masked_labels.elem_count() as f64;
-        let mean = crate::loss::cross_entropy(&out.prediction_logits, &b.masked_labels)?;
-        sums[0] += f64::from(mean.to_scalar::<f32>()?) * predicted;
-        sums[1] += predicted;
-        sums[2] += correct_predictions(&out.prediction_logits, &b.masked_labels)? as f64;
-        sums[3] +=
-            correct_predictions(&out.seq_relationship_logits, &b.next_sentence_labels)? as f64;
-        sums[4] += b.next_sentence_labels.dim(0)? as f64;
+    for part in parts {
+        sums.iter_mut().zip(part).for_each(|(sum, x)| *sum += x);
     }
     world.sum_f64(&mut sums)?;
     let [loss_sum, predicted, correct, nsp_correct, nsp_total] = sums;

@@ -23,11 +23,6 @@ pub struct TrainerState {
     pub epoch: usize,
     /// Training examples of this epoch already used.
     pub examples_in_epoch: usize,
-    /// The dropout generator's state (rank 0's in a data-parallel run).
-    pub dropout_rng: u64,
-    /// Data-parallel runs: every rank's dropout generator state, by rank.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rank_dropout_rngs: Vec<u64>,
     /// Tokens trained on so far.
     pub tokens_seen: u64,
     /// Training seconds so far, across runs.

@@ -12,6 +12,7 @@ pub mod mpi;
 pub mod optimizer;
 pub mod out_dir;
 pub mod schedule;
+pub mod shards;
 pub mod world;
 
 pub use checkpoint::{
