@@ -33,9 +33,10 @@ fn connect(ranks: usize) -> Result<World> {
 /// Sets up the threads of a training run, before any thread starts, and returns how many shards each
 /// batch is cut into. The threads are `RAYON_NUM_THREADS`, or the cores this process may use divided by
 /// the ranks on its machine. With more than one shard (`requested` 0 means one per thread), every shard
-/// runs on a thread of its own with single-threaded ops, so candle's matrix multiplications are told
-/// to use one thread (measured: two shards of one thread each train BERT-mini 1.8x faster than one
-/// shard on two threads, where the same two shards with two-threaded matrix multiplications gain 1.4x).
+/// runs on a thread of its own with single-threaded ops, so candle is told to use one thread; the
+/// global thread pool, which our own kernels use outside the shards, keeps them all
+/// (measured: two shards of one thread each train BERT-mini 1.8x faster than one shard on two threads,
+/// where the same two shards with candle's ops on two threads gain 1.3x).
 pub fn prepare_threads(requested: usize) -> usize {
     let given = std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -53,9 +54,18 @@ pub fn prepare_threads(requested: usize) -> usize {
         0 => threads,
         n => n,
     };
+    // Work outside the shards (the optimizer step, evaluation's matrix multiplications) keeps every
+    // thread. Fails only if the pool already exists, which then keeps its size.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
     let per_op = if shards > 1 { 1 } else { threads };
-    // SAFETY: called before any other thread of this process exists (the command has not started).
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", per_op.to_string()) };
+    // candle's matrix multiplications read RAYON_NUM_THREADS, its element-wise ops CANDLE_NUM_THREADS
+    // (else RAYON_NUM_THREADS): one pool of workers behind a lock that shards would queue on.
+    for name in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        // SAFETY: called before any other thread of this process exists (the command has not started).
+        unsafe { std::env::set_var(name, per_op.to_string()) };
+    }
     shards
 }
 
