@@ -7,7 +7,8 @@ Needs `bert` built with `cargo build --release --features mpi` and `mpirun` (Ope
 the same corpus and per-rank batch:
   1 rank  x 1 thread  (batch B)
   2 ranks x 1 thread  (mpirun -np 2; global batch 2B)
-  1 rank  x 2 threads (batch 2B: threads instead of ranks, for comparison)
+  1 rank  x 2 threads (batch 2B), in two shards (one per thread, the default) and in one shard
+          (each op on both threads), for comparison
 and prints median step time, tokens/s, and the share of the step spent summing gradients
 (`exchange_seconds` in metrics.jsonl). Then models N machines from the measured one-rank compute time and
 the ring all-reduce volume, parameters x 4 bytes x 2(N-1)/N per step, at 10 and 100 Gbit/s (no overlap:
@@ -36,12 +37,12 @@ def corpus(path, documents=400, sentences=60):
             f.write("\n")
 
 
-def pretrain(args, work, name, batch, threads, ranks):
+def pretrain(args, work, name, batch, threads, ranks, shards):
     out = os.path.join(work, name)
     cmd = [BERT, "pretrain", os.path.join(work, "corpus.txt"), "--tokenizer", os.path.join(work, "vocab"),
            "--out", out, "--size", args.size, "--batch-size", str(batch), "--max-seq-length", str(args.seq),
            "--short-seq-prob", "0", "--max-steps", str(args.steps), "--eval-documents", "0",
-           "--eval-every", "0", "--save-every", "0", "--log-every", "1", "--overwrite"]
+           "--eval-every", "0", "--save-every", "0", "--log-every", "1", "--overwrite", "--shards", str(shards)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     if ranks > 1:
@@ -86,13 +87,14 @@ def main():
     subprocess.run([BERT, "vocab", "--vocab-size", str(args.vocab), "--out", os.path.join(work, "vocab"),
                     os.path.join(work, "corpus.txt")], check=True, capture_output=True)
     runs = [
-        ("1 rank x 1 thread", args.batch, 1, 1),
-        ("2 ranks x 1 thread (mpirun)", args.batch, 1, 2),
-        ("1 rank x 2 threads", 2 * args.batch, 2, 1),
+        ("1 rank x 1 thread", args.batch, 1, 1, 1),
+        ("2 ranks x 1 thread (mpirun)", args.batch, 1, 2, 1),
+        ("1 rank x 2 threads, 2 shards (the default)", 2 * args.batch, 2, 1, 2),
+        ("1 rank x 2 threads, 1 shard (--shards 1)", 2 * args.batch, 2, 1, 1),
     ]
     results = []
-    for i, (name, batch, threads, ranks) in enumerate(runs):
-        r = pretrain(args, work, f"run{i}", batch, threads, ranks)
+    for i, (name, batch, threads, ranks, shards) in enumerate(runs):
+        r = pretrain(args, work, f"run{i}", batch, threads, ranks, shards)
         results.append((name, batch * ranks, r))
     base = results[0][2]
     print(f"\nBERT-{args.size}, {args.seq} tokens, per-rank batch {args.batch}, {args.steps} steps (median of the "
