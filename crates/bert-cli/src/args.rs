@@ -61,6 +61,19 @@ pub enum Command {
     Export(ExportArgs),
 }
 
+impl Command {
+    /// How many shards a command runs its batches in (0: one per thread; see `threads`): training and
+    /// the line-by-line model commands shard, the others run each op on every thread.
+    pub fn shards(&self) -> usize {
+        match self {
+            Command::Pretrain(args) => args.shards,
+            Command::Finetune(args) => args.shards,
+            Command::Embed(_) | Command::FillMask(_) | Command::Classify(_) | Command::Ner(_) => 0,
+            _ => 1,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// The index directory (from `bert index`).

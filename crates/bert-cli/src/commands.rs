@@ -10,6 +10,7 @@ use bert::pipelines::{
     load_tokenizer, ClassificationScore, EmbedOptions, Embedder, FillMask, LongText,
     MaskPrediction, PipelineOptions, TextClassifier, TokenClassifier,
 };
+use bert::train::shards::Shards;
 use bert::Encoding;
 use serde::Serialize;
 
@@ -95,23 +96,31 @@ fn warn_about(report: &LoadReport, model: &str) {
 /// similar length share a batch and little padding is computed.
 const SORT_WINDOW: usize = 8;
 
-/// Runs `run` on batches of `batch_size` encodings of similar length; the lines come back in input
-/// order.
+/// Runs `run` on batches of `batch_size` encodings of similar length, spread over `shards` (each runs
+/// every n-th batch at once with the others); the lines come back in input order.
 fn by_length(
     items: &[Item],
     encodings: &[Encoding],
     batch_size: u64,
-    run: &impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>>,
+    shards: &Shards,
+    run: &(impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>> + Sync),
 ) -> Result<Vec<String>> {
     let mut order: Vec<usize> = (0..encodings.len()).collect();
     order.sort_by_key(|&i| encodings[i].ids.len());
-    let mut lines = vec![String::new(); encodings.len()];
-    for group in order.chunks(batch_size.max(1) as usize) {
-        let batch_items: Vec<Item> = group.iter().map(|&i| items[i].clone()).collect();
-        let batch: Vec<Encoding> = group.iter().map(|&i| encodings[i].clone()).collect();
-        for (&i, line) in group.iter().zip(run(&batch_items, &batch)?) {
-            lines[i] = line;
+    let groups: Vec<&[usize]> = order.chunks(batch_size.max(1) as usize).collect();
+    let count = shards.count();
+    let done = shards.run(|shard| {
+        let mut lines = Vec::new();
+        for group in groups.iter().skip(shard).step_by(count) {
+            let batch_items: Vec<Item> = group.iter().map(|&i| items[i].clone()).collect();
+            let batch: Vec<Encoding> = group.iter().map(|&i| encodings[i].clone()).collect();
+            lines.extend(group.iter().copied().zip(run(&batch_items, &batch)?));
         }
+        anyhow::Ok(lines)
+    })?;
+    let mut lines = vec![String::new(); encodings.len()];
+    for (i, line) in done.into_iter().flatten() {
+        lines[i] = line;
     }
     Ok(lines)
 }
@@ -124,8 +133,9 @@ fn drive(
     allow_empty: bool,
     max_length: usize,
     encode: impl Fn(&Item) -> bert::Result<Encoding>,
-    run: impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>>,
+    run: impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>> + Sync,
 ) -> Result<ExitCode> {
+    let shards = Shards::new(crate::threads::shards())?;
     let mut out = Output::new();
     let mut inputs = input::read(input, allow_empty).peekable();
     while inputs.peek().is_some() {
@@ -155,7 +165,7 @@ fn drive(
         }
         for (slot, value) in slots
             .into_iter()
-            .zip(by_length(&items, &encodings, batch_size, &run)?)
+            .zip(by_length(&items, &encodings, batch_size, &shards, &run)?)
         {
             results[slot] = Ok(value);
         }

@@ -1,11 +1,10 @@
-//! Parallel training: the threads of a run and the shards they train, and under `mpirun -np N bert
-//! pretrain|finetune` the ranks `mpirun` started (with the `mpi` feature); a rank that fails stops them
-//! all, and what goes to the terminal comes from rank 0.
+//! `mpirun -np N bert pretrain|finetune`: joins the ranks `mpirun` started (with the `mpi` feature);
+//! a rank that fails stops them all, and what goes to the terminal comes from rank 0.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use bert::train::world::{launched_ranks, local_ranks};
+use bert::train::world::launched_ranks;
 use bert::train::World;
 
 /// The ranks of this run: one process unless a launcher started several.
@@ -28,45 +27,6 @@ fn connect(ranks: usize) -> Result<World> {
          with `cargo build --release --features mpi` (each rank would otherwise train alone into the \
          same output directory)"
     )
-}
-
-/// Sets up the threads of a training run, before any thread starts, and returns how many shards each
-/// batch is cut into. The threads are `RAYON_NUM_THREADS`, or the cores this process may use divided by
-/// the ranks on its machine. With more than one shard (`requested` 0 means one per thread), every shard
-/// runs on a thread of its own with single-threaded ops, so candle is told to use one thread; the
-/// global thread pool, which our own kernels use outside the shards, keeps them all
-/// (measured: two shards of one thread each train BERT-mini 1.8x faster than one shard on two threads,
-/// where the same two shards with candle's ops on two threads gain 1.3x).
-pub fn prepare_threads(requested: usize) -> usize {
-    let given = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0);
-    let threads = given.unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let ranks = match launched_ranks() {
-            Some(n) if n > 1 => local_ranks().unwrap_or(1).max(1),
-            _ => 1,
-        };
-        (cores / ranks).max(1)
-    });
-    let shards = match requested {
-        0 => threads,
-        n => n,
-    };
-    // Work outside the shards (the optimizer step, evaluation's matrix multiplications) keeps every
-    // thread. Fails only if the pool already exists, which then keeps its size.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global();
-    let per_op = if shards > 1 { 1 } else { threads };
-    // candle's matrix multiplications read RAYON_NUM_THREADS, its element-wise ops CANDLE_NUM_THREADS
-    // (else RAYON_NUM_THREADS): one pool of workers behind a lock that shards would queue on.
-    for name in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        // SAFETY: called before any other thread of this process exists (the command has not started).
-        unsafe { std::env::set_var(name, per_op.to_string()) };
-    }
-    shards
 }
 
 /// Runs `work` on this rank; an error on a rank of a distributed run is printed with the rank and

@@ -18,7 +18,7 @@ use crate::progress::{stop_flag, Progress};
 
 /// `bert finetune`, on one process or on each rank of `mpirun -np N bert finetune`.
 pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
-    let shards = distributed::prepare_threads(args.shards);
+    let shards = crate::threads::shards();
     let world = distributed::join()?;
     distributed::on_rank(&world, || run_on(args, &world, shards))
 }

@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod searching;
 mod serving;
+mod threads;
 mod training;
 
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = args::Cli::parse();
+    threads::prepare(cli.command.shards());
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,

@@ -43,7 +43,7 @@ pub fn vocab(args: VocabArgs) -> Result<ExitCode> {
 
 /// `bert pretrain`, on one process or on each rank of `mpirun -np N bert pretrain`.
 pub fn pretrain(args: PretrainArgs) -> Result<ExitCode> {
-    let shards = distributed::prepare_threads(args.shards);
+    let shards = crate::threads::shards();
     let world = distributed::join()?;
     distributed::on_rank(&world, || pretrain_on(args, &world, shards))
 }

@@ -95,7 +95,7 @@ fn evaluate_on(
     let items: Vec<usize> = (0..task.eval_len()).collect();
     let batches: Vec<&[usize]> = items.chunks(batch_size.max(1)).collect();
     let plan = ShardPlan::new(world, shards, batches.len());
-    let parts = shards.run(|s| {
+    let parts = shards.run(|s| -> Result<_> {
         let (mut mine, mut rows, mut loss) = (Vec::new(), Vec::new(), [0f64; 2]);
         for batch in plan.positions[s].iter().map(|&b| batches[b]) {
             let out = task.eval_batch(batch)?;
@@ -705,7 +705,7 @@ impl TrainBatches<'_> {
             .collect();
         let weights = loss_weights(self.world, &counts)?;
         let (task, seed) = (self.task, self.seed);
-        self.shards.run(|s| {
+        self.shards.run(|s| -> Result<_> {
             if indices[s].is_empty() {
                 return Ok(None);
             }

@@ -430,7 +430,7 @@ fn gather_gradients(
         let weights = loss_weights(world, &counts)?;
         let micro_batch = (state.step * accumulation + micro) as u64;
         let seed = options.seed;
-        let parts = shards.run(|s| {
+        let parts = shards.run(|s| -> Result<_> {
             let Some(batch) = &batches[s] else {
                 return Ok(None);
             };
@@ -509,7 +509,7 @@ fn evaluate_on(
     step: usize,
 ) -> Result<EvalMetrics> {
     let plan = ShardPlan::new(world, shards, batches.len());
-    let parts = shards.run(|s| {
+    let parts = shards.run(|s| -> Result<_> {
         // loss sum, predicted positions, correct predictions, correct NSP, NSP examples
         let mut sums = [0f64; 5];
         for b in plan.positions[s].iter().map(|&i| &batches[i]) {

@@ -53,7 +53,10 @@ impl Shards {
 
     /// Runs `work(shard)` for every shard at once, each on its own thread; the results in shard order,
     /// or the first shard's error.
-    pub fn run<T: Send>(&self, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    pub fn run<T: Send, E: Send>(
+        &self,
+        work: impl Fn(usize) -> std::result::Result<T, E> + Sync,
+    ) -> std::result::Result<Vec<T>, E> {
         if self.pools.is_empty() {
             return Ok(vec![work(0)?]);
         }
@@ -137,9 +140,9 @@ mod tests {
     fn shards_run_at_once_and_return_in_order() {
         let shards = Shards::new(3).unwrap();
         assert_eq!(shards.count(), 3);
-        let threads = shards
-            .run(|s| Ok((s, rayon::current_num_threads(), std::thread::current().id())))
-            .unwrap();
+        let threads: Result<Vec<_>> =
+            shards.run(|s| Ok((s, rayon::current_num_threads(), std::thread::current().id())));
+        let threads = threads.unwrap();
         assert_eq!(
             threads.iter().map(|t| t.0).collect::<Vec<_>>(),
             vec![0, 1, 2]
@@ -151,7 +154,8 @@ mod tests {
             _ => Ok(s),
         });
         assert!(failed.unwrap_err().to_string().contains("shard 1 failed"));
-        assert_eq!(Shards::new(1).unwrap().run(|s| Ok(s + 7)).unwrap(), vec![7]);
+        let one: Result<Vec<usize>> = Shards::new(1).unwrap().run(|s| Ok(s + 7));
+        assert_eq!(one.unwrap(), vec![7]);
     }
 
     #[test]
