@@ -97,7 +97,8 @@ fn warn_about(report: &LoadReport, model: &str) {
 const SORT_WINDOW: usize = 8;
 
 /// Runs `run` on batches of `batch_size` encodings of similar length, spread over `shards` (each runs
-/// every n-th batch at once with the others); the lines come back in input order.
+/// every n-th batch at once with the others) when there are enough batches; the lines come back in
+/// input order.
 fn by_length(
     items: &[Item],
     encodings: &[Encoding],
@@ -108,6 +109,13 @@ fn by_length(
     let mut order: Vec<usize> = (0..encodings.len()).collect();
     order.sort_by_key(|&i| encodings[i].ids.len());
     let groups: Vec<&[usize]> = order.chunks(batch_size.max(1) as usize).collect();
+    // Fewer batches than shards (a few inputs): one at a time, each op on every thread.
+    let one = Shards::new(1)?;
+    let shards = if groups.len() < shards.count() {
+        &one
+    } else {
+        shards
+    };
     let count = shards.count();
     let done = shards.run(|shard| {
         let mut lines = Vec::new();
