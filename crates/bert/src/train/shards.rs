@@ -135,6 +135,7 @@ pub fn dropout_stream(seed: u64, micro: u64, shard: usize) -> Mutex<Rng> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::world::FixedRank;
 
     #[test]
     fn shards_run_at_once_and_return_in_order() {
@@ -160,6 +161,14 @@ mod tests {
 
     #[test]
     fn one_process_with_shards_cuts_a_batch_as_ranks_would() {
+        // Rank 1 of 3 with 2 shards: global shards 1 and 4 of 6.
+        let plan = ShardPlan::new(
+            &World::new(FixedRank { rank: 1, size: 3 }),
+            &Shards::new(2).unwrap(),
+            13,
+        );
+        assert_eq!(plan.global, vec![1, 4]);
+        assert_eq!(plan.positions, vec![vec![1, 7], vec![4, 10]]);
         let plan = ShardPlan::new(&World::single(), &Shards::new(2).unwrap(), 5);
         assert_eq!(plan.positions, vec![vec![0, 2, 4], vec![1, 3]]);
         assert_eq!(plan.global, vec![0, 1]);

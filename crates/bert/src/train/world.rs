@@ -99,11 +99,6 @@ impl World {
         self.rank() == 0
     }
 
-    /// The positions of this rank's share of `items` items: every `size`-th, from its rank.
-    pub fn share(&self, items: usize) -> impl Iterator<Item = usize> {
-        (self.rank()..items).step_by(self.size())
-    }
-
     /// The engine's operations.
     pub fn collective(&self) -> &dyn Collective {
         &*self.0
@@ -161,16 +156,50 @@ pub fn local_ranks() -> Option<usize> {
     .find_map(|name| std::env::var(name).ok()?.parse().ok())
 }
 
+/// A rank of a world that exchanges nothing, for tests of what other ranks than 0 do.
+#[cfg(test)]
+pub(crate) struct FixedRank {
+    pub rank: usize,
+    pub size: usize,
+}
+
+#[cfg(test)]
+impl Collective for FixedRank {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum(&self, _: &mut [f32]) -> Result<()> {
+        unreachable!()
+    }
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        unreachable!()
+    }
+    fn all_gather_f32(&self, _: &[f32]) -> Result<Vec<f32>> {
+        unreachable!()
+    }
+    fn all_gather_u64(&self, _: &[u64]) -> Result<Vec<u64>> {
+        unreachable!()
+    }
+    fn barrier(&self) -> Result<()> {
+        unreachable!()
+    }
+    fn abort(&self, _: i32) -> ! {
+        unreachable!()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_single_process_owns_every_item_and_exchanges_nothing() {
+    fn a_single_process_exchanges_nothing() {
         let world = World::single();
         assert_eq!((world.rank(), world.size()), (0, 1));
         assert!(world.is_leader() && !world.is_distributed());
-        assert_eq!(world.share(4).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
         let mut sums = [1.5, 2.0];
         world.sum_f64(&mut sums).unwrap();
         assert_eq!(sums, [1.5, 2.0]);
@@ -178,40 +207,10 @@ mod tests {
         assert_eq!(gathered, vec![7, 8]);
     }
 
-    /// Rank 1 of 3, to check the shares of the ranks other than 0.
-    struct Middle;
-    impl Collective for Middle {
-        fn rank(&self) -> usize {
-            1
-        }
-        fn size(&self) -> usize {
-            3
-        }
-        fn all_reduce_sum(&self, _: &mut [f32]) -> Result<()> {
-            unreachable!()
-        }
-        fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
-            unreachable!()
-        }
-        fn all_gather_f32(&self, _: &[f32]) -> Result<Vec<f32>> {
-            unreachable!()
-        }
-        fn all_gather_u64(&self, _: &[u64]) -> Result<Vec<u64>> {
-            unreachable!()
-        }
-        fn barrier(&self) -> Result<()> {
-            unreachable!()
-        }
-        fn abort(&self, _: i32) -> ! {
-            unreachable!()
-        }
-    }
-
     #[test]
-    fn ranks_take_every_nth_item_from_their_own() {
-        let world = World::new(Middle);
-        assert_eq!(world.share(8).collect::<Vec<_>>(), vec![1, 4, 7]);
-        assert_eq!(world.share(1).count(), 0);
+    fn a_rank_other_than_0_is_not_the_leader() {
+        let world = World::new(FixedRank { rank: 1, size: 3 });
         assert!(!world.is_leader() && world.is_distributed());
+        assert_eq!(format!("{world:?}"), "World(rank 1 of 3)");
     }
 }
