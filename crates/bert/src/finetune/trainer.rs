@@ -8,14 +8,14 @@
 //! Data-parallel: each batch is cut into shards trained at once, one per thread ([`Shards`]), and across
 //! the ranks of `options.world`: every rank shuffles the same order and trains on its shards of each
 //! global batch of `batch_size x ranks`, each shard's loss weighted by its part of the batch; gradients
-//! are summed across ranks before each step, so the run equals one process with the global batch. Evaluation batches are shared among the ranks and their outputs gathered. Rank 0
-//! alone writes checkpoints, the model and metrics, and reports events.
+//! are summed across ranks before each step, so the run equals one process with the global batch.
+//! Evaluation batches are shared among all shards and their outputs gathered. Rank 0 alone writes
+//! checkpoints, the model and metrics, and reports events.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use serde_json::{Map, Value};
 
@@ -27,11 +27,11 @@ use crate::params::ParamStore;
 use crate::rng::{Rng, Stream};
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::exchange::{exchange_gradients, step_totals};
-use crate::train::shards::{dropout_stream, loss_weights, ShardPlan, Shards};
+use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
 use crate::train::{
-    accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
-    save_checkpoint, scale, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
-    MetricsLog, OutDir, StepMetrics, TrainerState, World,
+    check_same_settings, draw_loss_curve, non_finite, restore_checkpoint, save_checkpoint,
+    trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule, MetricsLog, OutDir,
+    StepMetrics, TrainerState, World,
 };
 
 /// A fine-tuning task: its model, training examples and evaluation.
@@ -638,21 +638,6 @@ fn check_options(options: &FinetuneOptions) -> Result<()> {
     Ok(())
 }
 
-/// This rank's part of one optimizer step: its gradients (none if it had no examples), its part of the
-/// mean loss, and the tokens it saw.
-struct Gathered {
-    grads: Option<GradStore>,
-    loss: f64,
-    tokens: usize,
-}
-
-/// What one shard gives: its gradients (none if its loss is not finite), its weighted loss, its tokens.
-struct ShardPart {
-    grads: Option<GradStore>,
-    loss: f64,
-    tokens: usize,
-}
-
 /// The global batches of one optimizer step, trained in shards across threads and ranks.
 struct TrainBatches<'a> {
     task: &'a dyn FinetuneTask,
@@ -666,33 +651,20 @@ struct TrainBatches<'a> {
 impl TrainBatches<'_> {
     /// Runs this rank's shards of each global batch of `group` forward and backward, each shard's loss
     /// weighted by its part of the batch; returns the gradients averaged over the batches.
-    fn gather(&self, group: &[&[usize]], vars: &[Tensor]) -> Result<Gathered> {
-        let mut gathered = Gathered {
-            grads: None,
-            loss: 0.0,
-            tokens: 0,
-        };
+    fn gather(&self, group: &[&[usize]], vars: &[Tensor]) -> Result<Gradients> {
+        let mut gathered = Gradients::default();
         for (micro, global) in group.iter().enumerate() {
             let micro_batch = self.first_micro_batch + micro as u64;
             for part in self.run_shards(global, micro_batch)?.into_iter().flatten() {
-                gathered.loss += part.loss;
-                gathered.tokens += part.tokens;
-                if let Some(grads) = part.grads {
-                    gathered.grads = Some(accumulate(gathered.grads.take(), grads, vars)?);
-                }
+                gathered.add(part, vars)?;
             }
         }
-        if group.len() > 1 {
-            if let Some(grads) = gathered.grads.as_mut() {
-                scale(grads, vars, 1.0 / group.len() as f64)?;
-            }
-            gathered.loss /= group.len() as f64;
-        }
+        gathered.average(group.len(), vars)?;
         Ok(gathered)
     }
 
     /// This rank's shards of one global batch, forward and backward at once.
-    fn run_shards(&self, global: &[usize], micro_batch: u64) -> Result<Vec<Option<ShardPart>>> {
+    fn run_shards(&self, global: &[usize], micro_batch: u64) -> Result<Vec<Option<Gradients>>> {
         let plan = ShardPlan::new(self.world, self.shards, global.len());
         let indices: Vec<Vec<usize>> = plan
             .positions
@@ -712,12 +684,7 @@ impl TrainBatches<'_> {
             let dropout = dropout_stream(seed, micro_batch, plan.global[s]);
             let part = task.train_loss(&indices[s], &Mode::Train(&dropout))?;
             let loss = (part.loss * weights[s][0])?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
-            Ok(Some(ShardPart {
-                grads: value.is_finite().then(|| loss.backward()).transpose()?,
-                loss: value,
-                tokens: part.tokens,
-            }))
+            Gradients::of(&loss, part.tokens).map(Some)
         })
     }
 }

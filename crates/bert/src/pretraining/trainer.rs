@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, D};
 use serde::Serialize;
 
@@ -26,11 +25,11 @@ use crate::params::ParamStore;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
 use crate::save::{copy_tokenizer, save_model};
 use crate::train::exchange::{exchange_gradients, step_totals};
-use crate::train::shards::{dropout_stream, loss_weights, ShardPlan, Shards};
+use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
 use crate::train::{
-    accumulate, check_same_settings, draw_loss_curve, non_finite, restore_checkpoint,
-    save_checkpoint, trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule,
-    MetricsLog, OutDir, StepMetrics, TrainerState, World,
+    check_same_settings, draw_loss_curve, non_finite, restore_checkpoint, save_checkpoint,
+    trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule, MetricsLog, OutDir,
+    StepMetrics, TrainerState, World,
 };
 
 const ARCHITECTURE: &str = "BertForPreTraining";
@@ -226,7 +225,7 @@ pub fn pretrain(
         let mut epoch_done = false;
         while state.step < options.max_steps && !epoch_done {
             let step_start = Instant::now();
-            let mut gathered = gather_gradients(
+            let gathered = gather_gradients(
                 data,
                 options,
                 &model,
@@ -239,7 +238,8 @@ pub fn pretrain(
             if gathered.micro_batches == 0 {
                 break;
             }
-            let totals = step_totals(world, gathered.loss, gathered.tokens, stop)?;
+            let part = gathered.part;
+            let totals = step_totals(world, part.loss, part.tokens, stop)?;
             if !totals.loss.is_finite() {
                 return Err(non_finite(
                     format!("the loss became {}", totals.loss),
@@ -247,8 +247,7 @@ pub fn pretrain(
                     &last_checkpoint,
                 ));
             }
-            let (grads, exchange_seconds) =
-                exchange_gradients(world, gathered.grads.take(), &vars)?;
+            let (grads, exchange_seconds) = exchange_gradients(world, part.grads, &vars)?;
             let lr = schedule.lr(state.step);
             let grad_norm = optimizer
                 .step(&grads, lr)
@@ -353,20 +352,11 @@ fn check_fit(data: &PretrainData, config: &BertConfig) -> Result<()> {
 
 /// This rank's part of one optimizer step.
 struct Gathered {
-    grads: Option<GradStore>,
-    /// This rank's part of the step's mean loss.
-    loss: f64,
-    tokens: usize,
+    /// Its gradients, its part of the step's mean loss, its tokens.
+    part: Gradients,
     /// Micro-batches of the global batch run (the same on every rank).
     micro_batches: usize,
     epoch_done: bool,
-}
-
-/// What one shard gives: its gradients (none if its loss is not finite), its weighted loss, its tokens.
-struct ShardPart {
-    grads: Option<GradStore>,
-    loss: f64,
-    tokens: usize,
 }
 
 /// Runs up to `gradient_accumulation_steps` global batches forward and backward (this rank's shards of
@@ -384,9 +374,7 @@ fn gather_gradients(
     let accumulation = options.gradient_accumulation_steps.max(1);
     let global_batch = options.batch_size * world.size();
     let mut gathered = Gathered {
-        grads: None,
-        loss: 0.0,
-        tokens: 0,
+        part: Gradients::default(),
         micro_batches: 0,
         epoch_done: false,
     };
@@ -440,32 +428,17 @@ fn gather_gradients(
             let mlm = cross_entropy(&output.prediction_logits, &batch.masked_labels)?;
             let nsp = cross_entropy(&output.seq_relationship_logits, &batch.next_sentence_labels)?;
             let loss = ((mlm * weights[s][0])? + (nsp * weights[s][1])?)?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
-            Ok(Some(ShardPart {
-                grads: value.is_finite().then(|| loss.backward()).transpose()?,
-                loss: value,
-                tokens: batch.tokens,
-            }))
+            Gradients::of(&loss, batch.tokens).map(Some)
         })?;
         for part in parts.into_iter().flatten() {
-            gathered.loss += part.loss;
-            gathered.tokens += part.tokens;
-            if let Some(grads) = part.grads {
-                gathered.grads = Some(accumulate(gathered.grads.take(), grads, vars)?);
-            }
+            gathered.part.add(part, vars)?;
         }
         if gathered.epoch_done {
             break;
         }
     }
-    if gathered.micro_batches > 1 {
-        // The mean over the batches actually run (fewer at the end of an epoch).
-        let scale = 1.0 / gathered.micro_batches as f64;
-        if let Some(grads) = gathered.grads.as_mut() {
-            crate::train::scale(grads, vars, scale)?;
-        }
-        gathered.loss *= scale;
-    }
+    // The mean over the batches actually run (fewer at the end of an epoch).
+    gathered.part.average(gathered.micro_batches, vars)?;
     Ok(gathered)
 }
 

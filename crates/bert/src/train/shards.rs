@@ -11,11 +11,14 @@
 
 use std::sync::Mutex;
 
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{Error, Result};
 use crate::rng::{Rng, Stream};
 use crate::train::exchange::share_weight;
+use crate::train::grads::{accumulate, scale};
 use crate::train::world::World;
 
 /// Shards of a batch trained at once, each on a thread of its own.
@@ -123,6 +126,51 @@ pub fn loss_weights(world: &World, counts: &[Vec<usize>]) -> Result<Vec<Vec<f64>
                 .collect()
         })
         .collect())
+}
+
+/// Gradients, loss and tokens of shards' forward and backward passes, added up.
+#[derive(Default)]
+pub struct Gradients {
+    /// None when no shard contributed (no examples, or a loss that is not finite).
+    pub grads: Option<GradStore>,
+    /// The summed (weighted) losses.
+    pub loss: f64,
+    pub tokens: usize,
+}
+
+impl Gradients {
+    /// Runs a shard's weighted `loss` backward; a loss that is not finite gets no gradients (summed
+    /// across ranks, it then stops the run on every rank at once).
+    pub fn of(loss: &Tensor, tokens: usize) -> Result<Self> {
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        Ok(Gradients {
+            grads: value.is_finite().then(|| loss.backward()).transpose()?,
+            loss: value,
+            tokens,
+        })
+    }
+
+    /// Adds `other` (gradients of the same `vars`).
+    pub fn add(&mut self, other: Gradients, vars: &[Tensor]) -> Result<()> {
+        self.loss += other.loss;
+        self.tokens += other.tokens;
+        if let Some(grads) = other.grads {
+            self.grads = Some(accumulate(self.grads.take(), grads, vars)?);
+        }
+        Ok(())
+    }
+
+    /// Divides the sum of `micro_batches` micro-batches into their mean.
+    pub fn average(&mut self, micro_batches: usize, vars: &[Tensor]) -> Result<()> {
+        if micro_batches > 1 {
+            let factor = 1.0 / micro_batches as f64;
+            if let Some(grads) = self.grads.as_mut() {
+                scale(grads, vars, factor)?;
+            }
+            self.loss *= factor;
+        }
+        Ok(())
+    }
 }
 
 /// The dropout generator of global shard `shard` in micro-batch `micro` (counted over the run), derived
