@@ -37,6 +37,7 @@ pub fn run(args: QaArgs) -> Result<ExitCode> {
     let pipeline_options = PipelineOptions {
         max_length: args.model.max_length,
         truncation: args.model.truncation,
+        precision: args.model.dtype,
     };
     let qa = QuestionAnswerer::load(&dir, &pipeline_options, options)
         .with_context(|| format!("loading {}", dir.display()))?;

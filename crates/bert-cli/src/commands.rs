@@ -67,10 +67,11 @@ fn model_name(args: &ModelArgs) -> &str {
     args.model.as_deref().unwrap_or("the bundled model")
 }
 
-fn pipeline_options(args: &ModelArgs) -> PipelineOptions {
+pub(crate) fn pipeline_options(args: &ModelArgs) -> PipelineOptions {
     PipelineOptions {
         max_length: args.max_length,
         truncation: args.truncation,
+        precision: args.dtype,
     }
 }
 

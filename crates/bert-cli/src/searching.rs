@@ -25,10 +25,12 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         max_length: None,
         truncation: Default::default(),
         batch_size: args.batch_size,
+        dtype: args.dtype,
     };
     let dir = crate::commands::model_dir(&model_args, true)?;
     let options = EmbedOptions {
         pooling: args.pooling,
+        pipeline: crate::commands::pipeline_options(&model_args),
         ..Default::default()
     };
     let embedder =

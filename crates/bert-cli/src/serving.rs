@@ -19,6 +19,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         max_length: None,
         truncation: Default::default(),
         batch_size: 1,
+        dtype: args.dtype,
     };
     // With only an index, the server serves search with the index's own model.
     let dir = if args.model.is_none() && args.index.is_some() {
@@ -31,6 +32,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         max_input_length: args.max_input_length,
         pooling: args.pooling,
         index: args.index.clone(),
+        precision: args.dtype,
     };
     let what = match (&dir, &args.index) {
         (Some(dir), _) => dir.display().to_string(),

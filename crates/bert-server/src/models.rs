@@ -116,6 +116,8 @@ pub struct ModelOptions {
     pub pooling: Option<Pooling>,
     /// An index to serve at `/search` (with the model it was built with).
     pub index: Option<PathBuf>,
+    /// The number format of the models' Linear layers.
+    pub precision: bert::model::Precision,
 }
 
 /// The loaded pipelines; shared read-only by the request handlers (tokenization) and the worker
@@ -165,6 +167,7 @@ impl Models {
         };
         let pipeline = PipelineOptions {
             max_length: options.max_input_length,
+            precision: options.precision,
             ..Default::default()
         };
         let wants = |task| tasks.contains(&task);

@@ -1,10 +1,14 @@
 //! Times the encoder's forward pass on a checkpoint, for `bench/inference.py`: random token ids of
 //! shape BATCH x SEQ (no padding), WARMUP untimed runs, then ITERS timed ones. Prints one JSON line:
-//! the median and every time in milliseconds, the load time and the peak RSS.
+//! the median and every time in milliseconds, the load time and the peak RSS. DTYPE (f32, bf16 or
+//! int8) is the Linear layers' number format.
 //!
 //! ```sh
-//! cargo run --release -p bert --example forward_bench -- DIR BATCH SEQ ITERS [WARMUP]
+//! cargo run --release -p bert --example forward_bench -- DIR BATCH SEQ ITERS [WARMUP [DTYPE]]
 //! ```
+
+#[path = "common/allocator.rs"]
+mod allocator;
 
 use std::time::Instant;
 
@@ -21,12 +25,17 @@ fn main() -> bert::Result<()> {
     };
     let dir = std::path::PathBuf::from(
         args.first()
-            .expect("usage: forward_bench DIR BATCH SEQ ITERS [WARMUP]"),
+            .expect("usage: forward_bench DIR BATCH SEQ ITERS [WARMUP [DTYPE]]"),
     );
     let (batch, seq, iters, warmup) = (number(1, 1), number(2, 16), number(3, 10), number(4, 2));
+    let precision: bert::model::Precision = args
+        .get(5)
+        .map_or(Ok(Default::default()), |a| a.parse())
+        .expect("DTYPE: f32, bf16 or int8");
+    allocator::keep_freed_memory();
 
     let started = Instant::now();
-    let model = Pretrained::load(&dir, &Device::Cpu, |p, c| {
+    let model = Pretrained::load_as(&dir, &Device::Cpu, precision, |p, c| {
         BertModel::load(&p.pp("bert"), c, false)
     })?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;

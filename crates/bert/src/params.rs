@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::ops::Init;
+use crate::model::Precision;
 use crate::rng::Rng;
 
 /// Owns the weights handed out to a model while it is built.
@@ -22,6 +23,8 @@ pub struct ParamStore {
     device: Device,
     dtype: DType,
     trainable: bool,
+    /// The number format of Linear layers (inference only: trainable stores are f32).
+    precision: Precision,
     loaded: Mutex<BTreeMap<String, Tensor>>,
     vars: Mutex<BTreeMap<String, Var>>,
     initialized: Mutex<BTreeSet<String>>,
@@ -56,12 +59,21 @@ impl ParamStore {
             device: device.clone(),
             dtype: DType::F32,
             trainable,
+            precision: Precision::F32,
             loaded: Mutex::default(),
             vars: Mutex::default(),
             initialized: Mutex::default(),
             tied: Mutex::default(),
             rng: Mutex::new(Rng::new(seed)),
         }
+    }
+
+    /// Linear layers in `precision` (bf16 or int8 for faster inference); ignored when trainable.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        if !self.trainable {
+            self.precision = precision;
+        }
+        self
     }
 
     /// The root path of the weight names.
@@ -190,6 +202,11 @@ impl<'a> Params<'a> {
             store: self.store,
             prefix,
         }
+    }
+
+    /// The number format Linear layers are to use.
+    pub fn precision(&self) -> Precision {
+        self.store.precision
     }
 
     fn full(&self, name: &str) -> String {

@@ -8,6 +8,7 @@ use candle_core::Device;
 use crate::checkpoint::Checkpoint;
 use crate::config::BertConfig;
 use crate::error::Result;
+use crate::model::Precision;
 use crate::params::{LoadReport, ParamStore, Params};
 
 /// A model with the config it was built from and what loading it reported.
@@ -25,8 +26,19 @@ impl<M> Pretrained<M> {
         device: &Device,
         build: impl FnOnce(&Params, &BertConfig) -> Result<M>,
     ) -> Result<Self> {
+        Self::load_as(dir, device, Precision::F32, build)
+    }
+
+    /// As [`Pretrained::load`], with the Linear layers in `precision` (bf16 or int8 for inference).
+    pub fn load_as(
+        dir: &Path,
+        device: &Device,
+        precision: Precision,
+        build: impl FnOnce(&Params, &BertConfig) -> Result<M>,
+    ) -> Result<Self> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let store = ParamStore::new(Checkpoint::open(dir)?, device, false, 0);
+        let store =
+            ParamStore::new(Checkpoint::open(dir)?, device, false, 0).with_precision(precision);
         let model = build(&store.root(), &config)?;
         Ok(Pretrained {
             config,

@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::model::gemm::{contiguous_f32, matmul, View};
+use crate::model::vector_math::softmax_masked;
 
 /// The query, key and value projections of a batch, `(B, T, C)` each.
 struct Projections<'a> {
@@ -61,22 +62,6 @@ fn head_view(data: &[f32], start: usize, t: usize, c: usize, d: usize) -> View<'
         row: c,
         col: 1,
     }
-}
-
-/// `row = softmax(row + mask)`, in place.
-fn softmax_masked(row: &mut [f32], mask: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for (x, m) in row.iter_mut().zip(mask) {
-        *x += m;
-        max = max.max(*x);
-    }
-    let mut sum = 0f32;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let scale = 1.0 / sum;
-    row.iter_mut().for_each(|x| *x *= scale);
 }
 
 fn data<'a>(

@@ -6,6 +6,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::model::vector_math;
+
 type CResult<T> = candle_core::Result<T>;
 
 fn f32_rows<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> CResult<(&'a [f32], usize)> {
@@ -242,27 +244,6 @@ impl CustomOp2 for LayerNormBackwardParams {
     }
 }
 
-/// `erf`, Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7, below f32's resolution of 1 + erf).
-fn erf(x: f32) -> f32 {
-    let (p, a1, a2, a3, a4, a5) = (
-        0.327_591_1,
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_8,
-        -1.453_152,
-        1.061_405_4,
-    );
-    let z = x.abs();
-    let t = 1.0 / (1.0 + p * z);
-    let poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))));
-    let y = 1.0 - poly * (-z * z).exp();
-    y.copysign(x)
-}
-
-const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-/// 1 / sqrt(2 pi)
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
 /// GELU as BERT's `"gelu"` means it: `x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))`, in one pass each way.
 pub struct Gelu;
 
@@ -276,11 +257,7 @@ impl CustomOp1 for Gelu {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
-                }
-            });
+            .for_each(|(y, x)| vector_math::gelu(x, y));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -312,13 +289,7 @@ impl CustomOp2 for GeluBackward {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
-            .for_each(|(dx, (x, g))| {
-                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                    let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
-                    *dx = g * (cdf + x * pdf);
-                }
-            });
+            .for_each(|(dx, (x, g))| vector_math::gelu_backward(x, g, dx));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

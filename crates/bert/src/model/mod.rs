@@ -1,12 +1,15 @@
 //! The BERT network: encoder blocks ([`encoder`]), task heads ([`heads`]) and the ops they share
 //! ([`ops`]). Written once for inference and training: [`Mode`] switches dropout and differentiable ops.
 
+pub mod amx;
 pub mod attention;
 pub mod encoder;
 pub mod gemm;
 pub mod heads;
 mod kernels;
 pub mod ops;
+pub mod quantized;
+pub mod vector_math;
 
 pub use encoder::{BertEmbeddings, BertModel, BertOutput, BertPooler};
 pub use heads::{
@@ -15,3 +18,4 @@ pub use heads::{
     QuestionAnsweringOutput,
 };
 pub use ops::Mode;
+pub use quantized::Precision;

@@ -4,13 +4,14 @@
 //! fused kernels with backward passes are used (the composite forms off the CPU or f32); dropout draws
 //! its masks from our own seeded [`Rng`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor, D};
 
 use crate::config::HiddenAct;
 use crate::error::Result;
 use crate::model::kernels::{Gelu, LayerNormOp, Softmax};
+use crate::model::quantized::{PackedLinear, PackedLinearOp, Precision};
 use crate::params::Params;
 use crate::rng::Rng;
 
@@ -32,11 +33,17 @@ impl Mode<'_> {
 ///
 /// Inputs of any rank are flattened to one `(rows, in)` matrix first: one large matmul forward and, in
 /// the backward pass, one `(in, rows) x (rows, out)` weight gradient, where candle's batched form would
-/// run a small matmul per batch row and then sum them.
+/// run a small matmul per batch row and then sum them. Loaded for bf16 or int8 inference
+/// ([`Params::precision`]), the weight is converted once and the f32 copy dropped.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Tensor,
+    weights: LinearWeights,
+}
+
+#[derive(Debug, Clone)]
+enum LinearWeights {
+    F32 { weight: Tensor, bias: Tensor },
+    Reduced(Arc<PackedLinear>),
 }
 
 impl Linear {
@@ -44,14 +51,32 @@ impl Linear {
     pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
-        Ok(Linear { weight, bias })
+        Self::new(weight, bias, p.precision())
     }
 
     /// Loads a task-head layer: newly initialised (normal weights, zero bias) when absent.
     pub fn load_or_init(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
-        Ok(Linear { weight, bias })
+        Self::new(weight, bias, p.precision())
+    }
+
+    fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
+        if precision == Precision::F32 || !fused_kernels_apply(&weight) {
+            return Ok(Linear {
+                weights: LinearWeights::F32 { weight, bias },
+            });
+        }
+        let out_dim = weight.dim(0)?;
+        let packed = PackedLinear::new(
+            &weight.flatten_all()?.to_vec1::<f32>()?,
+            &bias.to_vec1::<f32>()?,
+            out_dim,
+            precision,
+        );
+        Ok(Linear {
+            weights: LinearWeights::Reduced(Arc::new(packed)),
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -59,19 +84,32 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x = x.reshape((rows, in_dim))?;
-        let y = if fused_kernels_apply(&x) && crate::model::gemm::fast_gemm_available() {
+        let (y, out_dim) = match &self.weights {
+            LinearWeights::Reduced(packed) => (
+                x.contiguous()?
+                    .apply_op1_no_bwd(&PackedLinearOp(packed.clone()))?,
+                packed.out_dim(),
+            ),
+            LinearWeights::F32 { weight, bias } => (f32_linear(&x, weight, bias)?, weight.dim(0)?),
+        };
+        let mut out_dims = dims.to_vec();
+        out_dims[dims.len() - 1] = out_dim;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+fn f32_linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    Ok(
+        if fused_kernels_apply(x) && crate::model::gemm::fast_gemm_available() {
             x.contiguous()?.apply_op3(
-                &self.weight.contiguous()?,
-                &self.bias.contiguous()?,
+                &weight.contiguous()?,
+                &bias.contiguous()?,
                 crate::model::gemm::LinearOp,
             )?
         } else {
-            x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?
-        };
-        let mut out_dims = dims.to_vec();
-        out_dims[dims.len() - 1] = self.weight.dim(0)?;
-        Ok(y.reshape(out_dims)?)
-    }
+            x.matmul(&weight.t()?)?.broadcast_add(bias)?
+        },
+    )
 }
 
 /// How a missing task-head weight is initialised (as `transformers`' `_init_weights` does).

@@ -8,6 +8,7 @@ mod fill_mask;
 mod ner;
 mod qa;
 
+use crate::model::Precision;
 use std::path::Path;
 
 use candle_core::Device;
@@ -65,6 +66,8 @@ pub struct PipelineOptions {
     /// Tokens per text, special tokens included; default: the model's maximum.
     pub max_length: Option<usize>,
     pub truncation: Truncation,
+    /// The number format of the model's Linear layers.
+    pub precision: Precision,
 }
 
 /// The tokenizer of `dir`, truncating at `options.max_length`, or by default at the smallest of the
@@ -124,7 +127,7 @@ impl<M> Pipeline<M> {
     ) -> Result<Self> {
         let device = Device::Cpu;
         let (tokenizer, max_length) = load_tokenizer(dir, options, preferred_max)?;
-        let pretrained = Pretrained::load(dir, &device, build)?;
+        let pretrained = Pretrained::load_as(dir, &device, options.precision, build)?;
         let vocab = tokenizer.vocab_size();
         if vocab > pretrained.config.vocab_size {
             return Err(Error::Tokenizer {
