@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Inference speed, side by side: `bert` (this toolkit) against PyTorch (transformers) and ONNX Runtime
 (with its BERT fusions), on the same random BERT-base weights, the same shapes and the same thread count,
-in one run. Prints median milliseconds per forward, sequences per second, GFLOP/s and each reference's
-ratio to bert; then end-to-end embedding throughput (tokenization included) on all-MiniLM-L6-v2 against
-sentence-transformers, if a text file is given.
+in one run, in each number format: f32 (bert, PyTorch, ONNX Runtime), bf16 (bert --dtype bf16, PyTorch
+under bf16 autocast) and int8 (bert --dtype int8, ONNX Runtime's dynamic quantization of the fused
+model). Prints median milliseconds per forward, sequences per second, GFLOP/s and each reference's
+ratio to bert in the same format; then, given a text file, end-to-end embedding throughput
+(tokenization included) on all-MiniLM-L6-v2 against sentence-transformers, with each format's cosine
+to bert's f32 embeddings, and, given a fine-tuned classifier, each format's label agreement with f32.
 
-    ../venv/bin/python bench/inference.py [--threads 2] [--shapes 1x16,32x128,8x512] [--texts FILE]
+    ../venv/bin/python bench/inference.py [--threads 2] [--shapes 1x16,32x128,8x512] [--dtypes f32,bf16,int8]
+        [--texts FILE [--classifier DIR]]
 
 Needs torch, transformers, onnxruntime, onnx (and sentence-transformers for --texts) in the Python
 environment, and `cargo build --release -p bert --example forward_bench -p bert-cli`.
@@ -61,20 +65,20 @@ def ids_for(batch, seq, vocab):
     return torch.randint(1000, vocab, (batch, seq), generator=generator)
 
 
-def run_bert(directory, batch, seq, iters, warmup, threads):
+def run_bert(directory, batch, seq, iters, warmup, threads, dtype):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    out = subprocess.run([FORWARD_BENCH, directory, str(batch), str(seq), str(iters), str(warmup)],
+    out = subprocess.run([FORWARD_BENCH, directory, str(batch), str(seq), str(iters), str(warmup), dtype],
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"forward_bench failed: {out.stderr}")
     return json.loads(out.stdout)
 
 
-def run_torch(model, ids, iters, warmup):
+def run_torch(model, ids, iters, warmup, bf16=False):
     import torch
 
     mask = torch.ones_like(ids)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         return median_ms(lambda: model(input_ids=ids, attention_mask=mask), iters, warmup)
 
 
@@ -102,10 +106,30 @@ def onnx_session(model, directory, config, threads):
                                          hidden_size=config.hidden_size)
     fused = os.path.join(directory, "model-fused.onnx")
     optimized.save_model_to_file(fused)
+    return ort_session(fused, threads)
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(fused, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_int8_session(directory, threads):
+    """ONNX Runtime's dynamic quantization (int8 weights, activations quantized per call) of the fused
+    model, as its BERT guide does it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = os.path.join(directory, "model-fused-int8.onnx")
+    import onnx
+
+    # The fused graph's contrib ops defeat shape inference; their outputs are f32.
+    quantize_dynamic(os.path.join(directory, "model-fused.onnx"), quantized, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return ort_session(quantized, threads)
 
 
 def run_onnx(session, ids, iters, warmup):
@@ -113,18 +137,28 @@ def run_onnx(session, ids, iters, warmup):
     return median_ms(lambda: session.run(None, feed), iters, warmup)
 
 
-def end_to_end(texts_path, threads):
+def run_cli(command, model_dir, texts, threads, dtype):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    started = time.perf_counter()
+    out = subprocess.run([BERT, command, "--model", model_dir, "--batch-size", "32", "--dtype", dtype],
+                         input="\n".join(texts) + "\n", capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    return seconds, [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+
+def end_to_end(texts_path, threads, dtypes):
     from sentence_transformers import SentenceTransformer
 
     model_dir = os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2")
     texts = [t for t in open(texts_path, encoding="utf-8").read().splitlines() if t.strip()][:1000]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    started = time.perf_counter()
-    out = subprocess.run([BERT, "embed", "--model", model_dir, "--batch-size", "32"], input="\n".join(texts) + "\n",
-                         capture_output=True, text=True, env=env)
-    bert_s = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.exit(out.stderr)
+    runs = {dtype: run_cli("embed", model_dir, texts, threads, dtype) for dtype in dtypes}
     st = SentenceTransformer(model_dir, device="cpu")
     st.encode(texts[:32])
     started = time.perf_counter()
@@ -132,9 +166,26 @@ def end_to_end(texts_path, threads):
     st_s = time.perf_counter() - started
     print(f"\nEnd to end, all-MiniLM-L6-v2, {len(texts)} texts, batch 32, tokenization included "
           f"(bert includes process start and model load):")
-    print("| engine | texts/s | ratio to bert |\n| --- | --- | --- |")
-    print(f"| bert embed | {len(texts) / bert_s:.1f} | 1.00 |")
-    print(f"| sentence-transformers | {len(texts) / st_s:.1f} | {bert_s / st_s:.2f} |")
+    print("| engine | texts/s | ratio to bert f32 | cosine to bert f32: mean | worst |\n| --- | --- | --- | --- | --- |")
+    base_s, base = runs.get("f32", (None, None))
+    for dtype, (seconds, rows) in runs.items():
+        cosines = [cosine(r["embedding"], b["embedding"]) for r, b in zip(rows, base)] if base else []
+        quality = (f"{statistics.mean(cosines):.5f} | {min(cosines):.5f}" if cosines else "- | -")
+        ratio = f"{base_s / seconds:.2f}" if base_s else "-"
+        print(f"| bert embed --dtype {dtype} | {len(texts) / seconds:.1f} | {ratio} | {quality} |")
+    ratio = f"{base_s / st_s:.2f}" if base_s else "-"
+    print(f"| sentence-transformers (f32) | {len(texts) / st_s:.1f} | {ratio} | - | - |")
+
+
+def agreement(texts_path, classifier, threads, dtypes):
+    texts = [t for t in open(texts_path, encoding="utf-8").read().splitlines() if t.strip()][:1000]
+    runs = {dtype: run_cli("classify", classifier, texts, threads, dtype) for dtype in dtypes}
+    base = [r["label"] for r in runs["f32"][1]]
+    print(f"\nClassification, {classifier}, {len(texts)} texts: labels equal to f32's")
+    print("| dtype | texts/s | agreement with f32 |\n| --- | --- | --- |")
+    for dtype, (seconds, rows) in runs.items():
+        same = sum(r["label"] == b for r, b in zip(rows, base))
+        print(f"| {dtype} | {len(texts) / seconds:.1f} | {same / len(base):.2%} ({same}/{len(base)}) |")
 
 
 def main():
@@ -144,7 +195,10 @@ def main():
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--dtypes", default="f32,bf16,int8", help="number formats to run")
     parser.add_argument("--texts", help="a file of texts, one per line, for the end-to-end embedding run")
+    parser.add_argument("--classifier", help="a fine-tuned classification checkpoint: with --texts, each "
+                        "format's label agreement with f32")
     args = parser.parse_args()
 
     import torch
@@ -152,32 +206,46 @@ def main():
     torch.set_num_threads(args.threads)
     directory = tempfile.mkdtemp(prefix="bert-inference-")
     config, model = make_model(directory)
+    dtypes = args.dtypes.split(",")
     session = None if args.skip_onnx else onnx_session(model, directory, config, args.threads)
+    int8_session = None if args.skip_onnx or "int8" not in dtypes else onnx_int8_session(directory, args.threads)
     print(f"BERT-base, random weights, {args.threads} threads; median of {args.iters} runs after "
           f"{args.warmup} warm-up runs\n")
-    print("| shape | engine | ms | seq/s | GFLOP/s | its ms / bert ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    loads, peaks = [], []
+    print("| shape | dtype | engine | ms | seq/s | GFLOP/s | its ms / bert ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    loads, peaks = {}, []
     for shape in args.shapes.split(","):
         batch, seq = map(int, shape.split("x"))
         ids = ids_for(batch, seq, config.vocab_size)
-        measured = run_bert(directory, batch, seq, args.iters, args.warmup, args.threads)
-        loads.append(measured["load_ms"])
-        peaks.append((shape, measured["peak_rss_mb"]))
-        results = [("bert", measured["median_ms"]), ("PyTorch", run_torch(model, ids, args.iters, args.warmup))]
-        if session is not None:
-            results.append(("ONNX Runtime (fused)", run_onnx(session, ids, args.iters, args.warmup)))
-        ours = results[0][1]
         gflop = flops(config, batch, seq) / 1e9
-        for engine, ms in results:
-            print(f"| {shape} | {engine} | {ms:.1f} | {batch / ms * 1e3:.2f} | {gflop / ms * 1e3:.0f} | "
-                  f"{ms / ours:.2f}x |")
+        for dtype in dtypes:
+            measured = run_bert(directory, batch, seq, args.iters, args.warmup, args.threads, dtype)
+            loads.setdefault(dtype, []).append(measured["load_ms"])
+            peaks.append((f"{shape} {dtype}", measured["peak_rss_mb"]))
+            results = [("bert", measured["median_ms"])]
+            if dtype == "f32":
+                results.append(("PyTorch", run_torch(model, ids, args.iters, args.warmup)))
+                if session is not None:
+                    results.append(("ONNX Runtime (fused)", run_onnx(session, ids, args.iters, args.warmup)))
+            elif dtype == "bf16":
+                results.append(("PyTorch (bf16 autocast)", run_torch(model, ids, args.iters, args.warmup, bf16=True)))
+            elif dtype == "int8" and int8_session is not None:
+                results.append(("ONNX Runtime (fused, int8 dynamic)", run_onnx(int8_session, ids, args.iters,
+                                                                               args.warmup)))
+            ours = results[0][1]
+            for engine, ms in results:
+                print(f"| {shape} | {dtype} | {engine} | {ms:.1f} | {batch / ms * 1e3:.2f} | {gflop / ms * 1e3:.0f} | "
+                      f"{ms / ours:.2f}x |")
     weights_mb = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
                      if f.endswith(".safetensors")) / 2**20
-    print(f"\nbert: model load {statistics.median(loads):.0f} ms (median over its runs); weights {weights_mb:.0f} MiB; "
-          + ", ".join(f"peak RSS at {s} {mb:.0f} MiB" for s, mb in peaks))
+    print(f"\nbert: model load (median over its runs) "
+          + ", ".join(f"{d} {statistics.median(ms):.0f} ms" for d, ms in loads.items())
+          + f"; weights {weights_mb:.0f} MiB; peak RSS "
+          + ", ".join(f"{s} {mb:.0f} MiB" for s, mb in peaks))
     if args.texts:
-        end_to_end(args.texts, args.threads)
+        end_to_end(args.texts, args.threads, dtypes)
+        if args.classifier:
+            agreement(args.texts, args.classifier, args.threads, dtypes)
 
 
 if __name__ == "__main__":

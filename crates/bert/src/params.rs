@@ -26,6 +26,8 @@ pub struct ParamStore {
     /// The number format of Linear layers (inference only: trainable stores are f32).
     precision: Precision,
     loaded: Mutex<BTreeMap<String, Tensor>>,
+    /// Names whose tensors a model converted and let go of (loaded, but no longer held here).
+    released: Mutex<BTreeSet<String>>,
     vars: Mutex<BTreeMap<String, Var>>,
     initialized: Mutex<BTreeSet<String>>,
     /// Names that are another weight under a second name (a tied decoder), not unused weights.
@@ -61,6 +63,7 @@ impl ParamStore {
             trainable,
             precision: Precision::F32,
             loaded: Mutex::default(),
+            released: Mutex::default(),
             vars: Mutex::default(),
             initialized: Mutex::default(),
             tied: Mutex::default(),
@@ -96,11 +99,14 @@ impl ParamStore {
     /// Which head weights were initialised and which checkpoint tensors went unused.
     pub fn report(&self) -> LoadReport {
         let loaded = lock(&self.loaded);
+        let released = lock(&self.released);
         let tied = lock(&self.tied);
         let unused = match &self.checkpoint {
             Some(c) => c
                 .names()
-                .filter(|n| !loaded.contains_key(*n) && !tied.contains(*n))
+                .filter(|n| {
+                    !loaded.contains_key(*n) && !released.contains(*n) && !tied.contains(*n)
+                })
                 .map(String::from)
                 .collect(),
             None => Vec::new(),
@@ -202,6 +208,22 @@ impl<'a> Params<'a> {
             store: self.store,
             prefix,
         }
+    }
+
+    /// Lets go of the store's copy of `name` (converted by the model into another form), so that its
+    /// memory is freed with the model's; it still counts as used. Trainable stores keep everything.
+    pub fn release(&self, name: &str) {
+        if self.store.trainable {
+            return;
+        }
+        let name = self.full(name);
+        lock(&self.store.loaded).remove(&name);
+        lock(&self.store.released).insert(name);
+    }
+
+    /// Whether the weights are trainable variables.
+    pub fn is_trainable(&self) -> bool {
+        self.store.trainable
     }
 
     /// The number format Linear layers are to use.

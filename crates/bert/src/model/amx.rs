@@ -101,7 +101,7 @@ pub fn with_tiles<T>(work: impl FnOnce() -> T) -> T {
 pub enum TileOp {
     /// `tdpbf16ps`: bf16 pairs, f32 accumulators.
     Bf16,
-    /// `tdpbssd`: signed int8 quads, i32 accumulators.
+    /// `tdpbusd`: quads of unsigned (A) by signed (B) int8, i32 accumulators.
     Int8,
 }
 
@@ -157,10 +157,10 @@ pub unsafe fn block(
                 options(nostack, nomem)
             ),
             TileOp::Int8 => asm!(
-                "tdpbssd tmm0, tmm4, tmm6",
-                "tdpbssd tmm1, tmm4, tmm7",
-                "tdpbssd tmm2, tmm5, tmm6",
-                "tdpbssd tmm3, tmm5, tmm7",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
                 options(nostack, nomem)
             ),
         }

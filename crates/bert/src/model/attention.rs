@@ -1,29 +1,27 @@
-//! Self-attention for inference in one op: for each sequence and head, the scores `Q K^T` go into a
-//! per-thread buffer, the padding mask is added and the softmax taken in place, and the buffer times
-//! `V` lands directly in the `(B, T, C)` layout the next projection reads. Nothing of size `T x T`
-//! is allocated per call, the heads are never split into copies, and the products use our AVX-512
-//! gemm. Training keeps the differentiable composite form.
+//! Self-attention for inference in one op over the stacked projections `(B, T, 3C)` (queries, keys
+//! and values side by side, as one Linear layer computes them): for each sequence and head, the scores
+//! `Q K^T` go into a per-thread buffer, are scaled, masked and normalised in place, and the buffer
+//! times `V` lands directly in the `(B, T, C)` layout the next projection reads. Nothing of size
+//! `T x T` is allocated per call and the heads are never split into copies. The products use our
+//! AVX-512 gemm in f32, or the AMX tiles in bf16 ([`crate::model::tile_attention`]) for models loaded
+//! in bf16 or int8. Training keeps the differentiable composite form.
 
 use rayon::prelude::*;
 
 use crate::model::gemm::{contiguous_f32, matmul, View};
-use crate::model::vector_math::softmax_masked;
+use crate::model::tile_attention;
+use crate::model::vector_math::softmax_scaled_masked;
 
-/// The query, key and value projections of a batch, `(B, T, C)` each.
-struct Projections<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    t: usize,
-    c: usize,
-}
-
-/// `softmax(Q K^T + mask) V` per head over `(B, T, C)` projections; `q` already scaled.
+/// `softmax(scale Q K^T + mask) V` per head over stacked `(B, T, 3C)` projections.
 #[derive(Debug, Clone)]
 pub struct FusedAttention {
     pub heads: usize,
+    /// `1 / sqrt(head size)`.
+    pub scale: f32,
     /// The additive mask, `(B, T)`: 0 for real tokens, a large negative number for padding.
     pub mask: Vec<f32>,
+    /// Whether the products run on AMX tiles in bf16 (else f32).
+    pub tiles: bool,
 }
 
 thread_local! {
@@ -32,72 +30,54 @@ thread_local! {
 }
 
 impl FusedAttention {
-    /// The context of head `h` of sequence `b`: `T x D`, row-major.
-    fn head(&self, p: &Projections, b: usize, h: usize) -> Vec<f32> {
-        let (q, k, v, t, c) = (p.q, p.k, p.v, p.t, p.c);
+    /// The context of head `h` of sequence `b` into `out` (`T x D`, row-major).
+    fn head(&self, qkv: &[f32], t: usize, c: usize, b: usize, h: usize, out: &mut [f32]) {
         let d = c / self.heads;
-        let at = |data| head_view(data, b * t * c + h * d, t, c, d);
+        let stride = 3 * c;
+        let part = |which: usize| View {
+            data: &qkv[b * t * stride + which * c + h * d..][..(t - 1) * stride + d],
+            rows: t,
+            cols: d,
+            row: stride,
+            col: 1,
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
         let mask = &self.mask[b * t..(b + 1) * t];
-        let mut context = vec![0f32; t * d];
+        if self.tiles {
+            return tile_attention::head(q, k, v, self.scale, mask, out, d);
+        }
         SCORES.with(|scores| {
             let mut scores = std::mem::take(&mut *scores.borrow_mut());
             scores.resize(t * t, 0.0);
-            matmul(at(q), at(k).t(), &mut scores);
+            matmul(q, k.t(), &mut scores);
             for row in scores.chunks_mut(t) {
-                softmax_masked(row, mask);
+                softmax_scaled_masked(row, self.scale, mask);
             }
-            matmul(View::row_major(&scores, t, t), at(v), &mut context);
+            matmul(View::row_major(&scores, t, t), v, out);
             SCORES.with(|slot| *slot.borrow_mut() = scores);
         });
-        context
     }
 }
 
-/// Head columns `start..start + d` of `t` rows of width `c`, as a `t x d` view.
-fn head_view(data: &[f32], start: usize, t: usize, c: usize, d: usize) -> View<'_> {
-    View {
-        data: &data[start..start + (t - 1) * c + d],
-        rows: t,
-        cols: d,
-        row: c,
-        col: 1,
-    }
-}
-
-fn data<'a>(
-    storage: &'a candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-) -> candle_core::Result<(&'a [f32], usize, usize, usize)> {
-    let data = contiguous_f32(storage, layout, "attention")?;
-    let [b, t, c] = layout.dims() else {
-        candle_core::bail!(
-            "attention: inputs must be (B, T, C), got {:?}",
-            layout.dims()
-        )
-    };
-    Ok((data, *b, *t, *c))
-}
-
-impl candle_core::CustomOp3 for FusedAttention {
+impl candle_core::CustomOp1 for FusedAttention {
     fn name(&self) -> &'static str {
         "bert-attention"
     }
 
     fn cpu_fwd(
         &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-        s3: &candle_core::CpuStorage,
-        l3: &candle_core::Layout,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (q, b, t, c) = data(s1, l1)?;
-        let (k, ..) = data(s2, l2)?;
-        let (v, ..) = data(s3, l3)?;
-        if l2.dims() != l1.dims() || l3.dims() != l1.dims() || c % self.heads != 0 {
+        let qkv = contiguous_f32(storage, layout, "attention")?;
+        let &[b, t, c3] = layout.dims() else {
+            candle_core::bail!("attention: expects (B, T, 3C), got {:?}", layout.dims())
+        };
+        let c = c3 / 3;
+        if c3 % 3 != 0 || c % self.heads != 0 {
             candle_core::bail!(
-                "attention: q, k, v shapes differ or C is not a multiple of the heads"
+                "attention: {c3} is not 3 x C with C a multiple of {} heads",
+                self.heads
             )
         }
         if self.mask.len() != b * t {
@@ -110,8 +90,9 @@ impl candle_core::CustomOp3 for FusedAttention {
         let heads: Vec<Vec<f32>> = (0..b * self.heads)
             .into_par_iter()
             .map(|i| {
-                let p = Projections { q, k, v, t, c };
-                self.head(&p, i / self.heads, i % self.heads)
+                let mut context = vec![0f32; t * d];
+                self.head(qkv, t, c, i / self.heads, i % self.heads, &mut context);
+                context
             })
             .collect();
         let mut out = vec![0f32; b * t * c];
@@ -126,19 +107,5 @@ impl candle_core::CustomOp3 for FusedAttention {
             candle_core::CpuStorage::F32(out),
             candle_core::Shape::from((b, t, c)),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masked_softmax_ignores_padding_and_sums_to_one() {
-        let mut row = [1.0, 2.0, 3.0];
-        softmax_masked(&mut row, &[0.0, 0.0, -1e9]);
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(row[2] < 1e-6);
-        assert!((row[1] / row[0] - 1f32.exp()).abs() < 1e-4);
     }
 }

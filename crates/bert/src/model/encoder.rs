@@ -96,24 +96,74 @@ fn no_gradient_where(x: &Tensor, rows: &Tensor) -> Result<Tensor> {
 
 /// Multi-head scaled dot-product self-attention (`attention.self`).
 struct BertSelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    projections: Projections,
     dropout: Dropout,
     num_heads: usize,
     head_size: usize,
+    /// Whether inference attention runs on AMX tiles (models loaded in bf16 or int8).
+    tiles: bool,
+}
+
+/// The query, key and value projections.
+enum Projections {
+    /// Three layers, each with its own gradient (trainable models).
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    /// One layer with the three side by side (`3C` outputs): one product, one pass over the input.
+    Stacked(Linear),
+}
+
+impl Projections {
+    /// `(B, T, 3C)`: queries, keys and values side by side.
+    fn stacked(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Projections::Stacked(qkv) => qkv.forward(x),
+            Projections::Separate { query, key, value } => Ok(Tensor::cat(
+                &[query.forward(x)?, key.forward(x)?, value.forward(x)?],
+                2,
+            )?),
+        }
+    }
+
+    /// Queries, keys and values, `(B, T, C)` each.
+    fn each(&self, x: &Tensor) -> Result<[Tensor; 3]> {
+        match self {
+            Projections::Separate { query, key, value } => {
+                Ok([query.forward(x)?, key.forward(x)?, value.forward(x)?])
+            }
+            Projections::Stacked(qkv) => {
+                let qkv = qkv.forward(x)?;
+                let c = qkv.dim(2)? / 3;
+                let part =
+                    |i: usize| -> Result<Tensor> { Ok(qkv.narrow(2, i * c, c)?.contiguous()?) };
+                Ok([part(0)?, part(1)?, part(2)?])
+            }
+        }
+    }
 }
 
 impl BertSelfAttention {
     fn load(p: &Params, c: &BertConfig) -> Result<Self> {
         let (h, std) = (c.hidden_size, c.initializer_range);
+        let names = ["query", "key", "value"].map(|name| p.pp(name));
+        let projections = if p.is_trainable() {
+            Projections::Separate {
+                query: Linear::load(&names[0], h, h, std)?,
+                key: Linear::load(&names[1], h, h, std)?,
+                value: Linear::load(&names[2], h, h, std)?,
+            }
+        } else {
+            Projections::Stacked(Linear::load_stacked(&names, h, h, std)?)
+        };
         Ok(BertSelfAttention {
-            query: Linear::load(&p.pp("query"), h, h, std)?,
-            key: Linear::load(&p.pp("key"), h, h, std)?,
-            value: Linear::load(&p.pp("value"), h, h, std)?,
+            projections,
             dropout: Dropout::new(c.attention_probs_dropout_prob),
             num_heads: c.num_attention_heads,
             head_size: c.head_size(),
+            tiles: p.precision() != crate::model::Precision::F32 && crate::model::amx::available(),
         })
     }
 
@@ -127,21 +177,22 @@ impl BertSelfAttention {
 
     fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
-        // Scaling the queries rather than the scores touches D values per token instead of T.
         let scale = 1.0 / (self.head_size as f64).sqrt();
         if !mode.is_train() && fused_attention_applies(x) {
-            let q = (self.query.forward(x)? * scale)?.contiguous()?;
-            let k = self.key.forward(x)?.contiguous()?;
-            let v = self.value.forward(x)?.contiguous()?;
             let op = FusedAttention {
                 heads: self.num_heads,
+                scale: scale as f32,
                 mask: bias.flatten_all()?.to_vec1()?,
+                tiles: self.tiles,
             };
-            return Ok(q.apply_op3_no_bwd(&k, &v, &op)?);
+            let qkv = self.projections.stacked(x)?.contiguous()?;
+            return Ok(qkv.apply_op1_no_bwd(&op)?);
         }
-        let q = (self.split_heads(&self.query.forward(x)?)? * scale)?; // (B, H, T, D)
-        let k = self.split_heads(&self.key.forward(x)?)?;
-        let v = self.split_heads(&self.value.forward(x)?)?;
+        let [q, k, v] = self.projections.each(x)?;
+        // Scaling the queries rather than the scores touches D values per token instead of T.
+        let q = (self.split_heads(&q)? * scale)?; // (B, H, T, D)
+        let k = self.split_heads(&k)?;
+        let v = self.split_heads(&v)?;
         let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
         let scores = scores.broadcast_add(bias)?;
         let probs = softmax(&scores, mode)?;

@@ -44,7 +44,7 @@ impl<'a> View<'a> {
     }
 
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> f32 {
+    pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.row + j * self.col]
     }
 }

@@ -7,8 +7,10 @@ pub mod encoder;
 pub mod gemm;
 pub mod heads;
 mod kernels;
+pub mod number_formats;
 pub mod ops;
 pub mod quantized;
+mod tile_attention;
 pub mod vector_math;
 
 pub use encoder::{BertEmbeddings, BertModel, BertOutput, BertPooler};

@@ -51,16 +51,49 @@ impl Linear {
     pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
-        Self::new(weight, bias, p.precision())
+        let linear = Self::new(weight, bias, p.precision())?;
+        if linear.is_converted() {
+            p.release("weight");
+        }
+        Ok(linear)
+    }
+
+    /// Layers over the same input loaded as one, their outputs side by side (`query`, `key` and
+    /// `value` as one `3C`-output layer), for inference; the separate weights are released.
+    pub fn load_stacked(parts: &[Params], in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        let mut weights = Vec::with_capacity(parts.len());
+        let mut biases = Vec::with_capacity(parts.len());
+        for p in parts {
+            weights.push(p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?);
+            biases.push(p.get(&[out_dim], "bias", Init::Zeros)?);
+        }
+        let (weight, bias) = (Tensor::cat(&weights, 0)?, Tensor::cat(&biases, 0)?);
+        drop((weights, biases));
+        for p in parts {
+            p.release("weight");
+            p.release("bias");
+        }
+        let precision = parts.first().map_or(Precision::F32, |p| p.precision());
+        Self::new(weight, bias, precision)
     }
 
     /// Loads a task-head layer: newly initialised (normal weights, zero bias) when absent.
     pub fn load_or_init(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
-        Self::new(weight, bias, p.precision())
+        let linear = Self::new(weight, bias, p.precision())?;
+        if linear.is_converted() {
+            p.release("weight");
+        }
+        Ok(linear)
     }
 
+    /// Whether the weight was converted to a reduced precision (its f32 tensor no longer needed).
+    fn is_converted(&self) -> bool {
+        matches!(self.weights, LinearWeights::Reduced(_))
+    }
+
+    /// The layer in `precision`.
     fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
         if precision == Precision::F32 || !fused_kernels_apply(&weight) {
             return Ok(Linear {
@@ -68,12 +101,8 @@ impl Linear {
             });
         }
         let out_dim = weight.dim(0)?;
-        let packed = PackedLinear::new(
-            &weight.flatten_all()?.to_vec1::<f32>()?,
-            &bias.to_vec1::<f32>()?,
-            out_dim,
-            precision,
-        );
+        let bias = bias.to_vec1::<f32>()?;
+        let packed = with_f32_values(&weight, |w| PackedLinear::new(w, &bias, out_dim, precision))?;
         Ok(Linear {
             weights: LinearWeights::Reduced(Arc::new(packed)),
         })
@@ -96,6 +125,17 @@ impl Linear {
         out_dims[dims.len() - 1] = out_dim;
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor, without copying them.
+fn with_f32_values<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+        return Err(candle_core::Error::Msg("expected an f32 CPU tensor".into()).into());
+    };
+    let start = layout.start_offset();
+    Ok(f(&values[start..start + t.elem_count()]))
 }
 
 fn f32_linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {

@@ -2,8 +2,9 @@
 //!
 //! Weights are converted once, at load: rounded to bf16, or quantized to int8 symmetrically per output
 //! channel (one scale per row of the `(out, in)` weight). Activations are converted on each call:
-//! rounded to bf16, or quantized to int8 symmetrically per row (dynamic quantization, one scale per
-//! token). Products accumulate in f32 (bf16) or i32 (int8); the bias is added in f32.
+//! rounded to bf16, or quantized to uint8 per row with a zero point (dynamic quantization, one scale
+//! per token; see [`crate::model::number_formats`]). Products accumulate in f32 (bf16) or i32 (int8,
+//! the zero point taken out with the weight's column sums); the bias is added in f32.
 //!
 //! With AMX ([`crate::model::amx`]) the weights are packed into tiles and the products run on the
 //! tile units. Without it the same rounded values go through the f32 gemm, so both paths compute one
@@ -17,6 +18,7 @@ use rayon::prelude::*;
 
 use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TILE_ROWS};
 use crate::model::gemm::{matmul_into, View};
+use crate::model::number_formats::{convert_rows, ConvertedRows, Format, RowScale};
 
 /// The number format of a model's Linear layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,17 +65,19 @@ impl Precision {
     }
 }
 
-/// Bytes per element and elements per four-byte group of a tile row.
-fn element_bytes(op: TileOp) -> usize {
-    match op {
-        TileOp::Bf16 => 2,
-        TileOp::Int8 => 1,
+impl TileOp {
+    /// The format of the weights (the tiles' B operand) and of the activations (A).
+    fn formats(self) -> (Format, Format) {
+        match self {
+            TileOp::Bf16 => (Format::Bf16, Format::Bf16),
+            TileOp::Int8 => (Format::Int8, Format::Uint8),
+        }
     }
-}
 
-/// Depth (k values) of one tile.
-fn tile_depth(op: TileOp) -> usize {
-    TILE_BYTES_PER_ROW / element_bytes(op)
+    /// `k` values per tile row.
+    fn depth(self) -> usize {
+        TILE_BYTES_PER_ROW / self.formats().0.bytes()
+    }
 }
 
 /// A 64-byte-aligned line, so that tile rows never straddle cache lines.
@@ -83,7 +87,7 @@ struct Line([u8; 64]);
 
 /// A 64-byte-aligned byte buffer.
 #[derive(Default)]
-struct Aligned {
+pub(crate) struct Aligned {
     lines: Vec<Line>,
 }
 
@@ -95,19 +99,19 @@ impl Aligned {
     }
 
     /// Room for at least `bytes` (contents unspecified).
-    fn reserve(&mut self, bytes: usize) {
+    pub(crate) fn reserve(&mut self, bytes: usize) {
         let lines = bytes.div_ceil(64);
         if self.lines.len() < lines {
             self.lines = vec![Line([0; 64]); lines];
         }
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         let len = self.lines.len() * 64;
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, len) }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         let len = self.lines.len() * 64;
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, len) }
     }
@@ -121,6 +125,8 @@ pub struct PackedLinear {
     bias: Vec<f32>,
     /// int8: the scale of each output channel (`w = q * scale`); empty for bf16.
     scales: Vec<f32>,
+    /// int8: each output channel's sum of quantized weights, to take out the activations' zero point.
+    column_sums: Vec<i32>,
     weights: Weights,
 }
 
@@ -163,21 +169,29 @@ impl PackedLinear {
         let in_dim = weight.len() / out_dim.max(1);
         assert_eq!(weight.len(), out_dim * in_dim, "weight is (out, in)");
         let op = precision.tile_op().expect("a reduced precision");
-        let rows = ConvertedRows::convert(weight, in_dim, op);
+        let rows = ConvertedRows::convert(weight, in_dim, op.formats().0);
+        let (scales, column_sums) = match op {
+            TileOp::Bf16 => (Vec::new(), Vec::new()),
+            TileOp::Int8 => (
+                rows.scales.iter().map(|s| s.scale).collect(),
+                rows.bytes
+                    .chunks(in_dim.max(1))
+                    .map(|row| row.iter().map(|&q| q as i8 as i32).sum())
+                    .collect(),
+            ),
+        };
         let weights = if tiles && amx::available() {
             pack_tiles(&rows, out_dim, in_dim, op)
         } else {
-            Weights::Emulated(rows.values(op))
+            Weights::Emulated(rows.values())
         };
         PackedLinear {
             precision,
             in_dim,
             out_dim,
             bias: bias.to_vec(),
-            scales: match op {
-                TileOp::Bf16 => Vec::new(),
-                TileOp::Int8 => rows.scales,
-            },
+            scales,
+            column_sums,
             weights,
         }
     }
@@ -206,21 +220,22 @@ impl PackedLinear {
     fn forward_emulated(&self, x: &[f32], rows: usize, w: &[f32]) -> Vec<f32> {
         let (k, n) = (self.in_dim, self.out_dim);
         let b = View::row_major(w, n, k).t();
+        let converted = ConvertedRows::convert(x, k, self.op().formats().1);
+        let a_values = converted.values();
+        let a = View::row_major(&a_values, rows, k);
         let mut c = vec![0f32; rows * n];
-        let converted = ConvertedRows::convert(x, k, self.op());
-        let a = converted.values(self.op());
         match self.op() {
             TileOp::Bf16 => {
                 for row in c.chunks_mut(n.max(1)) {
                     row.copy_from_slice(&self.bias);
                 }
-                matmul_into(View::row_major(&a, rows, k), b, &mut c, true);
+                matmul_into(a, b, &mut c, true);
             }
             TileOp::Int8 => {
-                matmul_into(View::row_major(&a, rows, k), b, &mut c, false);
+                matmul_into(a, b, &mut c, false);
                 for (row, sa) in c.chunks_mut(n.max(1)).zip(&converted.scales) {
                     for ((v, sw), bias) in row.iter_mut().zip(&self.scales).zip(&self.bias) {
-                        *v = *v * (sa * sw) + bias;
+                        *v = *v * (sa.scale * sw) + bias;
                     }
                 }
             }
@@ -231,7 +246,7 @@ impl PackedLinear {
     fn forward_tiles(&self, x: &[f32], rows: usize, packed: &Aligned, k_tiles: usize) -> Vec<f32> {
         let op = self.op();
         let buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        let k_padded = k_tiles * tile_depth(op);
+        let k_padded = k_tiles * op.depth();
         let activations = Activations::convert(x, rows, self.in_dim, k_padded, op, buffer);
         let n = self.out_dim;
         // Every element is written once, by `finish_block`, so the output starts uninitialised.
@@ -298,13 +313,14 @@ impl PackedLinear {
         };
     }
 
-    /// Writes block (`ib`, `jb`) of the output: the raw sums scaled (int8) plus the bias, rows and
-    /// columns past the matrix dropped.
+    /// Writes block (`ib`, `jb`) of the output: the raw sums, less the zero point's share and scaled
+    /// (int8), plus the bias; rows and columns past the matrix dropped.
     ///
     /// # Safety
     /// `out` must point at `rows x out_dim` values and no other thread may write this block; the CPU
     /// must have AVX-512 (every CPU with AMX has).
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
     unsafe fn finish_block(
         &self,
         block: &[u32; BLOCK * BLOCK],
@@ -314,26 +330,37 @@ impl PackedLinear {
         rows: usize,
         out: &SharedOut,
     ) {
+        use std::arch::x86_64::*;
         let n = self.out_dim;
         let (i0, j0) = (ib * BLOCK, jb * BLOCK);
         let width = BLOCK.min(n - j0);
-        let bias = &self.bias[j0..j0 + width];
+        // The block's two 16-column halves, each with the lanes inside the matrix.
+        let lanes_of = |h: usize| ((1u32 << width.saturating_sub(h).min(16)) - 1) as __mmask16;
+        let halves = [(0, lanes_of(0)), (16, lanes_of(16))];
+        let bias = self.bias.as_ptr().add(j0);
         for i in 0..BLOCK.min(rows - i0) {
-            let sums = &block[i * BLOCK..i * BLOCK + width];
-            let target = std::slice::from_raw_parts_mut(out.0.add((i0 + i) * n + j0), width);
-            match self.op() {
-                TileOp::Bf16 => {
-                    for ((t, s), b) in target.iter_mut().zip(sums).zip(bias) {
-                        *t = f32::from_bits(*s) + b;
+            let sums = block.as_ptr().add(i * BLOCK);
+            let target = out.0.add((i0 + i) * n + j0);
+            for (h, lanes) in halves.into_iter().filter(|&(_, lanes)| lanes != 0) {
+                let b = _mm512_maskz_loadu_ps(lanes, bias.add(h));
+                let raw = _mm512_loadu_si512(sums.add(h) as *const __m512i);
+                let value = match self.op() {
+                    TileOp::Bf16 => _mm512_add_ps(_mm512_castsi512_ps(raw), b),
+                    TileOp::Int8 => {
+                        let RowScale { scale, zero } = activations.scales[i0 + i];
+                        let column_sums =
+                            _mm512_maskz_loadu_epi32(lanes, self.column_sums.as_ptr().add(j0 + h));
+                        let weight_scales =
+                            _mm512_maskz_loadu_ps(lanes, self.scales.as_ptr().add(j0 + h));
+                        let centred = _mm512_sub_epi32(
+                            raw,
+                            _mm512_mullo_epi32(_mm512_set1_epi32(zero), column_sums),
+                        );
+                        let scales = _mm512_mul_ps(_mm512_set1_ps(scale), weight_scales);
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), scales, b)
                     }
-                }
-                TileOp::Int8 => {
-                    let sa = activations.scales[i0 + i];
-                    let scales = &self.scales[j0..j0 + width];
-                    for (((t, s), b), sw) in target.iter_mut().zip(sums).zip(bias).zip(scales) {
-                        *t = (*s as i32) as f32 * (sa * sw) + b;
-                    }
-                }
+                };
+                _mm512_mask_storeu_ps(target.add(h), lanes, value);
             }
         }
     }
@@ -355,13 +382,13 @@ struct Activations {
     data: Aligned,
     /// Bytes between rows.
     stride: usize,
-    /// int8: each row's scale (`x = q * scale`).
-    scales: Vec<f32>,
+    /// int8: each row's scale and zero point.
+    scales: Vec<RowScale>,
 }
 
 impl Activations {
     /// Converts `x` into `data` (grown as needed): rows padded to whole blocks and `k` to whole tiles,
-    /// with zeros.
+    /// with zeros (zero bytes: the padding's products vanish whatever the zero point).
     fn convert(
         x: &[f32],
         rows: usize,
@@ -370,76 +397,23 @@ impl Activations {
         op: TileOp,
         mut data: Aligned,
     ) -> Self {
-        let stride = k_padded * element_bytes(op);
+        let format = op.formats().1;
+        let stride = k_padded * format.bytes();
         let padded_rows = rows.div_ceil(BLOCK) * BLOCK;
         data.reserve(padded_rows * stride);
         let bytes = data.bytes_mut();
         bytes[rows * stride..padded_rows * stride].fill(0);
-        let used = k * element_bytes(op);
+        let used = k * format.bytes();
         if used < stride {
             for row in bytes[..rows * stride].chunks_exact_mut(stride) {
                 row[used..].fill(0);
             }
         }
-        let mut scales = vec![0f32; rows];
-        let out_rows = bytes[..rows * stride].par_chunks_mut(stride);
-        match op {
-            TileOp::Bf16 => out_rows
-                .zip(x.par_chunks(k))
-                .for_each(|(out, row)| write_bf16(row, out)),
-            TileOp::Int8 => out_rows
-                .zip(x.par_chunks(k))
-                .zip(scales.par_iter_mut())
-                .for_each(|((out, row), scale)| *scale = write_int8(row, out)),
-        }
+        let scales = convert_rows(x, k, format, bytes, stride);
         Activations {
             data,
             stride,
             scales,
-        }
-    }
-}
-
-/// Rows of a matrix converted for the tiles: bf16 (two bytes each) or int8 with a scale per row.
-struct ConvertedRows {
-    bytes: Vec<u8>,
-    /// int8: each row's scale; bf16: empty.
-    scales: Vec<f32>,
-}
-
-impl ConvertedRows {
-    /// Converts the rows of `k` values of `x`, in parallel.
-    fn convert(x: &[f32], k: usize, op: TileOp) -> Self {
-        let width = k * element_bytes(op);
-        let rows = x.len() / k.max(1);
-        let mut bytes = vec![0u8; rows * width];
-        let mut scales = Vec::new();
-        match op {
-            TileOp::Bf16 => bytes
-                .par_chunks_mut(width.max(1))
-                .zip(x.par_chunks(k.max(1)))
-                .for_each(|(out, row)| write_bf16(row, out)),
-            TileOp::Int8 => {
-                scales = vec![0f32; rows];
-                bytes
-                    .par_chunks_mut(width.max(1))
-                    .zip(x.par_chunks(k.max(1)))
-                    .zip(scales.par_iter_mut())
-                    .for_each(|((out, row), scale)| *scale = write_int8(row, out));
-            }
-        }
-        ConvertedRows { bytes, scales }
-    }
-
-    /// The converted values in f32: the bf16 values, or the int8 integers (unscaled).
-    fn values(&self, op: TileOp) -> Vec<f32> {
-        match op {
-            TileOp::Bf16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|h| f32::from_bits((u16::from_le_bytes([h[0], h[1]]) as u32) << 16))
-                .collect(),
-            TileOp::Int8 => self.bytes.iter().map(|&q| q as i8 as f32).collect(),
         }
     }
 }
@@ -449,8 +423,8 @@ impl ConvertedRows {
 /// consecutive `k` values, which are adjacent in the weight's row). Columns and depth past the matrix
 /// are zero.
 fn pack_tiles(rows: &ConvertedRows, n: usize, k: usize, op: TileOp) -> Weights {
-    let k_tiles = k.div_ceil(tile_depth(op));
-    let width = k * element_bytes(op);
+    let k_tiles = k.div_ceil(op.depth());
+    let width = k * rows.format.bytes();
     let column_blocks = n.div_ceil(BLOCK) * 2;
     let block_bytes = k_tiles * TILE_BYTES;
     let mut data = Aligned::zeroed(column_blocks * block_bytes);
@@ -469,97 +443,6 @@ fn pack_tiles(rows: &ConvertedRows, n: usize, k: usize, op: TileOp) -> Weights {
             }
         });
     Weights::Tiles { data, k_tiles }
-}
-
-/// The bf16 nearest to `x` (ties to even), as its 16 bits.
-fn bf16_bits(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) | 0x40) as u16;
-    }
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-/// One row of activations as bf16 into `out` (little-endian pairs of bytes).
-fn write_bf16(row: &[f32], out: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bf16") {
-        return unsafe { write_bf16_avx512(row, out) };
-    }
-    for (v, o) in row.iter().zip(out.chunks_exact_mut(2)) {
-        o.copy_from_slice(&bf16_bits(*v).to_le_bytes());
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn write_bf16_avx512(row: &[f32], out: &mut [u8]) {
-    use std::arch::x86_64::*;
-    let whole = row.len() / 32 * 32;
-    let dst = out.as_mut_ptr() as *mut __m512i;
-    for (i, chunk) in row[..whole].chunks_exact(32).enumerate() {
-        let lo = _mm512_loadu_ps(chunk.as_ptr());
-        let hi = _mm512_loadu_ps(chunk.as_ptr().add(16));
-        let packed = _mm512_cvtne2ps_pbh(hi, lo);
-        _mm512_storeu_si512(dst.add(i), std::mem::transmute::<__m512bh, __m512i>(packed));
-    }
-    for (p, v) in row[whole..].iter().enumerate() {
-        let at = 2 * (whole + p);
-        out[at..at + 2].copy_from_slice(&bf16_bits(*v).to_le_bytes());
-    }
-}
-
-/// One row quantized to int8 into `out`; returns its scale.
-fn write_int8(row: &[f32], out: &mut [u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return unsafe { write_int8_avx512(row, out) };
-    }
-    let (scale, inverse) = row_scale(row);
-    for (o, v) in out.iter_mut().zip(row) {
-        *o = (v * inverse).round_ties_even() as i8 as u8;
-    }
-    scale
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn write_int8_avx512(row: &[f32], out: &mut [u8]) -> f32 {
-    use std::arch::x86_64::*;
-    let whole = row.len() / 16 * 16;
-    let mut largest = _mm512_setzero_ps();
-    for chunk in row[..whole].chunks_exact(16) {
-        largest = _mm512_max_ps(largest, _mm512_abs_ps(_mm512_loadu_ps(chunk.as_ptr())));
-    }
-    let largest = row[whole..]
-        .iter()
-        .fold(_mm512_reduce_max_ps(largest), |m, v| m.max(v.abs()));
-    let (scale, inverse) = scale_of(largest);
-    let times = _mm512_set1_ps(inverse);
-    for (i, chunk) in row[..whole].chunks_exact(16).enumerate() {
-        // Rounds to nearest even (the default MXCSR mode), then saturates to int8.
-        let q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(chunk.as_ptr()), times));
-        _mm_storeu_si128(
-            out.as_mut_ptr().add(16 * i) as *mut __m128i,
-            _mm512_cvtsepi32_epi8(q),
-        );
-    }
-    for (o, v) in out[whole..].iter_mut().zip(&row[whole..]) {
-        *o = (v * inverse).round_ties_even() as i8 as u8;
-    }
-    scale
-}
-
-/// The symmetric int8 scale of a row (largest magnitude maps to 127) and its inverse.
-fn row_scale(row: &[f32]) -> (f32, f32) {
-    scale_of(row.iter().fold(0f32, |m, v| m.max(v.abs())))
-}
-
-fn scale_of(largest: f32) -> (f32, f32) {
-    if largest == 0.0 || !largest.is_finite() {
-        return (0.0, 0.0);
-    }
-    (largest / 127.0, 127.0 / largest)
 }
 
 /// `x W^T + b` through a [`PackedLinear`], as a candle op (inference only: no backward pass).
@@ -599,28 +482,6 @@ impl candle_core::CustomOp1 for PackedLinearOp {
 mod tests {
     use super::*;
 
-    /// `x` rounded to the nearest bf16, as f32.
-    fn round_bf16(x: f32) -> f32 {
-        f32::from_bits((bf16_bits(x) as u32) << 16)
-    }
-
-    /// Quantizes each row of `k` values; returns the integers (as f32) and the row scales.
-    fn quantize_rows(x: &[f32], k: usize) -> (Vec<f32>, Vec<f32>) {
-        let mut values = vec![0f32; x.len()];
-        let scales = values
-            .chunks_mut(k.max(1))
-            .zip(x.chunks(k.max(1)))
-            .map(|(out, row)| {
-                let (scale, inverse) = row_scale(row);
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o = (v * inverse).round_ties_even();
-                }
-                scale
-            })
-            .collect();
-        (values, scales)
-    }
-
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
         (0..n)
@@ -631,27 +492,44 @@ mod tests {
             .collect()
     }
 
-    /// `x W^T + b` in f64 from the values each path is meant to see.
+    /// The values a path should see, by the textbook formulas: (dequantized values, per row).
+    fn rounded(m: &[f32], cols: usize, format: Format) -> Vec<f64> {
+        m.chunks(cols)
+            .flat_map(|row| {
+                let (low, high) = row
+                    .iter()
+                    .fold((0f32, 0f32), |(l, h), v| (l.min(*v), h.max(*v)));
+                let largest = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+                row.iter().map(move |&v| match format {
+                    Format::Bf16 => {
+                        let bits = v.to_bits();
+                        let rounded = (bits + 0x7fff + ((bits >> 16) & 1)) & 0xffff_0000;
+                        f32::from_bits(rounded) as f64
+                    }
+                    // Levels are `round(v * inverse)`, as the code computes them (the zero point
+                    // of uint8 adds and comes out again).
+                    Format::Int8 => {
+                        (v * (127.0 / largest)).round_ties_even() as f64 * (largest / 127.0) as f64
+                    }
+                    Format::Uint8 => {
+                        let range = high - low;
+                        (v * (255.0 / range)).round_ties_even() as f64 * (range / 255.0) as f64
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// `x W^T + b` in f64 from the rounded values.
     fn reference(x: &[f32], w: &[f32], b: &[f32], rows: usize, precision: Precision) -> Vec<f64> {
         let (n, k) = (b.len(), w.len() / b.len());
-        let convert = |m: &[f32], cols: usize| -> (Vec<f32>, Vec<f32>) {
-            match precision {
-                Precision::Bf16 => (
-                    m.iter().map(|&v| round_bf16(v)).collect(),
-                    vec![1.0; m.len() / cols],
-                ),
-                _ => quantize_rows(m, cols),
-            }
-        };
-        let (xq, xs) = convert(x, k);
-        let (wq, ws) = convert(w, k);
+        let (wf, xf) = precision.tile_op().unwrap().formats();
+        let (xq, wq) = (rounded(x, k, xf), rounded(w, k, wf));
         let mut out = vec![0f64; rows * n];
         for i in 0..rows {
             for j in 0..n {
-                let dot: f64 = (0..k)
-                    .map(|p| xq[i * k + p] as f64 * wq[j * k + p] as f64)
-                    .sum();
-                out[i * n + j] = dot * xs[i] as f64 * ws[j] as f64 + b[j] as f64;
+                let dot: f64 = (0..k).map(|p| xq[i * k + p] * wq[j * k + p]).sum();
+                out[i * n + j] = dot + b[j] as f64;
             }
         }
         out
@@ -696,22 +574,21 @@ mod tests {
         let x = values(rows * k, 11);
         let w = values(n * k, 12);
         let b = values(n, 13);
-        let exact = reference(&x, &w, &b, rows, Precision::Bf16); // only to size the outputs
-        let mut f32_out = vec![0f64; exact.len()];
+        let mut exact = vec![0f64; rows * n];
         for i in 0..rows {
             for j in 0..n {
                 let dot: f64 = (0..k)
                     .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
                     .sum();
-                f32_out[i * n + j] = dot + b[j] as f64;
+                exact[i * n + j] = dot + b[j] as f64;
             }
         }
-        let scale = f32_out.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
         for (precision, tolerance) in [(Precision::Bf16, 0.02), (Precision::Int8, 0.05)] {
             let got = PackedLinear::new(&w, &b, n, precision).forward(&x, rows);
             let worst = got
                 .iter()
-                .zip(&f32_out)
+                .zip(&exact)
                 .fold(0f64, |m, (g, e)| m.max((*g as f64 - e).abs()));
             assert!(
                 worst <= tolerance * scale,

@@ -76,16 +76,16 @@ pub fn gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `row = softmax(row + mask)` in place (`mask` additive, as long as the row).
-pub fn softmax_masked(row: &mut [f32], mask: &[f32]) {
+/// `row = softmax(scale row + mask)` in place (`mask` additive, as long as the row).
+pub fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
     assert_eq!(row.len(), mask.len());
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        return unsafe { avx512::softmax_masked(row, mask) };
+        return unsafe { avx512::softmax_scaled_masked(row, scale, mask) };
     }
     let mut max = f32::NEG_INFINITY;
     for (x, m) in row.iter_mut().zip(mask) {
-        *x += m;
+        *x = *x * scale + m;
         max = max.max(*x);
     }
     let mut sum = 0f32;
@@ -194,13 +194,15 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn softmax_masked(row: &mut [f32], mask: &[f32]) {
+    pub unsafe fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
         let n = row.len();
         let p = row.as_mut_ptr();
+        let times = _mm512_set1_ps(scale);
         let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
         lanes(n, |i, m| {
-            let v = _mm512_add_ps(
+            let v = _mm512_fmadd_ps(
                 _mm512_maskz_loadu_ps(m, p.add(i)),
+                times,
                 _mm512_maskz_loadu_ps(m, mask.as_ptr().add(i)),
             );
             _mm512_mask_storeu_ps(p.add(i), m, v);
@@ -254,17 +256,17 @@ mod tests {
                 .map(|i| ((i * 37) % 11) as f32 * 0.7 - 3.0)
                 .collect();
             let mut scalar = row.clone();
-            softmax_masked(&mut row, &mask);
+            softmax_scaled_masked(&mut row, 0.5, &mask);
             // The scalar form, by hand.
             let max = scalar
                 .iter()
                 .zip(&mask)
-                .map(|(x, m)| x + m)
+                .map(|(x, m)| x * 0.5 + m)
                 .fold(f32::MIN, f32::max);
             let e: Vec<f32> = scalar
                 .iter()
                 .zip(&mask)
-                .map(|(x, m)| (x + m - max).exp())
+                .map(|(x, m)| (x * 0.5 + m - max).exp())
                 .collect();
             let sum: f32 = e.iter().sum();
             scalar.iter_mut().zip(&e).for_each(|(s, e)| *s = e / sum);
