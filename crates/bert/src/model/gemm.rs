@@ -51,8 +51,13 @@ impl<'a> View<'a> {
 
 const MR: usize = 12;
 const NR: usize = 32;
-const KC: usize = 256;
-const MC: usize = 96;
+/// Depth of a packed panel: BERT's hidden size, so that most products take one pass over `c`.
+const KC: usize = 768;
+/// Most rows per block of `a` (192 x 768 floats: 590 KB, in L2); fewer when that leaves a thread idle.
+const MC: usize = 192;
+/// Columns per packed panel of `b` (768 x 4096 floats: 12.6 MB, bounded for the vocabulary-wide
+/// masked-LM decoder).
+const NC: usize = 4096;
 
 /// `c = a b`, with `c` row-major `a.rows x b.cols`.
 pub fn matmul(a: View, b: View, c: &mut [f32]) {
@@ -236,17 +241,17 @@ fn fallback(a: View, b: View, c: &mut [f32], accumulate: bool) {
     });
 }
 
-/// Packs `b[p0..p0+kc, 0..n]` into strips of NR columns: strip s holds, for each p, NR values.
-fn pack_b(b: View, p0: usize, kc: usize, packed: &mut Vec<f32>) {
-    let strips = b.cols.div_ceil(NR);
+/// Packs `b[p0..p0+kc, j0..j0+nc]` into strips of NR columns: strip s holds, for each p, NR values.
+fn pack_b(b: View, p0: usize, kc: usize, (j0, nc): (usize, usize), packed: &mut Vec<f32>) {
+    let strips = nc.div_ceil(NR);
     packed.clear();
     packed.resize(strips * kc * NR, 0.0);
     packed
         .par_chunks_mut(kc * NR)
         .enumerate()
         .for_each(|(s, strip)| {
-            let j0 = s * NR;
-            let width = NR.min(b.cols - j0);
+            let j0 = j0 + s * NR;
+            let width = NR.min(nc - s * NR);
             for p in 0..kc {
                 let dst = &mut strip[p * NR..p * NR + NR];
                 if b.col == 1 {
@@ -298,50 +303,79 @@ fn blocked(a: View, b: View, c: &mut [f32], accumulate: bool) {
 #[cfg(target_arch = "x86_64")]
 fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    for p0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - p0);
-        pack_b(b, p0, kc, packed_b);
-        let first = p0 == 0 && !accumulate;
-        let packed_b = &*packed_b;
-        c.par_chunks_mut(MC * n)
-            .enumerate()
-            .for_each(|(block, c_block)| {
-                PACKED_A.with(|packed_a| {
-                    let mut packed_a = packed_a.borrow_mut();
-                    packed_a.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-                    let packed_a = &mut packed_a[..];
-                    let i0 = block * MC;
-                    let mc = MC.min(m - i0);
-                    pack_a(a, i0, mc, p0, kc, packed_a);
-                    for s in 0..n.div_ceil(NR) {
-                        let cols = NR.min(n - s * NR);
-                        let b_strip = &packed_b[s * kc * NR..(s + 1) * kc * NR];
-                        for r in 0..mc.div_ceil(MR) {
-                            let rows = MR.min(mc - r * MR);
-                            let a_strip = &packed_a[r * kc * MR..(r + 1) * kc * MR];
-                            let c_tile = &mut c_block[r * MR * n + s * NR..];
-                            if rows == MR && cols == NR {
-                                // SAFETY: AVX-512F was detected; the strips hold kc * MR and kc * NR
-                                // values, and c_tile holds MR rows of stride n from here.
-                                unsafe { kernel_12x32(kc, a_strip, b_strip, c_tile, n, !first) };
-                                continue;
-                            }
-                            let mut tile = [0f32; MR * NR];
-                            // SAFETY: as above, into a dense MR x NR tile.
-                            unsafe { kernel_12x32(kc, a_strip, b_strip, &mut tile, NR, false) };
-                            for i in 0..rows {
-                                let out = &mut c_tile[i * n..][..cols];
-                                let t = &tile[i * NR..i * NR + cols];
-                                if first {
-                                    out.copy_from_slice(t);
-                                } else {
-                                    out.iter_mut().zip(t).for_each(|(o, v)| *o += v);
-                                }
-                            }
-                        }
-                    }
+    // At least two row blocks per thread, so that short inputs still use every thread.
+    let per_block = m.div_ceil(2 * rayon::current_num_threads());
+    let mc = (per_block.div_ceil(MR) * MR).clamp(MR, MC);
+    for j0 in (0..n).step_by(NC) {
+        let nc = NC.min(n - j0);
+        for p0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - p0);
+            pack_b(b, p0, kc, (j0, nc), packed_b);
+            let first = p0 == 0 && !accumulate;
+            let packed_b = &*packed_b;
+            c.par_chunks_mut(mc * n)
+                .enumerate()
+                .for_each(|(block, c_block)| {
+                    PACKED_A.with(|packed_a| {
+                        let mut packed_a = packed_a.borrow_mut();
+                        packed_a.resize(MC.div_ceil(MR) * MR * KC, 0.0);
+                        let i0 = block * mc;
+                        let rows = mc.min(m - i0);
+                        pack_a(a, i0, rows, p0, kc, &mut packed_a[..]);
+                        let panel = Panel {
+                            a: &packed_a[..],
+                            b: packed_b,
+                            kc,
+                            first,
+                        };
+                        panel.multiply(c_block, n, rows, (j0, nc));
+                    });
                 });
-            });
+        }
+    }
+}
+
+/// One packed block of `a` (rows x kc) and one packed panel of `b` (kc x nc).
+struct Panel<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    kc: usize,
+    /// Whether this is the first pass over `c` (store rather than add).
+    first: bool,
+}
+
+impl Panel<'_> {
+    /// Their product into columns `j0..j0 + nc` of the `rows x n` block `c`.
+    #[cfg(target_arch = "x86_64")]
+    fn multiply(&self, c: &mut [f32], n: usize, rows: usize, (j0, nc): (usize, usize)) {
+        let kc = self.kc;
+        for s in 0..nc.div_ceil(NR) {
+            let cols = NR.min(nc - s * NR);
+            let b_strip = &self.b[s * kc * NR..(s + 1) * kc * NR];
+            for r in 0..rows.div_ceil(MR) {
+                let strip_rows = MR.min(rows - r * MR);
+                let a_strip = &self.a[r * kc * MR..(r + 1) * kc * MR];
+                let c_tile = &mut c[r * MR * n + j0 + s * NR..];
+                if strip_rows == MR && cols == NR {
+                    // SAFETY: AVX-512F was detected; the strips hold kc * MR and kc * NR values, and
+                    // c_tile holds MR rows of stride n from here.
+                    unsafe { kernel_12x32(kc, a_strip, b_strip, c_tile, n, !self.first) };
+                    continue;
+                }
+                let mut tile = [0f32; MR * NR];
+                // SAFETY: as above, into a dense MR x NR tile.
+                unsafe { kernel_12x32(kc, a_strip, b_strip, &mut tile, NR, false) };
+                for i in 0..strip_rows {
+                    let out = &mut c_tile[i * n..][..cols];
+                    let t = &tile[i * NR..i * NR + cols];
+                    if self.first {
+                        out.copy_from_slice(t);
+                    } else {
+                        out.iter_mut().zip(t).for_each(|(o, v)| *o += v);
+                    }
+                }
+            }
+        }
     }
 }
 
