@@ -11,6 +11,7 @@ pub mod number_formats;
 pub mod ops;
 pub mod quantized;
 mod tile_attention;
+pub mod tile_gemm;
 pub mod vector_math;
 
 pub use encoder::{BertEmbeddings, BertModel, BertOutput, BertPooler};

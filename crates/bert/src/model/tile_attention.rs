@@ -3,21 +3,16 @@
 //! them), the scale, mask and softmax in f32. At 512 tokens the two products are a sixth of BERT's
 //! arithmetic; left in f32 they took more time than every Linear layer on the tiles together.
 //!
-//! Operands are packed per head into thread-local buffers: `Q` and `P` as bf16 rows (the tiles' A
-//! side); `K` and `V` into B tiles, whose rows hold, for each of 16 columns, two consecutive `k`
-//! values (for `K^T`: two adjacent values of a key's row; for `V`: one column's values at two adjacent
-//! positions).
+//! Operands are packed per head ([`crate::model::tile_gemm`]) into thread-local buffers: `Q` and `P` as
+//! bf16 rows, `K^T` and `V` into B tiles.
 
 use std::cell::RefCell;
 
-use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TILE_ROWS};
+use crate::model::amx::{self, BLOCK};
 use crate::model::gemm::View;
-use crate::model::number_formats::{bf16_bits, write_bf16};
 use crate::model::quantized::Aligned;
+use crate::model::tile_gemm::{pack_b, product, rows_bf16, Operand, DEPTH};
 use crate::model::vector_math::softmax_scaled_masked;
-
-/// bf16 values per tile row (the depth of one tile).
-const DEPTH: usize = TILE_BYTES_PER_ROW / 2;
 
 #[derive(Default)]
 struct Scratch {
@@ -46,21 +41,27 @@ pub fn head(
     let (t, d) = (q.rows, q.cols);
     SCRATCH.with(|scratch| {
         let s = &mut *scratch.borrow_mut();
-        let d_tiles = d.div_ceil(DEPTH);
-        let t_tiles = t.div_ceil(DEPTH);
-        let q_stride = rows_bf16(q, d_tiles * DEPTH, &mut s.queries);
-        pack_rows(k, d_tiles, &mut s.keys);
+        let (d_tiles, t_tiles) = (d.div_ceil(DEPTH), t.div_ceil(DEPTH));
+        let blocks = |n: usize| 0..n.div_ceil(BLOCK);
+        let stride = rows_bf16(q, d_tiles * DEPTH, &mut s.queries);
+        pack_b(k.t(), d_tiles, &mut s.keys);
         let t_padded = t.div_ceil(BLOCK) * BLOCK;
         s.scores.resize(t * t_padded, 0.0);
+        let queries = Operand {
+            bytes: &s.queries,
+            stride,
+        };
+        let scores = &mut s.scores;
         amx::with_tiles(|| {
             product(
-                &s.queries,
-                q_stride,
+                queries,
                 &s.keys,
                 d_tiles,
                 t,
                 t,
-                |i, j0, row| s.scores[i * t_padded + j0..][..row.len()].copy_from_slice(row),
+                blocks(t),
+                blocks(t),
+                |i, j0, row| scores[i * t_padded + j0..][..row.len()].copy_from_slice(row),
             )
         });
         for row in s.scores.chunks_mut(t_padded) {
@@ -73,123 +74,25 @@ pub fn head(
             row: t_padded,
             col: 1,
         };
-        let p_stride = rows_bf16(probabilities, t_tiles * DEPTH, &mut s.probabilities);
-        pack_columns(v, t_tiles, &mut s.values);
+        let stride = rows_bf16(probabilities, t_tiles * DEPTH, &mut s.probabilities);
+        pack_b(v, t_tiles, &mut s.values);
+        let probabilities = Operand {
+            bytes: &s.probabilities,
+            stride,
+        };
         amx::with_tiles(|| {
             product(
-                &s.probabilities,
-                p_stride,
+                probabilities,
                 &s.values,
                 t_tiles,
                 t,
                 d,
+                blocks(t),
+                blocks(d),
                 |i, j0, row| out[i * out_stride + j0..][..row.len()].copy_from_slice(row),
             )
         });
     })
-}
-
-/// The rows of `m` as bf16, each padded with zeros to `width` values, rows to whole blocks; returns
-/// the bytes between rows.
-fn rows_bf16(m: View, width: usize, buffer: &mut Aligned) -> usize {
-    let stride = width * 2;
-    let rows = m.rows.div_ceil(BLOCK) * BLOCK;
-    buffer.reserve(rows * stride);
-    let bytes = &mut buffer.bytes_mut()[..rows * stride];
-    bytes.fill(0);
-    for (i, out) in bytes.chunks_exact_mut(stride).take(m.rows).enumerate() {
-        let row = &m.data[i * m.row..][..m.cols];
-        write_bf16(row, &mut out[..m.cols * 2]);
-    }
-    stride
-}
-
-/// B tiles for the product with `m^T` (`m` is `n x k`): column `j` is row `j` of `m`, whose adjacent
-/// values pair up as they are.
-fn pack_rows(m: View, k_tiles: usize, buffer: &mut Aligned) {
-    let blocks = m.rows.div_ceil(BLOCK) * 2;
-    let block_bytes = k_tiles * TILE_BYTES;
-    buffer.reserve(blocks * block_bytes);
-    let bytes = &mut buffer.bytes_mut()[..blocks * block_bytes];
-    bytes.fill(0);
-    let mut row_bytes = vec![0u8; k_tiles * DEPTH * 2];
-    for j in 0..m.rows {
-        write_bf16(&m.data[j * m.row..][..m.cols], &mut row_bytes[..m.cols * 2]);
-        let column = &mut bytes[(j / TILE_ROWS) * block_bytes..][..block_bytes];
-        for (g, pair) in row_bytes.chunks_exact(4).enumerate() {
-            let at = (g / TILE_ROWS) * TILE_BYTES + (g % TILE_ROWS) * TILE_BYTES_PER_ROW;
-            column[at + (j % TILE_ROWS) * 4..][..4].copy_from_slice(pair);
-        }
-    }
-}
-
-/// B tiles for the product with `m` (`m` is `k x n`): column `j` of `m`, its values at positions
-/// `2r` and `2r + 1` paired.
-fn pack_columns(m: View, k_tiles: usize, buffer: &mut Aligned) {
-    let blocks = m.cols.div_ceil(BLOCK) * 2;
-    let block_bytes = k_tiles * TILE_BYTES;
-    buffer.reserve(blocks * block_bytes);
-    let bytes = &mut buffer.bytes_mut()[..blocks * block_bytes];
-    bytes.fill(0);
-    for pair in 0..m.rows.div_ceil(2) {
-        let upper = &m.data[2 * pair * m.row..][..m.cols];
-        let lower = (2 * pair + 1 < m.rows).then(|| &m.data[(2 * pair + 1) * m.row..][..m.cols]);
-        let tile = (pair / TILE_ROWS) * TILE_BYTES + (pair % TILE_ROWS) * TILE_BYTES_PER_ROW;
-        for j in 0..m.cols {
-            let low_half = bf16_bits(upper[j]) as u32;
-            let high_half = lower.map_or(0, |l| bf16_bits(l[j]) as u32);
-            let at = (j / TILE_ROWS) * block_bytes + tile + (j % TILE_ROWS) * 4;
-            bytes[at..at + 4].copy_from_slice(&(low_half | high_half << 16).to_le_bytes());
-        }
-    }
-}
-
-/// `A B` for A's bf16 rows (`rows` of them, `a_stride` bytes apart) and B's packed tiles (`n`
-/// columns), handing each output row piece to `emit(row, first column, values)`. Tiles must be
-/// configured.
-fn product(
-    a: &Aligned,
-    a_stride: usize,
-    b: &Aligned,
-    k_tiles: usize,
-    rows: usize,
-    n: usize,
-    mut emit: impl FnMut(usize, usize, &[f32]),
-) {
-    let mut block = [0u32; BLOCK * BLOCK];
-    let column_tiles = k_tiles * TILE_BYTES;
-    for jb in 0..n.div_ceil(BLOCK) {
-        let b0 = &b.bytes()[2 * jb * column_tiles..];
-        let b1 = &b.bytes()[(2 * jb + 1) * column_tiles..];
-        let width = BLOCK.min(n - jb * BLOCK);
-        for ib in 0..rows.div_ceil(BLOCK) {
-            let a_block = &a.bytes()[ib * BLOCK * a_stride..];
-            #[cfg(target_arch = "x86_64")]
-            // Safety: the buffers hold whole blocks (rows and columns padded), tiles are configured.
-            unsafe {
-                amx::block(
-                    TileOp::Bf16,
-                    a_block.as_ptr(),
-                    a_stride,
-                    b0.as_ptr(),
-                    b1.as_ptr(),
-                    k_tiles,
-                    &mut block,
-                )
-            };
-            for i in 0..BLOCK.min(rows - ib * BLOCK) {
-                let sums = &block[i * BLOCK..i * BLOCK + width];
-                let values: &[f32] = bytemuck_f32(sums);
-                emit(ib * BLOCK + i, jb * BLOCK, values);
-            }
-        }
-    }
-}
-
-/// The f32 values whose bits the tiles stored.
-fn bytemuck_f32(bits: &[u32]) -> &[f32] {
-    // Safety: u32 and f32 have the same size and alignment, and every bit pattern is an f32.
-    unsafe { std::slice::from_raw_parts(bits.as_ptr() as *const f32, bits.len()) }
 }
 
 #[cfg(test)]
