@@ -3,6 +3,10 @@
 same config, batch, sequence length and thread count, one run, medians and ratios.
 
     ../venv/bin/python bench/pretrain_step.py [--size mini] [--batch 32] [--seq 128] [--steps 20] [--threads 2]
+        [--bf16]
+
+With --bf16 both train in mixed precision: `bert pretrain --bf16` and PyTorch under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (what transformers' Trainer does for `--bf16`).
 
 Both sides train on full-length instances (short_seq_prob 0) with 20 masked positions each, AdamW and
 clipping, dropout on. PyTorch gets random token ids (its data pipeline is not timed); `bert` runs its whole
@@ -47,6 +51,8 @@ def run_bert(args, work):
            "--size", args.size, "--batch-size", str(args.batch), "--max-seq-length", str(args.seq),
            "--short-seq-prob", "0", "--max-steps", str(args.steps), "--eval-documents", "0", "--eval-every", "0",
            "--save-every", "0", "--log-every", "1", "--max-predictions-per-seq", "20", "--overwrite"]
+    if args.bf16:
+        cmd.append("--bf16")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(done.stderr)
@@ -86,7 +92,8 @@ def run_torch(args):
         types[:, args.seq // 2:] = 1
         nsp = torch.randint(0, 2, (args.batch,), generator=g)
         start = time.perf_counter()
-        loss = model(input_ids=ids, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(input_ids=ids, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -104,12 +111,13 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--bf16", action="store_true", help="mixed precision on both sides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         ours, our_mb = run_bert(args, work)
     theirs, their_mb = run_torch(args)
     print(f"BERT-{args.size}, batch {args.batch} x {args.seq}, vocab {args.vocab}, {args.threads} threads, "
-          f"median of {args.steps - 2} steps")
+          f"{'bf16 mixed precision' if args.bf16 else 'f32'}, median of {args.steps - 2} steps")
     print(f"| engine | step time | peak RSS |")
     print(f"| --- | --- | --- |")
     print(f"| bert pretrain | {ours * 1000:.0f} ms | {our_mb:.0f} MB |")

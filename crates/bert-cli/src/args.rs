@@ -359,6 +359,11 @@ pub struct FinetuneArgs {
     /// better than threads inside each op. Dropout masks depend on the number of shards in all.
     #[arg(long, default_value_t = 0)]
     pub shards: usize,
+    /// Mixed precision, as transformers' `--bf16`: Linear layers multiply in bf16 with f32 sums (on the
+    /// CPU's AMX tile units where it has them; elsewhere the same rounding at f32 speed); weights,
+    /// gradients, optimizer state, LayerNorm, softmax and losses stay f32.
+    #[arg(long)]
+    pub bf16: bool,
     /// Write a metrics.jsonl line every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
@@ -464,6 +469,11 @@ pub struct PretrainArgs {
     /// better than threads inside each op. Dropout masks depend on the number of shards in all.
     #[arg(long, default_value_t = 0)]
     pub shards: usize,
+    /// Mixed precision, as transformers' `--bf16`: Linear layers multiply in bf16 with f32 sums (on the
+    /// CPU's AMX tile units where it has them; elsewhere the same rounding at f32 speed); weights,
+    /// gradients, optimizer state, LayerNorm, softmax and losses stay f32.
+    #[arg(long)]
+    pub bf16: bool,
     /// Evaluate on the held-out documents every N steps (0: at the end only).
     #[arg(long, default_value_t = 500)]
     pub eval_every: usize,

@@ -2,6 +2,8 @@
 //! evaluations as they come, with a progress line on stderr; SIGINT/SIGTERM stops it with the best model
 //! so far kept.
 
+use bert::finetune::WeightSetup;
+use bert::model::Precision;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -37,6 +39,14 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     let mut options = options(&args, &model_dir);
     options.world = world.clone();
     options.shards = shards;
+    let setup = WeightSetup {
+        seed: args.seed,
+        precision: if args.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        },
+    };
     let prepared = match args.task {
         TaskKind::Classify => prepare_classification(
             &model_dir,
@@ -51,7 +61,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                 problem: args.problem_type.into(),
                 max_length: args.max_length,
             },
-            args.seed,
+            setup,
         )
         .map(Prepared::boxed)?,
         TaskKind::Ner => prepare_tagging(
@@ -61,7 +71,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                 eval: args.eval.clone(),
                 max_length: args.max_length,
             },
-            args.seed,
+            setup,
         )
         .map(Prepared::boxed)?,
         TaskKind::Qa => {
@@ -78,7 +88,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                         null_score_diff_threshold: args.null_score_diff_threshold,
                     },
                 },
-                args.seed,
+                setup,
             )?;
             prepared.boxed()
         }

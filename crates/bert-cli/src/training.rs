@@ -1,6 +1,7 @@
 //! The training commands: `bert vocab` and `bert pretrain`, with a progress line on stderr and a
 //! checkpoint saved on SIGINT/SIGTERM.
 
+use bert::model::Precision;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -114,6 +115,11 @@ fn pretrain_on(args: PretrainArgs, world: &World, shards: usize) -> Result<ExitC
         seed: args.seed,
         world: world.clone(),
         shards,
+        precision: if args.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        },
     };
     let stop = crate::progress::stop_flag(
         "saving a checkpoint after this step",

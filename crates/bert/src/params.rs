@@ -71,9 +71,10 @@ impl ParamStore {
         }
     }
 
-    /// Linear layers in `precision` (bf16 or int8 for faster inference); ignored when trainable.
+    /// Linear layers in `precision`: for inference, weights converted to bf16 or int8; for training,
+    /// bf16 means mixed precision (f32 weights, bf16 products); int8 does not train and is ignored.
     pub fn with_precision(mut self, precision: Precision) -> Self {
-        if !self.trainable {
+        if !(self.trainable && precision == Precision::Int8) {
             self.precision = precision;
         }
         self

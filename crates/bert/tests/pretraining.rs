@@ -111,6 +111,7 @@ fn options(out: &Path, max_steps: usize) -> PretrainOptions {
         seed: 11,
         world: Default::default(),
         shards: 0,
+        precision: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod squad;
 pub mod table;
 pub mod trainer;
 
+use crate::model::Precision;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -76,15 +77,33 @@ fn truncation_note(
     })
 }
 
+/// How fine-tuning sets up the weights: the seed of newly initialised head weights, and the precision
+/// of the products (bf16: mixed precision, f32 weights). A seed alone means f32.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WeightSetup {
+    pub seed: u64,
+    pub precision: Precision,
+}
+
+impl From<u64> for WeightSetup {
+    fn from(seed: u64) -> Self {
+        WeightSetup {
+            seed,
+            precision: Precision::F32,
+        }
+    }
+}
+
 /// The trainable weights of `model_dir` built into a model with `build` (head weights the checkpoint
-/// lacks newly initialised from `seed`), and the names of those new weights.
+/// lacks newly initialised from the setup's seed), and the names of those new weights.
 fn trainable<M>(
     model_dir: &Path,
     config: &BertConfig,
-    seed: u64,
+    setup: WeightSetup,
     build: impl FnOnce(&crate::params::Params, &BertConfig) -> Result<M>,
 ) -> Result<(ParamStore, M, Vec<String>)> {
-    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, seed);
+    let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, setup.seed)
+        .with_precision(setup.precision);
     let model = build(&store.root(), config)?;
     let newly_initialized = store.report().newly_initialized;
     Ok((store, model, newly_initialized))
@@ -124,7 +143,7 @@ fn checked_max_length(
 pub fn prepare_classification(
     model_dir: &Path,
     data: &ClassificationData,
-    seed: u64,
+    setup: impl Into<WeightSetup>,
 ) -> Result<Prepared<ClassificationTask>> {
     let mut config = BertConfig::from_file(&model_dir.join("config.json"))?;
     let tokenizer = task_tokenizer(model_dir, &config, data.max_length)?;
@@ -171,7 +190,7 @@ pub fn prepare_classification(
     let (store, model, newly_initialized) = trainable(
         model_dir,
         &config,
-        seed,
+        setup.into(),
         BertForSequenceClassification::load,
     )?;
     Ok(Prepared {
@@ -204,7 +223,7 @@ pub struct TaggingData {
 pub fn prepare_tagging(
     model_dir: &Path,
     data: &TaggingData,
-    seed: u64,
+    setup: impl Into<WeightSetup>,
 ) -> Result<Prepared<TokenClassificationTask>> {
     let mut config = BertConfig::from_file(&model_dir.join("config.json"))?;
     let tokenizer = task_tokenizer(model_dir, &config, data.max_length)?;
@@ -235,8 +254,12 @@ pub fn prepare_tagging(
     }
     classification::apply_labels(&mut config, &tags, ProblemType::SingleLabelClassification);
     config.problem_type = None;
-    let (store, model, newly_initialized) =
-        trainable(model_dir, &config, seed, BertForTokenClassification::load)?;
+    let (store, model, newly_initialized) = trainable(
+        model_dir,
+        &config,
+        setup.into(),
+        BertForTokenClassification::load,
+    )?;
     Ok(Prepared {
         config,
         store,
@@ -283,7 +306,7 @@ pub struct QaSkipped {
 pub fn prepare_qa(
     model_dir: &Path,
     data: &QaData,
-    seed: u64,
+    setup: impl Into<WeightSetup>,
 ) -> Result<(Prepared<QuestionAnsweringTask>, QaSkipped)> {
     let config = BertConfig::from_file(&model_dir.join("config.json"))?;
     let max_length = checked_max_length(&config, data.max_length, DEFAULT_QA_MAX_LENGTH)?;
@@ -315,8 +338,12 @@ pub fn prepare_qa(
         }
         None => None,
     };
-    let (store, model, newly_initialized) =
-        trainable(model_dir, &config, seed, BertForQuestionAnswering::load)?;
+    let (store, model, newly_initialized) = trainable(
+        model_dir,
+        &config,
+        setup.into(),
+        BertForQuestionAnswering::load,
+    )?;
     let mut notes = Vec::new();
     if skipped.misplaced_answers > 0 {
         notes.push(format!(

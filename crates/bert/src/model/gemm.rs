@@ -487,19 +487,34 @@ mod tests {
 
 /// `op(a) op(b)` as a candle op over contiguous f32 matrices, `op` transposing when asked; the form
 /// `a b^T` (a Linear layer: inputs times the `(out, in)` weight) has a backward pass made of the other
-/// two forms.
+/// two forms. With `bf16` the operands are rounded to bf16 and the products summed in f32 on AMX tiles
+/// (mixed-precision training, [`crate::model::tile_gemm`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Gemm {
     pub transpose_a: bool,
     pub transpose_b: bool,
+    pub bf16: bool,
 }
 
 impl Gemm {
     /// `a b^T`: what a Linear layer computes.
-    pub const LINEAR: Gemm = Gemm {
-        transpose_a: false,
-        transpose_b: true,
-    };
+    pub const fn linear(bf16: bool) -> Gemm {
+        Gemm {
+            transpose_a: false,
+            transpose_b: true,
+            bf16,
+        }
+    }
+
+    /// `a b` into a new row-major matrix.
+    fn product(&self, a: View, b: View) -> Vec<f32> {
+        if self.bf16 {
+            return crate::model::tile_gemm::matmul_bf16(a, b);
+        }
+        let mut c = vec![0f32; a.rows * b.cols];
+        matmul(a, b, &mut c);
+        c
+    }
 
     fn view<'a>(data: &'a [f32], rows: usize, cols: usize, transpose: bool) -> View<'a> {
         let v = View::row_major(data, rows, cols);
@@ -539,9 +554,11 @@ pub(crate) fn contiguous_f32<'a>(
 
 /// `x W^T + b` as one candle op: the output starts as the broadcast bias and the product is added to
 /// it, which saves zeroing the output and a separate pass (and buffer) for the bias. Its backward pass
-/// is made of [`Gemm`]s and a column sum.
+/// is made of [`Gemm`]s and a column sum. With `bf16`, every product is a bf16 one (see [`Gemm`]).
 #[derive(Debug, Clone, Copy)]
-pub struct LinearOp;
+pub struct LinearOp {
+    pub bf16: bool,
+}
 
 impl candle_core::CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
@@ -566,13 +583,22 @@ impl candle_core::CustomOp3 for LinearOp {
                 bias.len()
             )
         }
-        let mut c: Vec<f32> = Vec::with_capacity(rows * out_dim);
-        for _ in 0..rows {
-            c.extend_from_slice(bias);
-        }
         let a = View::row_major(x, rows, in_dim);
         let b = View::row_major(w, out_dim, in_dim).t();
-        matmul_into(a, b, &mut c, true);
+        let c = if self.bf16 {
+            let mut c = Gemm::linear(true).product(a, b);
+            for row in c.chunks_mut(out_dim.max(1)) {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+            c
+        } else {
+            let mut c: Vec<f32> = Vec::with_capacity(rows * out_dim);
+            for _ in 0..rows {
+                c.extend_from_slice(bias);
+            }
+            matmul_into(a, b, &mut c, true);
+            c
+        };
         Ok((
             candle_core::CpuStorage::F32(c),
             candle_core::Shape::from((rows, out_dim)),
@@ -592,7 +618,7 @@ impl candle_core::CustomOp3 for LinearOp {
         Option<candle_core::Tensor>,
     )> {
         let grad = grad.contiguous()?;
-        let (dx, dw) = candle_core::CustomOp2::bwd(&Gemm::LINEAR, x, w, &grad, &grad)?;
+        let (dx, dw) = candle_core::CustomOp2::bwd(&Gemm::linear(self.bf16), x, w, &grad, &grad)?;
         let dbias = grad.sum(0)?;
         Ok((dx, dw, Some(dbias)))
     }
@@ -617,8 +643,7 @@ impl candle_core::CustomOp2 for Gemm {
         if a.cols != b.rows {
             candle_core::bail!("gemm: {}x{} times {}x{}", a.rows, a.cols, b.rows, b.cols)
         }
-        let mut c = vec![0f32; a.rows * b.cols];
-        matmul(a, b, &mut c);
+        let c = self.product(a, b);
         Ok((
             candle_core::CpuStorage::F32(c),
             candle_core::Shape::from((a.rows, b.cols)),
@@ -642,6 +667,7 @@ impl candle_core::CustomOp2 for Gemm {
             &Gemm {
                 transpose_a: false,
                 transpose_b: false,
+                bf16: self.bf16,
             },
         )?;
         let db = grad.apply_op2_no_bwd(
@@ -649,6 +675,7 @@ impl candle_core::CustomOp2 for Gemm {
             &Gemm {
                 transpose_a: true,
                 transpose_b: false,
+                bf16: self.bf16,
             },
         )?;
         Ok((Some(da), Some(db)))

@@ -42,7 +42,12 @@ pub struct Linear {
 
 #[derive(Debug, Clone)]
 enum LinearWeights {
-    F32 { weight: Tensor, bias: Tensor },
+    /// f32 weights; `bf16_products` for mixed-precision training (products in bf16, f32 sums).
+    F32 {
+        weight: Tensor,
+        bias: Tensor,
+        bf16_products: bool,
+    },
     Reduced(Arc<PackedLinear>),
 }
 
@@ -51,7 +56,7 @@ impl Linear {
     pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
-        let linear = Self::new(weight, bias, p.precision())?;
+        let linear = Self::new(weight, bias, p.precision(), p.is_trainable())?;
         if linear.is_converted() {
             p.release("weight");
         }
@@ -74,14 +79,14 @@ impl Linear {
             p.release("bias");
         }
         let precision = parts.first().map_or(Precision::F32, |p| p.precision());
-        Self::new(weight, bias, precision)
+        Self::new(weight, bias, precision, false)
     }
 
     /// Loads a task-head layer: newly initialised (normal weights, zero bias) when absent.
     pub fn load_or_init(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
-        let linear = Self::new(weight, bias, p.precision())?;
+        let linear = Self::new(weight, bias, p.precision(), p.is_trainable())?;
         if linear.is_converted() {
             p.release("weight");
         }
@@ -93,11 +98,17 @@ impl Linear {
         matches!(self.weights, LinearWeights::Reduced(_))
     }
 
-    /// The layer in `precision`.
-    fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
-        if precision == Precision::F32 || !fused_kernels_apply(&weight) {
+    /// The layer in `precision`: for inference, its weight converted; for training (`trainable`), f32
+    /// weights with bf16 products when `precision` is bf16.
+    fn new(weight: Tensor, bias: Tensor, precision: Precision, trainable: bool) -> Result<Self> {
+        if precision == Precision::F32 || trainable || !fused_kernels_apply(&weight) {
+            let bf16_products = trainable && precision == Precision::Bf16;
             return Ok(Linear {
-                weights: LinearWeights::F32 { weight, bias },
+                weights: LinearWeights::F32 {
+                    weight,
+                    bias,
+                    bf16_products,
+                },
             });
         }
         let out_dim = weight.dim(0)?;
@@ -119,7 +130,14 @@ impl Linear {
                     .apply_op1_no_bwd(&PackedLinearOp(packed.clone()))?,
                 packed.out_dim(),
             ),
-            LinearWeights::F32 { weight, bias } => (f32_linear(&x, weight, bias)?, weight.dim(0)?),
+            LinearWeights::F32 {
+                weight,
+                bias,
+                bf16_products,
+            } => (
+                f32_linear(&x, weight, bias, *bf16_products)?,
+                weight.dim(0)?,
+            ),
         };
         let mut out_dims = dims.to_vec();
         out_dims[dims.len() - 1] = out_dim;
@@ -138,13 +156,13 @@ fn with_f32_values<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
     Ok(f(&values[start..start + t.elem_count()]))
 }
 
-fn f32_linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+fn f32_linear(x: &Tensor, weight: &Tensor, bias: &Tensor, bf16: bool) -> Result<Tensor> {
     Ok(
-        if fused_kernels_apply(x) && crate::model::gemm::fast_gemm_available() {
+        if fused_kernels_apply(x) && (bf16 || crate::model::gemm::fast_gemm_available()) {
             x.contiguous()?.apply_op3(
                 &weight.contiguous()?,
                 &bias.contiguous()?,
-                crate::model::gemm::LinearOp,
+                crate::model::gemm::LinearOp { bf16 },
             )?
         } else {
             x.matmul(&weight.t()?)?.broadcast_add(bias)?

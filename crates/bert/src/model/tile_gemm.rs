@@ -31,11 +31,11 @@ pub fn matmul_bf16(a: View, b: View) -> Vec<f32> {
         return emulated(a, b);
     }
     let k_tiles = a.cols.div_ceil(DEPTH).max(1);
-    let mut a_rows = Aligned::default();
+    let (mut a_rows, mut b_tiles) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let a_stride = rows_bf16(a, k_tiles * DEPTH, &mut a_rows);
-    let mut b_tiles = Aligned::default();
     pack_b(b, k_tiles, &mut b_tiles);
-    let mut c = vec![0f32; m * n];
+    // Every element is written once by the pieces below, so the output starts uninitialised.
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
     let out = SharedRows(c.as_mut_ptr());
     let row_blocks = m.div_ceil(BLOCK);
     let col_blocks = n.div_ceil(BLOCK);
@@ -61,7 +61,16 @@ pub fn matmul_bf16(a: View, b: View) -> Vec<f32> {
             })
         })
     });
+    // Safety: the pieces covered every block of `c`.
+    unsafe { c.set_len(m * n) };
+    SCRATCH.with(|s| *s.borrow_mut() = (a_rows, b_tiles));
     c
+}
+
+thread_local! {
+    /// The converted operands of the last call on this thread, kept for the next one (fresh buffers
+    /// cost page faults that were a third of a mixed-precision training step).
+    static SCRATCH: std::cell::RefCell<(Aligned, Aligned)> = std::cell::RefCell::new(Default::default());
 }
 
 /// The emulated product: bf16-rounded copies through the f32 gemm.
@@ -112,25 +121,40 @@ pub(crate) fn rows_bf16(m: View, width: usize, buffer: &mut Aligned) -> usize {
     buffer.reserve(rows * stride);
     let bytes = &mut buffer.bytes_mut()[..rows * stride];
     bytes.fill(0);
-    for (i, out) in bytes.chunks_exact_mut(stride).take(m.rows).enumerate() {
-        let out = &mut out[..m.cols * 2];
-        if m.col == 1 {
-            write_bf16(&m.data[i * m.row..][..m.cols], out);
-        } else {
-            gather_bf16(m, i, out);
+    if m.col == 1 {
+        for (i, out) in bytes.chunks_exact_mut(stride).take(m.rows).enumerate() {
+            write_bf16(&m.data[i * m.row..][..m.cols], &mut out[..m.cols * 2]);
         }
+    } else {
+        gather_rows(m, stride, bytes);
     }
     stride
 }
 
-/// Row `i` of a view whose rows are not contiguous (a transpose), as bf16.
-fn gather_bf16(m: View, i: usize, out: &mut [u8]) {
+/// The rows of a view whose rows are not contiguous (a transpose) as bf16, 16 rows by 32 columns at a
+/// time: the 32 source lines each such block reads stay in L1 while its 16 rows are gathered.
+fn gather_rows(m: View, stride: usize, bytes: &mut [u8]) {
+    const ROWS: usize = 16;
+    const COLS: usize = 32;
+    for i0 in (0..m.rows).step_by(ROWS) {
+        for p0 in (0..m.cols).step_by(COLS) {
+            let width = COLS.min(m.cols - p0);
+            for i in i0..(i0 + ROWS).min(m.rows) {
+                let out = &mut bytes[i * stride + 2 * p0..][..2 * width];
+                gather_bf16(m, i, p0, out);
+            }
+        }
+    }
+}
+
+/// `out.len() / 2` values of row `i` from column `p0` of a transposed view, as bf16.
+fn gather_bf16(m: View, i: usize, p0: usize, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bf16") && m.col * 16 < i32::MAX as usize / 4 {
-        return unsafe { avx512::gather_bf16(m, i, out) };
+        return unsafe { avx512::gather_bf16(m, i, p0, out) };
     }
     for (p, o) in out.chunks_exact_mut(2).enumerate() {
-        o.copy_from_slice(&bf16_bits(m.at(i, p)).to_le_bytes());
+        o.copy_from_slice(&bf16_bits(m.at(i, p0 + p)).to_le_bytes());
     }
 }
 
@@ -255,26 +279,26 @@ mod avx512 {
 
     use crate::model::gemm::View;
 
-    /// Row `i` of a transposed view: 16 values at a time, gathered at the view's column stride.
+    /// Up to 32 values of row `i` of a transposed view from column `p0`, gathered at the view's column
+    /// stride, as bf16 into `out`.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn gather_bf16(m: View, i: usize, out: &mut [u8]) {
+    pub unsafe fn gather_bf16(m: View, i: usize, p0: usize, out: &mut [u8]) {
         let steps = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             _mm512_set1_epi32(m.col as i32),
         );
         let row = m.data.as_ptr().add(i * m.row);
+        let end = p0 + out.len() / 2;
         let load = |p: usize| -> __m512 {
-            let lanes = m.cols.saturating_sub(p).min(16);
+            let lanes = end.saturating_sub(p).min(16);
             let mask = ((1u32 << lanes) - 1) as __mmask16;
             // Lanes past the row are masked off and never read.
             let at = row.wrapping_add(p * m.col);
             _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, steps, at)
         };
-        for (chunk, o) in (0..m.cols).step_by(32).zip(out.chunks_mut(64)) {
-            let (lo, hi) = (load(chunk), load(chunk + 16));
-            let packed: [u8; 64] = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            o.copy_from_slice(&packed[..o.len()]);
-        }
+        let (lo, hi) = (load(p0), load(p0 + 16));
+        let packed: [u8; 64] = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        out.copy_from_slice(&packed[..out.len()]);
     }
 
     /// Sixteen bf16 pairs from two rows, interleaved by a 16-bit permutation.

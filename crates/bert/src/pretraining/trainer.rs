@@ -9,6 +9,7 @@
 //! every rank holds the same weights and the run equals one process with the global batch. Rank 0 alone
 //! writes checkpoints, metrics and reports events.
 
+use crate::model::Precision;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -72,6 +73,8 @@ pub struct PretrainOptions {
     pub world: World,
     /// Shards each rank's batch is cut into, trained at once on a thread each (0: one per thread).
     pub shards: usize,
+    /// bf16: mixed precision (Linear products in bf16 with f32 sums, on AMX; weights and optimizer f32).
+    pub precision: Precision,
 }
 
 /// Held-out metrics.
@@ -452,14 +455,16 @@ fn load_weights(
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         Ok((
             config,
-            ParamStore::new(Checkpoint::open(dir)?, device, true, options.seed),
+            ParamStore::new(Checkpoint::open(dir)?, device, true, options.seed)
+                .with_precision(options.precision),
         ))
     };
     match (resume, &options.init) {
         (Some(dir), _) => from_dir(dir),
         (None, ModelInit::Checkpoint(dir)) => from_dir(dir),
         (None, ModelInit::Fresh(config)) => {
-            Ok(((**config).clone(), ParamStore::fresh(device, options.seed)))
+            let store = ParamStore::fresh(device, options.seed).with_precision(options.precision);
+            Ok(((**config).clone(), store))
         }
     }
 }
