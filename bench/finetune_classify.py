@@ -8,7 +8,9 @@ Data: Rotten Tomatoes critic snippets (scripts/datasets.sh OUT sentiment).
 
     cargo build --release
     scripts/datasets.sh /tmp/data sentiment
-    ../venv/bin/python bench/finetune_classify.py --data /tmp/data [--train-limit 2000] [--epochs 3]
+    ../venv/bin/python bench/finetune_classify.py --data /tmp/data [--train-limit 2000] [--epochs 3] [--bf16]
+
+With --bf16 both train in mixed precision: `bert finetune --bf16` and the Trainer with `bf16=True`.
 """
 
 import argparse
@@ -48,7 +50,7 @@ def run_bert(args, train, dev, test, work):
     command = [bert, "finetune", "--model", args.model, "--train", train, "--eval", dev, "--out", out,
                "--overwrite", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--learning-rate", str(args.learning_rate), "--max-length", str(args.max_length),
-               "--seed", str(args.seed), "--log-every", "50"]
+               "--seed", str(args.seed), "--log-every", "50"] + (["--bf16"] if args.bf16 else [])
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True)
     seconds = time.perf_counter() - start
@@ -83,7 +85,7 @@ def run_pytorch(args, train, dev, test, work):
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, eval_strategy="epoch", save_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model="loss", save_total_limit=1,
-        logging_steps=50, report_to=[], use_cpu=True, dataloader_num_workers=0)
+        logging_steps=50, report_to=[], use_cpu=True, dataloader_num_workers=0, bf16=args.bf16)
     trainer = Trainer(model=model, args=training, train_dataset=train_set, eval_dataset=dev_set,
                       data_collator=DataCollatorWithPadding(tok))
     trainer.train()
@@ -105,6 +107,7 @@ def main():
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["bert", "pytorch"])
+    parser.add_argument("--bf16", action="store_true", help="mixed precision on both sides")
     args = parser.parse_args()
 
     train = read(os.path.join(args.data, "sentiment_rt_train.csv"))
@@ -129,7 +132,8 @@ def main():
             results[name] = (seconds, *scores(truth, predicted))
             print(f"{name}: {seconds:.1f}s", file=sys.stderr)
     print(f"\nall-MiniLM-L6-v2 on Rotten Tomatoes: {len(train)} train, {len(dev)} dev, {len(test)} test; "
-          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, {args.threads} threads\n")
+          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, {args.threads} threads, "
+          f"{'bf16 mixed precision' if args.bf16 else 'f32'}\n")
     print("| engine | test accuracy | test macro-F1 | training wall time |")
     print("| --- | --- | --- | --- |")
     for name, (seconds, accuracy, f1) in results.items():

@@ -619,8 +619,42 @@ impl candle_core::CustomOp3 for LinearOp {
     )> {
         let grad = grad.contiguous()?;
         let (dx, dw) = candle_core::CustomOp2::bwd(&Gemm::linear(self.bf16), x, w, &grad, &grad)?;
-        let dbias = grad.sum(0)?;
+        let dbias = grad.apply_op1_no_bwd(&ColumnSum)?;
         Ok((dx, dw, Some(dbias)))
+    }
+}
+
+/// The sum of a matrix's rows (a bias gradient): one pass, row after row, where candle's sum over
+/// the first dimension walks the matrix column-wise.
+#[derive(Debug, Clone, Copy)]
+struct ColumnSum;
+
+impl candle_core::CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "bert-column-sum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (data, rows, cols) = matrix(storage, layout)?;
+        let sum_rows = |rows: &[f32]| {
+            let mut sum = vec![0f32; cols];
+            for row in rows.chunks_exact(cols.max(1)) {
+                sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+            sum
+        };
+        let per_thread = rows.div_ceil(rayon::current_num_threads()).max(1) * cols.max(1);
+        let partial: Vec<Vec<f32>> = data.par_chunks(per_thread).map(sum_rows).collect();
+        let sum = partial.into_iter().reduce(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
+            a
+        });
+        let sum = sum.unwrap_or_else(|| vec![0f32; cols]);
+        Ok((candle_core::CpuStorage::F32(sum), candle_core::Shape::from(cols)))
     }
 }
 

@@ -120,7 +120,9 @@ pub(crate) fn rows_bf16(m: View, width: usize, buffer: &mut Aligned) -> usize {
     let rows = m.rows.div_ceil(BLOCK) * BLOCK;
     buffer.reserve(rows * stride);
     let bytes = &mut buffer.bytes_mut()[..rows * stride];
-    bytes.fill(0);
+    if rows != m.rows || width != m.cols {
+        bytes.fill(0); // padding rows or columns: the rest is overwritten
+    }
     if m.col == 1 {
         for (i, out) in bytes.chunks_exact_mut(stride).take(m.rows).enumerate() {
             write_bf16(&m.data[i * m.row..][..m.cols], &mut out[..m.cols * 2]);
@@ -164,7 +166,9 @@ pub(crate) fn pack_b(b: View, k_tiles: usize, buffer: &mut Aligned) {
     let block_bytes = k_tiles * TILE_BYTES;
     buffer.reserve(blocks * block_bytes);
     let bytes = &mut buffer.bytes_mut()[..blocks * block_bytes];
-    bytes.fill(0);
+    if b.cols % BLOCK != 0 || b.rows != k_tiles * DEPTH {
+        bytes.fill(0); // padding columns or depth: the rest is overwritten
+    }
     if b.row == 1 {
         pack_contiguous_columns(b, block_bytes, bytes);
     } else if b.col == 1 {
