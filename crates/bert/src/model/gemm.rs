@@ -654,7 +654,10 @@ impl candle_core::CustomOp1 for ColumnSum {
             a
         });
         let sum = sum.unwrap_or_else(|| vec![0f32; cols]);
-        Ok((candle_core::CpuStorage::F32(sum), candle_core::Shape::from(cols)))
+        Ok((
+            candle_core::CpuStorage::F32(sum),
+            candle_core::Shape::from(cols),
+        ))
     }
 }
 
