@@ -166,7 +166,7 @@ pub(crate) fn pack_b(b: View, k_tiles: usize, buffer: &mut Aligned) {
     let block_bytes = k_tiles * TILE_BYTES;
     buffer.reserve(blocks * block_bytes);
     let bytes = &mut buffer.bytes_mut()[..blocks * block_bytes];
-    if b.cols % BLOCK != 0 || b.rows != k_tiles * DEPTH {
+    if !b.cols.is_multiple_of(BLOCK) || b.rows != k_tiles * DEPTH {
         bytes.fill(0); // padding columns or depth: the rest is overwritten
     }
     if b.row == 1 {
