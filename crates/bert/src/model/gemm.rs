@@ -276,15 +276,29 @@ fn pack_b(b: View, p0: usize, kc: usize, (j0, nc): (usize, usize), packed: &mut 
 fn pack_a(a: View, i0: usize, mc: usize, p0: usize, kc: usize, packed: &mut [f32]) {
     let strips = mc.div_ceil(MR);
     for (r, strip) in packed[..strips * kc * MR].chunks_mut(kc * MR).enumerate() {
+        let first = i0 + r * MR;
         let rows = MR.min(mc.saturating_sub(r * MR));
-        for p in 0..kc {
-            let dst = &mut strip[p * MR..p * MR + MR];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = if i < rows {
-                    a.at(i0 + r * MR + i, p0 + p)
-                } else {
-                    0.0
-                };
+        if rows < MR {
+            strip.fill(0.0);
+        }
+        if a.row == 1 {
+            // A transpose: the strip's rows are adjacent at each depth.
+            for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                let start = (p0 + p) * a.col + first;
+                dst[..rows].copy_from_slice(&a.data[start..start + rows]);
+            }
+        } else if a.col == 1 {
+            for i in 0..rows {
+                let start = (first + i) * a.row + p0;
+                for (p, v) in a.data[start..start + kc].iter().enumerate() {
+                    strip[p * MR + i] = *v;
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for i in 0..rows {
+                    strip[p * MR + i] = a.at(first + i, p0 + p);
+                }
             }
         }
     }
