@@ -48,11 +48,27 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state = self.state.wrapping_add(GAMMA);
+        mix(self.state)
+    }
+
+    /// `n` values, each `dropped` with probability `p` and `kept` otherwise: exactly what `n` draws of
+    /// `uniform() < p` give, and the generator ends where they would leave it. SplitMix64's `i`-th output
+    /// depends only on its position, so the draws are computed side by side (vectorised with AVX-512).
+    pub fn bernoulli(&mut self, n: usize, p: f64, dropped: f32, kept: f32) -> Vec<f32> {
+        let start = self.state;
+        self.state = start.wrapping_add((n as u64).wrapping_mul(GAMMA));
+        // uniform() < p  <=>  (z >> 11) < p * 2^53, both sides exact in f64.
+        let threshold = p * (1u64 << 53) as f64;
+        let mut out = vec![kept; n];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512dq") {
+            // SAFETY: the CPU has AVX-512F and DQ, checked just above.
+            unsafe { bernoulli_avx512(start, threshold, dropped, &mut out) };
+            return out;
+        }
+        bernoulli_into(start, threshold, dropped, &mut out);
+        out
     }
 
     /// Uniform in [0, 1).
@@ -80,9 +96,54 @@ impl Rng {
     }
 }
 
+/// SplitMix64's increment.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function.
+#[inline(always)]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Sets `out[i]` to `dropped` where draw `i` after `start` falls under `threshold` (of 2^53).
+#[inline(always)]
+fn bernoulli_into(start: u64, threshold: f64, dropped: f32, out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let z = mix(start.wrapping_add((i as u64 + 1).wrapping_mul(GAMMA)));
+        if ((z >> 11) as f64) < threshold {
+            *o = dropped;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn bernoulli_avx512(start: u64, threshold: f64, dropped: f32, out: &mut [f32]) {
+    bernoulli_into(start, threshold, dropped, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bernoulli_masks_are_the_scalar_draws() {
+        for (n, p) in [(0, 0.1), (1, 0.5), (37, 0.1), (1000, 0.25)] {
+            let mut scalar = Rng::new(99);
+            let want: Vec<f32> = (0..n)
+                .map(|_| if scalar.uniform() < p { 0.0 } else { 2.0 })
+                .collect();
+            let mut batched = Rng::new(99);
+            assert_eq!(batched.bernoulli(n, p, 0.0, 2.0), want, "n {n} p {p}");
+            assert_eq!(
+                batched.next_u64(),
+                scalar.next_u64(),
+                "the stream continues alike"
+            );
+        }
+    }
 
     #[test]
     fn same_seed_same_stream_and_sane_moments() {

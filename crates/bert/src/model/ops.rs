@@ -281,9 +281,7 @@ impl Dropout {
         let scale = (1.0 / (1.0 - self.p)) as f32;
         let mask: Vec<f32> = {
             let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..x.elem_count())
-                .map(|_| if rng.uniform() < self.p { 0.0 } else { scale })
-                .collect()
+            rng.bernoulli(x.elem_count(), self.p, 0.0, scale)
         };
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
