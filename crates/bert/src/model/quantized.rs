@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TILE_ROWS};
 use crate::model::gemm::{matmul_into, View};
 use crate::model::number_formats::{convert_rows, ConvertedRows, Format, RowScale};
+use crate::model::tile_gemm::{for_each_block, pieces, Operand, SharedOut};
 
 /// The number format of a model's Linear layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -253,64 +254,26 @@ impl PackedLinear {
         let mut c: Vec<f32> = Vec::with_capacity(rows * n);
         let out = SharedOut(c.as_mut_ptr());
         let row_blocks = rows.div_ceil(BLOCK);
-        let col_blocks = n.div_ceil(BLOCK);
-        // Rows per task: about 1 MiB of activations, so that a task's rows stay in L2 while each
+        // Rows per piece: about 1 MiB of activations, so that a piece's rows stay in L2 while each
         // column block's weights stream past them.
-        let chunk = (((1 << 20) / activations.stride) / BLOCK).clamp(1, row_blocks);
-        let row_chunks = row_blocks.div_ceil(chunk);
-        let wanted = 4 * rayon::current_num_threads();
-        let col_groups = wanted.div_ceil(row_chunks).clamp(1, col_blocks);
-        let cols_per_group = col_blocks.div_ceil(col_groups);
-        let tasks = row_chunks * col_groups;
-        (0..tasks).into_par_iter().for_each(|task| {
-            let (rc, cg) = (task / col_groups, task % col_groups);
-            let row_range = rc * chunk..((rc + 1) * chunk).min(row_blocks);
-            let col_range = cg * cols_per_group..((cg + 1) * cols_per_group).min(col_blocks);
+        let rows_per_piece = ((1 << 20) / activations.stride) / BLOCK;
+        let pieces = pieces(row_blocks, n.div_ceil(BLOCK), rows_per_piece);
+        let a = Operand {
+            bytes: &activations.data,
+            stride: activations.stride,
+        };
+        pieces.into_par_iter().for_each(|blocks| {
             amx::with_tiles(|| {
-                let mut block = [0u32; BLOCK * BLOCK];
-                for jb in col_range.clone() {
-                    for ib in row_range.clone() {
-                        self.tile_block(&activations, packed, k_tiles, ib, jb, &mut block);
-                        // Safety: tasks write disjoint (row block, column block) rectangles.
-                        unsafe { self.finish_block(&block, &activations, ib, jb, rows, &out) };
-                    }
-                }
+                for_each_block(op, a, packed, k_tiles, blocks, |ib, jb, block| {
+                    // Safety: pieces write disjoint (row block, column block) rectangles.
+                    unsafe { self.finish_block(block, &activations, ib, jb, rows, &out) };
+                })
             })
         });
-        // Safety: the tasks covered every (row block, column block), writing each element.
+        // Safety: the pieces covered every (row block, column block), writing each element.
         unsafe { c.set_len(rows * n) };
         SCRATCH.with(|s| *s.borrow_mut() = activations.data);
         c
-    }
-
-    /// Runs the AMX kernel for output block (`ib`, `jb`).
-    fn tile_block(
-        &self,
-        activations: &Activations,
-        packed: &Aligned,
-        k_tiles: usize,
-        ib: usize,
-        jb: usize,
-        block: &mut [u32; BLOCK * BLOCK],
-    ) {
-        let a = &activations.data.bytes()[ib * BLOCK * activations.stride..];
-        let column_tiles = k_tiles * TILE_BYTES;
-        let b = packed.bytes();
-        let b0 = &b[2 * jb * column_tiles..];
-        let b1 = &b[(2 * jb + 1) * column_tiles..];
-        debug_assert!(a.len() >= BLOCK * activations.stride && b1.len() >= column_tiles);
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            amx::block(
-                self.op(),
-                a.as_ptr(),
-                activations.stride,
-                b0.as_ptr(),
-                b1.as_ptr(),
-                k_tiles,
-                block,
-            )
-        };
     }
 
     /// Writes block (`ib`, `jb`) of the output: the raw sums, less the zero point's share and scaled
@@ -365,10 +328,6 @@ impl PackedLinear {
         }
     }
 }
-
-/// The output matrix, written by several tasks at once (each its own blocks).
-struct SharedOut(*mut f32);
-unsafe impl Sync for SharedOut {}
 
 thread_local! {
     /// The converted activations of the last call on this thread, kept for the next one.

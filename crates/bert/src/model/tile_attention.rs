@@ -57,10 +57,8 @@ pub fn head(
                 queries,
                 &s.keys,
                 d_tiles,
-                t,
-                t,
-                blocks(t),
-                blocks(t),
+                (t, t),
+                (blocks(t), blocks(t)),
                 |i, j0, row| scores[i * t_padded + j0..][..row.len()].copy_from_slice(row),
             )
         });
@@ -85,10 +83,8 @@ pub fn head(
                 probabilities,
                 &s.values,
                 t_tiles,
-                t,
-                d,
-                blocks(t),
-                blocks(d),
+                (t, d),
+                (blocks(t), blocks(d)),
                 |i, j0, row| out[i * out_stride + j0..][..row.len()].copy_from_slice(row),
             )
         });

@@ -10,6 +10,8 @@
 //! interleaved, 16 columns per instruction. Without AMX, [`matmul_bf16`] rounds the operands and runs the
 //! f32 gemm: the same numbers up to summation order.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TILE_ROWS};
@@ -36,29 +38,27 @@ pub fn matmul_bf16(a: View, b: View) -> Vec<f32> {
     pack_b(b, k_tiles, &mut b_tiles);
     // Every element is written once by the pieces below, so the output starts uninitialised.
     let mut c: Vec<f32> = Vec::with_capacity(m * n);
-    let out = SharedRows(c.as_mut_ptr());
+    let out = SharedOut(c.as_mut_ptr());
     let row_blocks = m.div_ceil(BLOCK);
-    let col_blocks = n.div_ceil(BLOCK);
-    // About four pieces per thread: row groups first, then column groups.
-    let wanted = 4 * rayon::current_num_threads();
-    let rows_per = row_blocks.div_ceil(wanted.min(row_blocks));
-    let row_groups = row_blocks.div_ceil(rows_per);
-    let cols_per = col_blocks.div_ceil(wanted.div_ceil(row_groups).min(col_blocks));
-    let pieces: Vec<(usize, usize)> = (0..row_groups)
-        .flat_map(|r| (0..col_blocks.div_ceil(cols_per)).map(move |g| (r, g)))
-        .collect();
-    pieces.into_par_iter().for_each(|(r, g)| {
-        let rows = r * rows_per..((r + 1) * rows_per).min(row_blocks);
-        let cols = g * cols_per..((g + 1) * cols_per).min(col_blocks);
+    let rows_per_piece = row_blocks.div_ceil((4 * rayon::current_num_threads()).min(row_blocks));
+    let pieces = pieces(row_blocks, n.div_ceil(BLOCK), rows_per_piece);
+    pieces.into_par_iter().for_each(|(rows, cols)| {
         amx::with_tiles(|| {
             let a = Operand {
                 bytes: &a_rows,
                 stride: a_stride,
             };
-            product(a, &b_tiles, k_tiles, m, n, rows, cols, |i, j0, values| {
-                // Safety: the pieces cover disjoint blocks of `c`.
-                unsafe { out.write(i * n + j0, values) }
-            })
+            product(
+                a,
+                &b_tiles,
+                k_tiles,
+                (m, n),
+                (rows, cols),
+                |i, j0, values| {
+                    // Safety: the pieces cover disjoint blocks of `c`.
+                    unsafe { out.write(i * n + j0, values) }
+                },
+            )
         })
     });
     // Safety: the pieces covered every block of `c`.
@@ -94,16 +94,42 @@ fn emulated(a: View, b: View) -> Vec<f32> {
     c
 }
 
-/// Rows of the output written from several tasks, each its own blocks.
-struct SharedRows(*mut f32);
-unsafe impl Sync for SharedRows {}
+/// An output matrix written by several pieces at once, each its own blocks.
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+unsafe impl Sync for SharedOut {}
 
-impl SharedRows {
+impl SharedOut {
     /// # Safety
-    /// `at..at + values.len()` must be inside the output and written by no other task.
+    /// `at..at + values.len()` must be inside the output and written by no other piece.
     unsafe fn write(&self, at: usize, values: &[f32]) {
         std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len());
     }
+}
+
+/// The pieces a product over `row_blocks x col_blocks` output blocks is cut into for the threads:
+/// row groups of `rows_per_piece` blocks, each cut into column groups so that there are about four
+/// pieces per thread.
+pub(crate) fn pieces(
+    row_blocks: usize,
+    col_blocks: usize,
+    rows_per_piece: usize,
+) -> Vec<(Range<usize>, Range<usize>)> {
+    let rows_per_piece = rows_per_piece.clamp(1, row_blocks.max(1));
+    let row_groups = row_blocks.div_ceil(rows_per_piece);
+    let wanted = 4 * rayon::current_num_threads();
+    let cols_per_piece =
+        col_blocks.div_ceil(wanted.div_ceil(row_groups).clamp(1, col_blocks.max(1)));
+    let range = |g: usize, per: usize, total: usize| g * per..((g + 1) * per).min(total);
+    (0..row_groups)
+        .flat_map(|r| {
+            (0..col_blocks.div_ceil(cols_per_piece)).map(move |g| {
+                (
+                    range(r, rows_per_piece, row_blocks),
+                    range(g, cols_per_piece, col_blocks),
+                )
+            })
+        })
+        .collect()
 }
 
 /// bf16 rows for the A side and the bytes between them.
@@ -232,32 +258,33 @@ fn interleave_bf16(upper: &[f32], lower: Option<&[f32]>, j0: usize, out: &mut [u
     }
 }
 
-/// `A B` over row blocks `row_blocks` and column blocks `col_blocks`, handing each output row piece
-/// to `emit(row, first column, values)`. Tiles must be configured.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn product(
+/// One output block's raw sums, row after row: f32 bits (bf16 products) or i32 (int8).
+pub(crate) type Block = [u32; BLOCK * BLOCK];
+
+/// Runs the tile kernel `op` over output blocks `row_blocks x col_blocks` (column blocks outer, so that
+/// a column block's tiles stay in cache across the rows), handing each block to `f(ib, jb, block)`.
+/// Tiles must be configured.
+pub(crate) fn for_each_block(
+    op: TileOp,
     a: Operand,
     b: &Aligned,
     k_tiles: usize,
-    m: usize,
-    n: usize,
-    row_blocks: std::ops::Range<usize>,
-    col_blocks: std::ops::Range<usize>,
-    mut emit: impl FnMut(usize, usize, &[f32]),
+    (row_blocks, col_blocks): (Range<usize>, Range<usize>),
+    mut f: impl FnMut(usize, usize, &Block),
 ) {
     let mut block = [0u32; BLOCK * BLOCK];
     let column_tiles = k_tiles * TILE_BYTES;
     for jb in col_blocks {
         let b0 = &b.bytes()[2 * jb * column_tiles..];
         let b1 = &b.bytes()[(2 * jb + 1) * column_tiles..];
-        let width = BLOCK.min(n - jb * BLOCK);
         for ib in row_blocks.clone() {
             let a_block = &a.bytes.bytes()[ib * BLOCK * a.stride..];
+            debug_assert!(a_block.len() >= BLOCK * a.stride && b1.len() >= column_tiles);
             #[cfg(target_arch = "x86_64")]
             // Safety: the buffers hold whole blocks (rows and columns padded), tiles are configured.
             unsafe {
                 amx::block(
-                    TileOp::Bf16,
+                    op,
                     a_block.as_ptr(),
                     a.stride,
                     b0.as_ptr(),
@@ -266,15 +293,30 @@ pub(crate) fn product(
                     &mut block,
                 )
             };
-            for i in 0..BLOCK.min(m - ib * BLOCK) {
-                let sums = &block[i * BLOCK..i * BLOCK + width];
-                // Safety: u32 and f32 have one size and alignment; the tiles stored f32 bits.
-                let values =
-                    unsafe { std::slice::from_raw_parts(sums.as_ptr() as *const f32, width) };
-                emit(ib * BLOCK + i, jb * BLOCK, values);
-            }
+            f(ib, jb, &block);
         }
     }
+}
+
+/// The bf16 product `A B` (`m x n`) over the given blocks, handing each output row piece to
+/// `emit(row, first column, values)`. Tiles must be configured.
+pub(crate) fn product(
+    a: Operand,
+    b: &Aligned,
+    k_tiles: usize,
+    (m, n): (usize, usize),
+    blocks: (Range<usize>, Range<usize>),
+    mut emit: impl FnMut(usize, usize, &[f32]),
+) {
+    for_each_block(TileOp::Bf16, a, b, k_tiles, blocks, |ib, jb, block| {
+        let width = BLOCK.min(n - jb * BLOCK);
+        for i in 0..BLOCK.min(m - ib * BLOCK) {
+            let sums = &block[i * BLOCK..i * BLOCK + width];
+            // Safety: u32 and f32 have one size and alignment; the tiles stored f32 bits.
+            let values = unsafe { std::slice::from_raw_parts(sums.as_ptr() as *const f32, width) };
+            emit(ib * BLOCK + i, jb * BLOCK, values);
+        }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
