@@ -23,7 +23,8 @@ pub struct ParamStore {
     device: Device,
     dtype: DType,
     trainable: bool,
-    /// The number format of Linear layers (inference only: trainable stores are f32).
+    /// The number format of Linear layers: converted weights for inference; for a trainable store,
+    /// bf16 means mixed precision (f32 weights, bf16 products).
     precision: Precision,
     loaded: Mutex<BTreeMap<String, Tensor>>,
     /// Names whose tensors a model converted and let go of (loaded, but no longer held here).

@@ -56,11 +56,7 @@ impl Linear {
     pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
-        let linear = Self::new(weight, bias, p.precision(), p.is_trainable())?;
-        if linear.is_converted() {
-            p.release("weight");
-        }
-        Ok(linear)
+        Self::in_store(weight, bias, p)
     }
 
     /// Layers over the same input loaded as one, their outputs side by side (`query`, `key` and
@@ -86,16 +82,16 @@ impl Linear {
     pub fn load_or_init(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
         let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
+        Self::in_store(weight, bias, p)
+    }
+
+    /// The layer in the precision `p`'s store asks for; a converted weight's f32 copy is released.
+    fn in_store(weight: Tensor, bias: Tensor, p: &Params) -> Result<Self> {
         let linear = Self::new(weight, bias, p.precision(), p.is_trainable())?;
-        if linear.is_converted() {
+        if matches!(linear.weights, LinearWeights::Reduced(_)) {
             p.release("weight");
         }
         Ok(linear)
-    }
-
-    /// Whether the weight was converted to a reduced precision (its f32 tensor no longer needed).
-    fn is_converted(&self) -> bool {
-        matches!(self.weights, LinearWeights::Reduced(_))
     }
 
     /// The layer in `precision`: for inference, its weight converted; for training (`trainable`), f32
