@@ -324,7 +324,12 @@ impl BertModel {
         &self.embeddings
     }
 
+    /// Runs on a thread of rayon's pool ([`on_worker`](super::on_worker)).
     pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<BertOutput> {
+        super::on_worker(|| self.forward_here(batch, mode))
+    }
+
+    fn forward_here(&self, batch: &Batch, mode: &Mode) -> Result<BertOutput> {
         let x = self.embeddings.forward(batch, mode)?;
         let bias = attention_bias(&batch.attention_mask, x.dtype())?; // (B, 1, 1, T)
         let mut x = x;

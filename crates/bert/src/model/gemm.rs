@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use super::tile_gemm::SharedOut;
+
 /// A read-only strided matrix view.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
@@ -102,58 +104,80 @@ fn by_dots(a: View, b: View, c: &mut [f32], accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     let column = |j: usize| &b.data[j * b.col..j * b.col + k];
     let row = |i: usize| &a.data[i * a.row..i * a.row + k];
-    // Column groups first (each thread writes whole groups), then transposed into `c`.
-    let mut by_group = vec![0f32; m * n.div_ceil(COLUMNS) * COLUMNS];
-    by_group
-        .par_chunks_mut(COLUMNS * m)
-        .enumerate()
+    let out = SharedOut(c.as_mut_ptr());
+    // Each thread takes whole column groups and writes their columns of every row.
+    (0..n.div_ceil(COLUMNS))
+        .into_par_iter()
         .with_min_len(4)
-        .for_each(|(group, out)| {
+        .for_each(|group| {
             let j = COLUMNS * group;
+            let width = COLUMNS.min(n - j);
             let w: [&[f32]; COLUMNS] = std::array::from_fn(|d| column((j + d).min(n - 1)));
-            for i0 in (0..m).step_by(ROWS) {
+            let next: [&[f32]; COLUMNS] =
+                std::array::from_fn(|d| column((j + COLUMNS + d).min(n - 1)));
+            let passes = m.div_ceil(ROWS);
+            for (pass, i0) in (0..m).step_by(ROWS).enumerate() {
                 let rows: [&[f32]; ROWS] = std::array::from_fn(|d| row((i0 + d).min(m - 1)));
-                let sums = dots(rows, w);
+                // Each pass fetches some of the next group's columns, so memory stays busy throughout.
+                let mut ahead = [next[0]; COLUMNS];
+                let mut count = 0;
+                for c in (pass..COLUMNS).step_by(passes) {
+                    ahead[count] = next[c];
+                    count += 1;
+                }
+                let sums = dots(rows, w, &ahead[..count]);
                 for (d, row_sums) in sums.iter().enumerate().take(m - i0) {
-                    for (e, v) in row_sums.iter().enumerate() {
-                        out[e * m + i0 + d] = *v;
+                    let (at, values) = ((i0 + d) * n + j, &row_sums[..width]);
+                    // SAFETY: columns j..j + width of every row belong to this group alone.
+                    unsafe {
+                        if accumulate {
+                            out.add(at, values)
+                        } else {
+                            out.write(at, values)
+                        }
                     }
                 }
             }
         });
-    for (j, values) in by_group.chunks(m).take(n).enumerate() {
-        for (i, v) in values.iter().enumerate() {
-            if accumulate {
-                c[i * n + j] += *v;
-            } else {
-                c[i * n + j] = *v;
-            }
-        }
-    }
 }
 
 /// Rows and columns of one [`dots`] block.
 const ROWS: usize = 4;
 const COLUMNS: usize = 6;
 
-/// The dot products of `ROWS` rows with `COLUMNS` columns, all of length `k`.
-fn dots(rows: [&[f32]; ROWS], columns: [&[f32]; COLUMNS]) -> [[f32; COLUMNS]; ROWS] {
+/// The dot products of `ROWS` rows with `COLUMNS` columns, all of length `k`; `ahead`, the columns
+/// the next call will read, are fetched into the cache meanwhile (the weights stream from memory once,
+/// and without this the first row block of each group waits on them).
+fn dots(
+    rows: [&[f32]; ROWS],
+    columns: [&[f32]; COLUMNS],
+    ahead: &[&[f32]],
+) -> [[f32; COLUMNS]; ROWS] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, checked just above.
-        return unsafe { dots_avx512(rows, columns) };
+        return unsafe { dots_avx512(rows, columns, ahead) };
     }
+    let _ = ahead;
     rows.map(|r| columns.map(|c| dot_portable(r, c)))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dots_avx512(rows: [&[f32]; ROWS], columns: [&[f32]; COLUMNS]) -> [[f32; COLUMNS]; ROWS] {
+unsafe fn dots_avx512(
+    rows: [&[f32]; ROWS],
+    columns: [&[f32]; COLUMNS],
+    ahead: &[&[f32]],
+) -> [[f32; COLUMNS]; ROWS] {
     use std::arch::x86_64::*;
     let k = columns[0].len();
     let mut sums = [[_mm512_setzero_ps(); COLUMNS]; ROWS];
     let mut p = 0;
     while p + 16 <= k {
+        for next in ahead {
+            // A hint only: an address past the end of `next` is not read.
+            _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().wrapping_add(p).cast());
+        }
         let w: [__m512; COLUMNS] =
             std::array::from_fn(|c| _mm512_loadu_ps(columns[c].as_ptr().add(p)));
         for (r, row) in rows.iter().enumerate() {

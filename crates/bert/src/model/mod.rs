@@ -13,6 +13,7 @@ pub mod quantized;
 mod tile_attention;
 pub mod tile_gemm;
 pub mod vector_math;
+mod worker;
 
 pub use encoder::{BertEmbeddings, BertModel, BertOutput, BertPooler};
 pub use heads::{
@@ -22,3 +23,4 @@ pub use heads::{
 };
 pub use ops::Mode;
 pub use quantized::Precision;
+pub use worker::on_worker;

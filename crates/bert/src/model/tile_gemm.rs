@@ -101,8 +101,18 @@ unsafe impl Sync for SharedOut {}
 impl SharedOut {
     /// # Safety
     /// `at..at + values.len()` must be inside the output and written by no other piece.
-    unsafe fn write(&self, at: usize, values: &[f32]) {
+    pub(crate) unsafe fn write(&self, at: usize, values: &[f32]) {
         std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len());
+    }
+
+    /// Adds `values` to the output at `at`.
+    ///
+    /// # Safety
+    /// As for [`SharedOut::write`].
+    pub(crate) unsafe fn add(&self, at: usize, values: &[f32]) {
+        for (offset, v) in values.iter().enumerate() {
+            *self.0.add(at + offset) += v;
+        }
     }
 }
 
