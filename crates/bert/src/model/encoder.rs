@@ -7,7 +7,7 @@
 use candle_core::Tensor;
 
 use crate::batch::Batch;
-use crate::config::BertConfig;
+use crate::config::{BertConfig, HiddenAct};
 use crate::error::Result;
 use crate::model::attention::FusedAttention;
 use crate::model::ops::{
@@ -261,7 +261,11 @@ impl BertLayer {
     fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
         let attended = self.attention.forward(x, bias, mode)?;
         let x = self.attention_output.forward(&attended, x, mode)?; // (B, T, C)
-        let inner = activation(&self.intermediate.forward(&x)?, self.act)?; // (B, T, I)
+        let inner = match (mode, self.act) {
+            // Inference: the activation applied as the product is stored.
+            (Mode::Eval, HiddenAct::Gelu) => self.intermediate.forward_gelu(&x)?,
+            _ => activation(&self.intermediate.forward(&x)?, self.act)?,
+        }; // (B, T, I)
         self.output.forward(&inner, &x, mode)
     }
 }

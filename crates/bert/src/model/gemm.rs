@@ -66,29 +66,83 @@ pub fn matmul(a: View, b: View, c: &mut [f32]) {
     matmul_into(a, b, c, false)
 }
 
-/// `c = a b`, or `c += a b` when `accumulate` (so that `c` can start as a broadcast bias).
+/// `c = a b`, or `c += a b` when `accumulate`.
 pub fn matmul_into(a: View, b: View, c: &mut [f32], accumulate: bool) {
+    let epilogue = Epilogue {
+        accumulate,
+        ..Epilogue::STORE
+    };
+    matmul_with(a, b, c, epilogue)
+}
+
+/// What a product is combined with as it is stored: `c = gelu?(a b + bias + c?)`. Done inside the
+/// product, while each tile is in registers, this saves a Linear layer's separate passes over its
+/// output (a bias broadcast before, an activation after).
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Add to what `c` holds (otherwise `c`'s values are never read, and may be uninitialised).
+    pub accumulate: bool,
+    /// Added to every row: a Linear layer's bias, one value per column.
+    pub bias: Option<&'a [f32]>,
+    /// GELU (the exact, erf form) applied last.
+    pub gelu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    /// `c = a b`.
+    pub const STORE: Epilogue<'static> = Epilogue {
+        accumulate: false,
+        bias: None,
+        gelu: false,
+    };
+
+    /// The epilogue for columns `j0..` only.
+    fn at_column(self, j0: usize) -> Self {
+        Epilogue {
+            bias: self.bias.map(|b| &b[j0..]),
+            ..self
+        }
+    }
+
+    /// Finishes `values`, the product for the columns of `out` (scalar form, for edges).
+    fn finish(self, values: &[f32], out: &mut [f32]) {
+        for (j, (o, v)) in out.iter_mut().zip(values).enumerate() {
+            let mut y = *v + self.bias.map_or(0.0, |b| b[j]);
+            if self.accumulate {
+                y += *o;
+            }
+            *o = if self.gelu {
+                super::vector_math::gelu_scalar(y)
+            } else {
+                y
+            };
+        }
+    }
+}
+
+/// `c = epilogue(a b)`; see [`Epilogue`].
+pub fn matmul_with(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     assert_eq!(c.len(), m * n, "output size");
+    assert!(epilogue.bias.is_none_or(|b| b.len() == n), "bias size");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if !accumulate {
-            c.fill(0.0);
-        }
+        let zeros = vec![0f32; n];
+        c.chunks_mut(n).for_each(|row| epilogue.finish(&zeros, row));
         return;
     }
     if m <= FEW_ROWS && a.col == 1 && b.row == 1 {
-        return by_dots(a, b, c, accumulate);
+        return by_dots(a, b, c, epilogue);
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        blocked(a, b, c, accumulate);
+        blocked(a, b, c, epilogue);
         return;
     }
-    fallback(a, b, c, accumulate);
+    fallback(a, b, c, epilogue);
 }
 
 /// At most this many rows of `a` take the dot-product path.
@@ -100,7 +154,7 @@ const FEW_ROWS: usize = 32;
 /// Four rows and six columns go together: 24 independent sums hide the FMA latency, and each `a` row
 /// is read once per six columns (it was once per two, and those re-reads from L2 bounded a 16-token
 /// forward).
-fn by_dots(a: View, b: View, c: &mut [f32], accumulate: bool) {
+fn by_dots(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     let column = |j: usize| &b.data[j * b.col..j * b.col + k];
     let row = |i: usize| &a.data[i * a.row..i * a.row + k];
@@ -127,15 +181,9 @@ fn by_dots(a: View, b: View, c: &mut [f32], accumulate: bool) {
                 }
                 let sums = dots(rows, w, &ahead[..count]);
                 for (d, row_sums) in sums.iter().enumerate().take(m - i0) {
-                    let (at, values) = ((i0 + d) * n + j, &row_sums[..width]);
                     // SAFETY: columns j..j + width of every row belong to this group alone.
-                    unsafe {
-                        if accumulate {
-                            out.add(at, values)
-                        } else {
-                            out.write(at, values)
-                        }
-                    }
+                    let row = unsafe { out.slice((i0 + d) * n + j, width) };
+                    epilogue.at_column(j).finish(row_sums, row);
                 }
             }
         });
@@ -256,18 +304,17 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The portable loop: row by row, in parallel.
-fn fallback(a: View, b: View, c: &mut [f32], accumulate: bool) {
+fn fallback(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
     let n = b.cols;
     c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        if !accumulate {
-            row.fill(0.0);
-        }
+        let mut sums = vec![0f32; n];
         for p in 0..a.cols {
             let x = a.at(i, p);
-            for (j, out) in row.iter_mut().enumerate() {
-                *out += x * b.at(p, j);
+            for (j, sum) in sums.iter_mut().enumerate() {
+                *sum += x * b.at(p, j);
             }
         }
+        epilogue.finish(&sums, row);
     });
 }
 
@@ -330,16 +377,16 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn blocked(a: View, b: View, c: &mut [f32], accumulate: bool) {
+fn blocked(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
     // Taken out for the call: a nested call on this thread (from inside another parallel loop) finds
     // an empty buffer instead of a borrowed one.
     let mut packed = PACKED_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    blocked_with(a, b, c, &mut packed, accumulate);
+    blocked_with(a, b, c, &mut packed, epilogue);
     PACKED_B.with(|p| *p.borrow_mut() = packed);
 }
 
 #[cfg(target_arch = "x86_64")]
-fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, accumulate: bool) {
+fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, epilogue: Epilogue) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     // At least two row blocks per thread, so that short inputs still use every thread.
     let per_block = m.div_ceil(2 * rayon::current_num_threads());
@@ -349,7 +396,12 @@ fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, accumu
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             pack_b(b, p0, kc, (j0, nc), packed_b);
-            let first = p0 == 0 && !accumulate;
+            // The bias goes in with the first pass over `c`, the activation with the last.
+            let pass = Epilogue {
+                accumulate: p0 > 0 || epilogue.accumulate,
+                bias: epilogue.bias.filter(|_| p0 == 0),
+                gelu: epilogue.gelu && p0 + kc == k,
+            };
             let packed_b = &*packed_b;
             c.par_chunks_mut(mc * n)
                 .enumerate()
@@ -364,7 +416,7 @@ fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, accumu
                             a: &packed_a[..],
                             b: packed_b,
                             kc,
-                            first,
+                            epilogue: pass,
                         };
                         panel.multiply(c_block, n, rows, (j0, nc));
                     });
@@ -378,8 +430,8 @@ struct Panel<'a> {
     a: &'a [f32],
     b: &'a [f32],
     kc: usize,
-    /// Whether this is the first pass over `c` (store rather than add).
-    first: bool,
+    /// How this pass over `c` stores its products.
+    epilogue: Epilogue<'a>,
 }
 
 impl Panel<'_> {
@@ -394,23 +446,18 @@ impl Panel<'_> {
                 let strip_rows = MR.min(rows - r * MR);
                 let a_strip = &self.a[r * kc * MR..(r + 1) * kc * MR];
                 let c_tile = &mut c[r * MR * n + j0 + s * NR..];
+                let epilogue = self.epilogue.at_column(j0 + s * NR);
                 if strip_rows == MR && cols == NR {
-                    // SAFETY: AVX-512F was detected; the strips hold kc * MR and kc * NR values, and
-                    // c_tile holds MR rows of stride n from here.
-                    unsafe { kernel_12x32(kc, a_strip, b_strip, c_tile, n, !self.first) };
+                    // SAFETY: AVX-512F was detected; the strips hold kc * MR and kc * NR values,
+                    // c_tile holds MR rows of stride n from here, a bias NR values from here.
+                    unsafe { kernel_12x32(kc, a_strip, b_strip, c_tile, n, epilogue) };
                     continue;
                 }
                 let mut tile = [0f32; MR * NR];
                 // SAFETY: as above, into a dense MR x NR tile.
-                unsafe { kernel_12x32(kc, a_strip, b_strip, &mut tile, NR, false) };
+                unsafe { kernel_12x32(kc, a_strip, b_strip, &mut tile, NR, Epilogue::STORE) };
                 for i in 0..strip_rows {
-                    let out = &mut c_tile[i * n..][..cols];
-                    let t = &tile[i * NR..i * NR + cols];
-                    if self.first {
-                        out.copy_from_slice(t);
-                    } else {
-                        out.iter_mut().zip(t).for_each(|(o, v)| *o += v);
-                    }
+                    epilogue.finish(&tile[i * NR..i * NR + cols], &mut c_tile[i * n..][..cols]);
                 }
             }
         }
@@ -418,7 +465,7 @@ impl Panel<'_> {
 }
 
 /// The 12 x 32 tile of `a_strip (kc x 12) * b_strip (kc x 32)`, in 24 AVX-512 accumulators, stored
-/// into (or, with `accumulate`, added to) `c` at row stride `ldc`.
+/// into `c` at row stride `ldc` through `epilogue` (whose bias, if any, starts at this tile's column).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_12x32(
@@ -427,7 +474,7 @@ unsafe fn kernel_12x32(
     b: &[f32],
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    epilogue: Epilogue,
 ) {
     use std::arch::x86_64::*;
     debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
@@ -444,12 +491,27 @@ unsafe fn kernel_12x32(
         pa = pa.add(MR);
         pb = pb.add(NR);
     }
+    let bias = epilogue.bias.map(|b| {
+        debug_assert!(b.len() >= NR);
+        [
+            _mm512_loadu_ps(b.as_ptr()),
+            _mm512_loadu_ps(b.as_ptr().add(16)),
+        ]
+    });
     for (i, row) in acc.iter().enumerate() {
         let out = c.as_mut_ptr().add(i * ldc);
         let (mut lo, mut hi) = (row[0], row[1]);
-        if accumulate {
+        if let Some([b0, b1]) = bias {
+            lo = _mm512_add_ps(lo, b0);
+            hi = _mm512_add_ps(hi, b1);
+        }
+        if epilogue.accumulate {
             lo = _mm512_add_ps(lo, _mm512_loadu_ps(out));
             hi = _mm512_add_ps(hi, _mm512_loadu_ps(out.add(16)));
+        }
+        if epilogue.gelu {
+            lo = super::vector_math::gelu_vector(lo);
+            hi = super::vector_math::gelu_vector(hi);
         }
         _mm512_storeu_ps(out, lo);
         _mm512_storeu_ps(out.add(16), hi);
@@ -518,6 +580,37 @@ mod tests {
                     .map(|(x, y)| (x - y).abs())
                     .fold(0f32, f32::max);
                 assert!(worst < 1e-3, "{m}x{k}x{n}: {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn epilogue_adds_the_bias_and_applies_gelu_on_every_path() {
+        // Few rows (dot products), full and edge tiles, and a depth past one panel (two passes).
+        for &(m, k, n) in &[(3, 40, 13), (13, 7, 33), (40, 300, 70), (30, 1000, 64)] {
+            let (a, w, bias) = (values(m * k, 5), values(n * k, 6), values(n, 7));
+            let (va, vb) = (View::row_major(&a, m, k), View::row_major(&w, n, k).t());
+            let plain = naive(va, vb);
+            for gelu in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                let epilogue = Epilogue {
+                    accumulate: false,
+                    bias: Some(&bias),
+                    gelu,
+                };
+                matmul_with(va, vb, &mut c, epilogue);
+                for (i, (got, product)) in c.iter().zip(&plain).enumerate() {
+                    let y = product + bias[i % n];
+                    let want = if gelu {
+                        crate::model::vector_math::gelu_scalar(y)
+                    } else {
+                        y
+                    };
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "{m}x{k}x{n} gelu {gelu} at {i}: {got} vs {want}"
+                    );
+                }
             }
         }
     }
@@ -590,12 +683,26 @@ pub(crate) fn contiguous_f32<'a>(
     Ok(&data[start..end])
 }
 
-/// `x W^T + b` as one candle op: the output starts as the broadcast bias and the product is added to
-/// it, which saves zeroing the output and a separate pass (and buffer) for the bias. Its backward pass
-/// is made of [`Gemm`]s and a column sum. With `bf16`, every product is a bf16 one (see [`Gemm`]).
+/// A buffer for a product's output, left uninitialised: [`matmul_with`] without `accumulate` stores
+/// every element before anything reads it (as candle's own `alloc_uninit` does for its outputs). Zeroing
+/// it first was a single-threaded pass over every Linear layer's output.
+#[allow(clippy::uninit_vec)]
+fn output_buffer(len: usize) -> Vec<f32> {
+    let mut c = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns and no drop; the product writes every element before
+    // it is read.
+    unsafe { c.set_len(len) };
+    c
+}
+
+/// `x W^T + b` as one candle op: the bias is added as each output tile is stored (see [`Epilogue`]),
+/// which saves zeroing the output and a separate pass over it. Its backward pass is made of [`Gemm`]s
+/// and a column sum. With `bf16`, every product is a bf16 one (see [`Gemm`]). With `gelu` (inference
+/// only: there is no backward pass), `gelu(x W^T + b)`, the activation applied in the same store.
 #[derive(Debug, Clone, Copy)]
 pub struct LinearOp {
     pub bf16: bool,
+    pub gelu: bool,
 }
 
 impl candle_core::CustomOp3 for LinearOp {
@@ -623,18 +730,25 @@ impl candle_core::CustomOp3 for LinearOp {
         }
         let a = View::row_major(x, rows, in_dim);
         let b = View::row_major(w, out_dim, in_dim).t();
+        let epilogue = Epilogue {
+            accumulate: false,
+            bias: Some(bias),
+            gelu: self.gelu,
+        };
         let c = if self.bf16 {
             let mut c = Gemm::linear(true).product(a, b);
             for row in c.chunks_mut(out_dim.max(1)) {
-                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v += bias[j];
+                    if self.gelu {
+                        *v = super::vector_math::gelu_scalar(*v);
+                    }
+                }
             }
             c
         } else {
-            let mut c: Vec<f32> = Vec::with_capacity(rows * out_dim);
-            for _ in 0..rows {
-                c.extend_from_slice(bias);
-            }
-            matmul_into(a, b, &mut c, true);
+            let mut c = output_buffer(rows * out_dim);
+            matmul_with(a, b, &mut c, epilogue);
             c
         };
         Ok((
@@ -655,6 +769,9 @@ impl candle_core::CustomOp3 for LinearOp {
         Option<candle_core::Tensor>,
         Option<candle_core::Tensor>,
     )> {
+        if self.gelu {
+            candle_core::bail!("linear: the fused GELU is for inference and has no backward pass")
+        }
         let grad = grad.contiguous()?;
         let (dx, dw) = candle_core::CustomOp2::bwd(&Gemm::linear(self.bf16), x, w, &grad, &grad)?;
         let dbias = grad.apply_op1_no_bwd(&ColumnSum)?;

@@ -116,14 +116,27 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, false)
+    }
+
+    /// `gelu(x W^T + b)` (exact GELU) for inference, the activation applied as each output tile is
+    /// stored (by the AVX-512 gemm for f32 weights, by the tile epilogue for bf16 and int8 ones;
+    /// candle's two ops in turn without AVX-512). Not differentiable.
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, true)
+    }
+
+    fn forward_then(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x = x.reshape((rows, in_dim))?;
         let (y, out_dim) = match &self.weights {
             LinearWeights::Reduced(packed) => (
-                x.contiguous()?
-                    .apply_op1_no_bwd(&PackedLinearOp(packed.clone()))?,
+                x.contiguous()?.apply_op1_no_bwd(&PackedLinearOp {
+                    linear: packed.clone(),
+                    gelu,
+                })?,
                 packed.out_dim(),
             ),
             LinearWeights::F32 {
@@ -131,7 +144,7 @@ impl Linear {
                 bias,
                 bf16_products,
             } => (
-                f32_linear(&x, weight, bias, *bf16_products)?,
+                f32_linear(&x, weight, bias, *bf16_products, gelu)?,
                 weight.dim(0)?,
             ),
         };
@@ -152,18 +165,24 @@ fn with_f32_values<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
     Ok(f(&values[start..start + t.elem_count()]))
 }
 
-fn f32_linear(x: &Tensor, weight: &Tensor, bias: &Tensor, bf16: bool) -> Result<Tensor> {
-    Ok(
-        if fused_kernels_apply(x) && (bf16 || crate::model::gemm::fast_gemm_available()) {
-            x.contiguous()?.apply_op3(
-                &weight.contiguous()?,
-                &bias.contiguous()?,
-                crate::model::gemm::LinearOp { bf16 },
-            )?
-        } else {
-            x.matmul(&weight.t()?)?.broadcast_add(bias)?
-        },
-    )
+fn f32_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    bf16: bool,
+    gelu: bool,
+) -> Result<Tensor> {
+    if !(fused_kernels_apply(x) && (bf16 || crate::model::gemm::fast_gemm_available())) {
+        let y = x.matmul(&weight.t()?)?.broadcast_add(bias)?;
+        return if gelu { Ok(y.gelu_erf()?) } else { Ok(y) };
+    }
+    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
+    let op = crate::model::gemm::LinearOp { bf16, gelu };
+    Ok(if gelu {
+        x.apply_op3_no_bwd(&weight, &bias, &op)?
+    } else {
+        x.apply_op3(&weight, &bias, op)?
+    })
 }
 
 /// How a missing task-head weight is initialised (as `transformers`' `_init_weights` does).

@@ -20,6 +20,7 @@ use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TIL
 use crate::model::gemm::{matmul_into, View};
 use crate::model::number_formats::{convert_rows, ConvertedRows, Format, RowScale};
 use crate::model::tile_gemm::{for_each_block, pieces, Operand, SharedOut};
+use crate::model::vector_math;
 
 /// The number format of a model's Linear layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -207,10 +208,25 @@ impl PackedLinear {
 
     /// `x W^T + b` for `rows` inputs of `in_dim` values, row-major.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_then(x, rows, false)
+    }
+
+    /// `gelu(x W^T + b)` (exact GELU), the activation applied as each output block is stored.
+    pub fn forward_gelu(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_then(x, rows, true)
+    }
+
+    fn forward_then(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
         assert_eq!(x.len(), rows * self.in_dim, "input is (rows, in)");
         match &self.weights {
-            Weights::Tiles { data, k_tiles } => self.forward_tiles(x, rows, data, *k_tiles),
-            Weights::Emulated(w) => self.forward_emulated(x, rows, w),
+            Weights::Tiles { data, k_tiles } => self.forward_tiles(x, rows, data, *k_tiles, gelu),
+            Weights::Emulated(w) => {
+                let mut y = self.forward_emulated(x, rows, w);
+                if gelu {
+                    y.iter_mut().for_each(|v| *v = vector_math::gelu_scalar(*v));
+                }
+                y
+            }
         }
     }
 
@@ -244,7 +260,14 @@ impl PackedLinear {
         c
     }
 
-    fn forward_tiles(&self, x: &[f32], rows: usize, packed: &Aligned, k_tiles: usize) -> Vec<f32> {
+    fn forward_tiles(
+        &self,
+        x: &[f32],
+        rows: usize,
+        packed: &Aligned,
+        k_tiles: usize,
+        gelu: bool,
+    ) -> Vec<f32> {
         let op = self.op();
         let buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
         let k_padded = k_tiles * op.depth();
@@ -266,7 +289,7 @@ impl PackedLinear {
             amx::with_tiles(|| {
                 for_each_block(op, a, packed, k_tiles, blocks, |ib, jb, block| {
                     // Safety: pieces write disjoint (row block, column block) rectangles.
-                    unsafe { self.finish_block(block, &activations, ib, jb, rows, &out) };
+                    unsafe { self.finish_block(block, &activations, (ib, jb), rows, &out, gelu) };
                 })
             })
         });
@@ -277,7 +300,7 @@ impl PackedLinear {
     }
 
     /// Writes block (`ib`, `jb`) of the output: the raw sums, less the zero point's share and scaled
-    /// (int8), plus the bias; rows and columns past the matrix dropped.
+    /// (int8), plus the bias, through GELU if asked; rows and columns past the matrix dropped.
     ///
     /// # Safety
     /// `out` must point at `rows x out_dim` values and no other thread may write this block; the CPU
@@ -288,10 +311,10 @@ impl PackedLinear {
         &self,
         block: &[u32; BLOCK * BLOCK],
         activations: &Activations,
-        ib: usize,
-        jb: usize,
+        (ib, jb): (usize, usize),
         rows: usize,
         out: &SharedOut,
+        gelu: bool,
     ) {
         use std::arch::x86_64::*;
         let n = self.out_dim;
@@ -322,6 +345,11 @@ impl PackedLinear {
                         let scales = _mm512_mul_ps(_mm512_set1_ps(scale), weight_scales);
                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), scales, b)
                     }
+                };
+                let value = if gelu {
+                    vector_math::gelu_vector(value)
+                } else {
+                    value
                 };
                 _mm512_mask_storeu_ps(target.add(h), lanes, value);
             }
@@ -406,7 +434,11 @@ fn pack_tiles(rows: &ConvertedRows, n: usize, k: usize, op: TileOp) -> Weights {
 
 /// `x W^T + b` through a [`PackedLinear`], as a candle op (inference only: no backward pass).
 #[derive(Debug, Clone)]
-pub struct PackedLinearOp(pub Arc<PackedLinear>);
+pub struct PackedLinearOp {
+    pub linear: Arc<PackedLinear>,
+    /// GELU on the output ([`PackedLinear::forward_gelu`]).
+    pub gelu: bool,
+}
 
 impl candle_core::CustomOp1 for PackedLinearOp {
     fn name(&self) -> &'static str {
@@ -422,17 +454,18 @@ impl candle_core::CustomOp1 for PackedLinearOp {
         let [rows, in_dim] = layout.dims() else {
             candle_core::bail!("packed linear: expects a matrix, got {:?}", layout.dims())
         };
-        if *in_dim != self.0.in_dim {
+        let linear = &self.linear;
+        if *in_dim != linear.in_dim {
             candle_core::bail!(
                 "packed linear: {rows}x{in_dim} input for a {}x{} weight",
-                self.0.out_dim,
-                self.0.in_dim
+                linear.out_dim,
+                linear.in_dim
             )
         }
-        let y = self.0.forward(x, *rows);
+        let y = linear.forward_then(x, *rows, self.gelu);
         Ok((
             candle_core::CpuStorage::F32(y),
-            candle_core::Shape::from((*rows, self.0.out_dim)),
+            candle_core::Shape::from((*rows, linear.out_dim)),
         ))
     }
 }
@@ -520,6 +553,14 @@ mod tests {
                         assert!(
                             (*g as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()),
                             "{precision} tiles={tiles} {rows}x{n}x{k}: {g} vs {r}"
+                        );
+                    }
+                    let activated = linear.forward_gelu(&x, rows);
+                    for (a, g) in activated.iter().zip(&got) {
+                        let want = vector_math::gelu_scalar(*g);
+                        assert!(
+                            (a - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{precision} tiles={tiles} {rows}x{n}x{k} with GELU: {a} vs {want}"
                         );
                     }
                 }

@@ -105,14 +105,13 @@ impl SharedOut {
         std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len());
     }
 
-    /// Adds `values` to the output at `at`.
+    /// The output's `len` values from `at`, to write in place.
     ///
     /// # Safety
-    /// As for [`SharedOut::write`].
-    pub(crate) unsafe fn add(&self, at: usize, values: &[f32]) {
-        for (offset, v) in values.iter().enumerate() {
-            *self.0.add(at + offset) += v;
-        }
+    /// As for [`SharedOut::write`], and the slice must not outlive the output.
+    #[allow(clippy::mut_from_ref)] // each piece takes a disjoint part
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
     }
 }
 

@@ -98,6 +98,9 @@ pub fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::gelu_vector;
+
+#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
@@ -171,6 +174,13 @@ mod avx512 {
         let half = _mm512_set1_ps(0.5);
         let e = erf(_mm512_mul_ps(x, _mm512_set1_ps(FRAC_1_SQRT_2)));
         _mm512_fmadd_ps(half, e, half)
+    }
+
+    /// GELU of sixteen values, for kernels that apply it as they store a result.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gelu_vector(x: __m512) -> __m512 {
+        _mm512_mul_ps(x, cdf(x))
     }
 
     #[target_feature(enable = "avx512f")]
