@@ -12,7 +12,7 @@ use candle_core::pickle::PthTensors;
 use candle_core::{Device, Tensor};
 
 use crate::error::{read_json, Error, Result};
-use crate::safetensors_file::SafetensorsFiles;
+use crate::safetensors_file::{MappedF32, SafetensorsFiles};
 
 /// Where one checkpoint's tensors live.
 enum Store {
@@ -98,6 +98,15 @@ impl Checkpoint {
 
     pub fn contains(&self, name: &str) -> bool {
         self.names.contains_key(name)
+    }
+
+    /// An f32 tensor by canonical name in place in a memory-mapped safetensors file (see
+    /// [`SafetensorsFiles::mapped_f32`]); `None` when absent or not mappable.
+    pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+        match &self.store {
+            Store::Safetensors(st) => st.mapped_f32(self.names.get(name)?),
+            Store::Pth(_) => None,
+        }
     }
 
     /// Reads one tensor by canonical name (`None` when absent).

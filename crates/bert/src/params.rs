@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::ops::Init;
 use crate::model::Precision;
 use crate::rng::Rng;
+use crate::safetensors_file::MappedF32;
 
 /// Owns the weights handed out to a model while it is built.
 pub struct ParamStore {
@@ -164,6 +165,28 @@ impl ParamStore {
         Ok(tensor)
     }
 
+    /// `name`'s f32 values in place in the memory-mapped checkpoint, for an inference weight that only
+    /// our own kernels read; `None` for a trainable store, a device other than the CPU, or a tensor
+    /// that is absent or cannot be mapped (the caller then loads it as a tensor).
+    fn fetch_mapped(&self, name: &str, shape: &[usize]) -> Result<Option<MappedF32>> {
+        if self.trainable || !self.device.is_cpu() || self.dtype != DType::F32 {
+            return Ok(None);
+        }
+        let Some(mapped) = self.checkpoint.as_ref().and_then(|c| c.mapped_f32(name)) else {
+            return Ok(None);
+        };
+        if mapped.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: mapped.shape().to_vec(),
+            });
+        }
+        // Used, though not held here.
+        lock(&self.released).insert(name.to_string());
+        Ok(Some(mapped))
+    }
+
     fn initial_value(&self, shape: &[usize], init: Init) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let values: Vec<f32> = match init {
@@ -246,6 +269,12 @@ impl<'a> Params<'a> {
     pub fn get(&self, shape: &[usize], name: &str, init: Init) -> Result<Tensor> {
         let init = self.store.checkpoint.is_none().then_some(init);
         self.store.fetch(&self.full(name), shape, init)
+    }
+
+    /// An inference weight's f32 values in place in the memory-mapped checkpoint, when the store is
+    /// not trainable and the tensor can be mapped; `None` means: load it with [`Params::get`].
+    pub fn mapped(&self, shape: &[usize], name: &str) -> Result<Option<MappedF32>> {
+        self.store.fetch_mapped(&self.full(name), shape)
     }
 
     /// A task-head weight, initialised with `init` when the checkpoint lacks it.

@@ -1,14 +1,17 @@
-//! Safetensors files read tensor by tensor with positioned reads, not memory-mapped: a mapping keeps
-//! every page it has read resident while the tensors are copied out of it, so loading a model peaked
-//! at twice its weights; reading each tensor into its own buffer peaks at the weights plus one tensor.
+//! Safetensors files, read tensor by tensor with positioned reads into each tensor's own buffer (a
+//! mapping copied out of keeps every page it has read resident, so loading a model that way peaked at
+//! twice its weights), or, for the f32 weights our own kernels read at inference, used in place in a
+//! read-only memory map ([`MappedF32`]): no copy, and no fresh memory to fault in (on this machine's
+//! VM, touching freshly allocated memory cost ~1.5 s for BERT-base's 420 MB after an idle spell).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
@@ -25,7 +28,63 @@ struct Entry {
 /// The tensors of one or more safetensors files (shards), by name.
 pub struct SafetensorsFiles {
     files: Vec<(PathBuf, Mutex<File>)>,
+    /// Each file mapped read-only, where mapping works.
+    maps: Vec<Option<Arc<Mmap>>>,
     entries: HashMap<String, Entry>,
+}
+
+/// An f32 tensor's values where they lie in a memory-mapped safetensors file.
+///
+/// The mapping is read-only; a file rewritten while a model uses it would change the weights under it,
+/// as with every memory-mapped loader (candle's and safetensors' own).
+#[derive(Clone)]
+pub struct MappedF32 {
+    map: Arc<Mmap>,
+    start: usize,
+    shape: Vec<usize>,
+}
+
+impl MappedF32 {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn values(&self) -> &[f32] {
+        let len = self.shape.iter().product::<usize>();
+        let bytes = &self.map[self.start..self.start + 4 * len];
+        // SAFETY: `mapped_f32` checked that the range is inside the map and 4-byte aligned (the map
+        // starts on a page), and every bit pattern is a valid f32.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len) }
+    }
+}
+
+impl MappedF32 {
+    /// Whether the values start on a 64-byte boundary. The dot-product kernel streams weights with
+    /// whole-vector loads; at the 8-byte alignment `transformers` writes tensors with, every load
+    /// spans two cache lines (BERT-base at 1 x 16: 23 -> 28 ms).
+    pub fn is_cache_aligned(&self) -> bool {
+        (self.map.as_ptr() as usize + self.start).is_multiple_of(64)
+    }
+
+    /// Drops this tensor's pages from the process's resident memory once it has been converted: the
+    /// file still holds them, and page cache keeps them for the next reader.
+    pub fn release_pages(&self) {
+        const PAGE: usize = 4096;
+        let first = self.start / PAGE * PAGE;
+        let end = (self.start + 4 * self.shape.iter().product::<usize>()).min(self.map.len());
+        // SAFETY: a read-only shared file mapping: dropped pages are read again from the file on the
+        // next access, so no one sees different values. A failure only leaves the pages resident.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+        };
+    }
+}
+
+impl std::fmt::Debug for MappedF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedF32({:?} at byte {})", self.shape, self.start)
+    }
 }
 
 fn invalid(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -36,6 +95,7 @@ impl SafetensorsFiles {
     /// Opens the files and reads their headers.
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
+        let mut maps = Vec::with_capacity(paths.len());
         let mut entries = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
             let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -62,14 +122,37 @@ impl SafetensorsFiles {
                     .map_err(|why| invalid(path, format!("tensor `{name}`: {why}")))?;
                 entries.insert(name, entry);
             }
+            // SAFETY: read-only; see `MappedF32` on files changed underneath.
+            maps.push(unsafe { Mmap::map(&file) }.ok().map(Arc::new));
             files.push((path.clone(), Mutex::new(file)));
         }
-        Ok(SafetensorsFiles { files, entries })
+        Ok(SafetensorsFiles {
+            files,
+            maps,
+            entries,
+        })
     }
 
     /// Every tensor's name.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// An f32 tensor in place in its mapped file; `None` for other dtypes, unmapped files, a
+    /// misaligned tensor or a big-endian machine (the caller then reads it with [`Self::load`]).
+    pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+        let entry = self.entries.get(name)?;
+        let map = self.maps[entry.file].as_ref()?;
+        let start = usize::try_from(entry.start).ok()?;
+        let usable = entry.dtype == DType::F32
+            && cfg!(target_endian = "little")
+            && start.is_multiple_of(4)
+            && entry.end as usize <= map.len();
+        usable.then(|| MappedF32 {
+            map: map.clone(),
+            start,
+            shape: entry.shape.clone(),
+        })
     }
 
     /// Reads one tensor.

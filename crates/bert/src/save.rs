@@ -19,17 +19,51 @@ pub const TOKENIZER_FILES: [&str; 4] = [
     "special_tokens_map.json",
 ];
 
-/// Writes named tensors as safetensors, atomically.
+/// Writes named tensors as safetensors, atomically, with every tensor whose size is a multiple of 64
+/// bytes starting on a 64-byte boundary (see [`aligned_safetensors`]).
 pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let contiguous = tensors
         .iter()
         .map(|(name, t)| Ok((name.clone(), t.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(contiguous, Some(metadata), &tmp)
-        .map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let bytes = aligned_safetensors(&contiguous, &metadata)
+        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    write_file(path, &bytes)
+}
+
+/// The safetensors bytes of `tensors`, laid out for memory mapping: the header padded with spaces (as
+/// the format allows) so that the data starts on a 64-byte boundary, then the tensors whose byte size
+/// is a multiple of 64 (every weight matrix and vector of a BERT model), then the rest. The weights
+/// are then used in place at inference ([`crate::safetensors_file::MappedF32`]); the `safetensors`
+/// crate pads to 8 bytes only.
+fn aligned_safetensors(
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> std::result::Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use safetensors::View;
+    let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
+    order.sort_by_key(|(name, t)| (t.data_len() % 64 != 0, name.clone()));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    let mut offset = 0;
+    for (name, t) in &order {
+        let end = offset + t.data_len();
+        let entry = serde_json::json!({
+            "dtype": View::dtype(t), "shape": View::shape(t), "data_offsets": [offset, end],
+        });
+        header.insert(name.clone(), entry);
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header)?;
+    json.resize(json.len() + (64 - (8 + json.len()) % 64) % 64, b' ');
+    let mut bytes = Vec::with_capacity(8 + json.len() + offset);
+    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    for (_, t) in &order {
+        bytes.extend_from_slice(&t.data());
+    }
+    Ok(bytes)
 }
 
 /// Writes `model.safetensors` and `config.json` (with `architectures`) into `dir`.

@@ -8,8 +8,10 @@
 
 use rayon::prelude::*;
 
+use crate::model::buffer::output_buffer;
 use crate::model::gemm::{contiguous_f32, matmul, View};
 use crate::model::tile_attention;
+use crate::model::tile_gemm::SharedOut;
 use crate::model::vector_math::softmax_scaled_masked;
 
 /// `softmax(scale Q K^T + mask) V` per head over stacked `(B, T, 3C)` projections.
@@ -87,22 +89,18 @@ impl candle_core::CustomOp1 for FusedAttention {
             )
         }
         let d = c / self.heads;
-        let heads: Vec<Vec<f32>> = (0..b * self.heads)
-            .into_par_iter()
-            .map(|i| {
-                let mut context = vec![0f32; t * d];
-                self.head(qkv, t, c, i / self.heads, i % self.heads, &mut context);
-                context
-            })
-            .collect();
-        let mut out = vec![0f32; b * t * c];
-        for (i, context) in heads.iter().enumerate() {
+        let mut out = output_buffer(b * t * c);
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..b * self.heads).into_par_iter().for_each(|i| {
             let (bi, h) = (i / self.heads, i % self.heads);
+            let mut context = output_buffer(t * d);
+            self.head(qkv, t, c, bi, h, &mut context);
             for (ti, row) in context.chunks(d).enumerate() {
-                let start = (bi * t + ti) * c + h * d;
-                out[start..start + d].copy_from_slice(row);
+                // SAFETY: head h of sequence bi alone writes these columns of these rows, and
+                // together the heads write every element.
+                unsafe { shared.write((bi * t + ti) * c + h * d, row) };
             }
-        }
+        });
         Ok((
             candle_core::CpuStorage::F32(out),
             candle_core::Shape::from((b, t, c)),

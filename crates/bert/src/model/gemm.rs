@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::buffer::output_buffer;
 use super::tile_gemm::SharedOut;
 
 /// A read-only strided matrix view.
@@ -122,27 +123,38 @@ impl<'a> Epilogue<'a> {
 
 /// `c = epilogue(a b)`; see [`Epilogue`].
 pub fn matmul_with(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
+    assert_eq!(c.len(), a.rows * b.cols, "output size");
+    matmul_strided(a, b, c, b.cols, epilogue)
+}
+
+/// As [`matmul_with`], into an output whose rows are `ldc` apart: the product fills columns
+/// `0..b.cols` of each, so that products over column blocks of one output (layers loaded side by
+/// side) need no copy.
+pub fn matmul_strided(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    assert_eq!(c.len(), m * n, "output size");
-    assert!(epilogue.bias.is_none_or(|b| b.len() == n), "bias size");
+    assert!(ldc >= n, "output rows shorter than the product's");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(c.len() >= (m - 1) * ldc + n, "output size");
+    let c = &mut c[..(m - 1) * ldc + n];
+    assert!(epilogue.bias.is_none_or(|b| b.len() == n), "bias size");
     if k == 0 {
         let zeros = vec![0f32; n];
-        c.chunks_mut(n).for_each(|row| epilogue.finish(&zeros, row));
+        c.chunks_mut(ldc)
+            .for_each(|row| epilogue.finish(&zeros, &mut row[..n]));
         return;
     }
     if m <= FEW_ROWS && a.col == 1 && b.row == 1 {
-        return by_dots(a, b, c, epilogue);
+        return by_dots(a, b, c, ldc, epilogue);
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        blocked(a, b, c, epilogue);
+        blocked(a, b, c, ldc, epilogue);
         return;
     }
-    fallback(a, b, c, epilogue);
+    fallback(a, b, c, ldc, epilogue);
 }
 
 /// At most this many rows of `a` take the dot-product path.
@@ -154,7 +166,7 @@ const FEW_ROWS: usize = 32;
 /// Four rows and six columns go together: 24 independent sums hide the FMA latency, and each `a` row
 /// is read once per six columns (it was once per two, and those re-reads from L2 bounded a 16-token
 /// forward).
-fn by_dots(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
+fn by_dots(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     let column = |j: usize| &b.data[j * b.col..j * b.col + k];
     let row = |i: usize| &a.data[i * a.row..i * a.row + k];
@@ -182,7 +194,7 @@ fn by_dots(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
                 let sums = dots(rows, w, &ahead[..count]);
                 for (d, row_sums) in sums.iter().enumerate().take(m - i0) {
                     // SAFETY: columns j..j + width of every row belong to this group alone.
-                    let row = unsafe { out.slice((i0 + d) * n + j, width) };
+                    let row = unsafe { out.slice((i0 + d) * ldc + j, width) };
                     epilogue.at_column(j).finish(row_sums, row);
                 }
             }
@@ -304,9 +316,10 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The portable loop: row by row, in parallel.
-fn fallback(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
+fn fallback(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
     let n = b.cols;
-    c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+    c.par_chunks_mut(ldc).enumerate().for_each(|(i, row)| {
+        let row = &mut row[..n];
         let mut sums = vec![0f32; n];
         for p in 0..a.cols {
             let x = a.at(i, p);
@@ -377,16 +390,23 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn blocked(a: View, b: View, c: &mut [f32], epilogue: Epilogue) {
+fn blocked(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
     // Taken out for the call: a nested call on this thread (from inside another parallel loop) finds
     // an empty buffer instead of a borrowed one.
     let mut packed = PACKED_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    blocked_with(a, b, c, &mut packed, epilogue);
+    blocked_with(a, b, c, ldc, &mut packed, epilogue);
     PACKED_B.with(|p| *p.borrow_mut() = packed);
 }
 
 #[cfg(target_arch = "x86_64")]
-fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, epilogue: Epilogue) {
+fn blocked_with(
+    a: View,
+    b: View,
+    c: &mut [f32],
+    ldc: usize,
+    packed_b: &mut Vec<f32>,
+    epilogue: Epilogue,
+) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     // At least two row blocks per thread, so that short inputs still use every thread.
     let per_block = m.div_ceil(2 * rayon::current_num_threads());
@@ -403,7 +423,7 @@ fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, epilog
                 gelu: epilogue.gelu && p0 + kc == k,
             };
             let packed_b = &*packed_b;
-            c.par_chunks_mut(mc * n)
+            c.par_chunks_mut(mc * ldc)
                 .enumerate()
                 .for_each(|(block, c_block)| {
                     PACKED_A.with(|packed_a| {
@@ -418,7 +438,7 @@ fn blocked_with(a: View, b: View, c: &mut [f32], packed_b: &mut Vec<f32>, epilog
                             kc,
                             epilogue: pass,
                         };
-                        panel.multiply(c_block, n, rows, (j0, nc));
+                        panel.multiply(c_block, ldc, rows, (j0, nc));
                     });
                 });
         }
@@ -435,9 +455,9 @@ struct Panel<'a> {
 }
 
 impl Panel<'_> {
-    /// Their product into columns `j0..j0 + nc` of the `rows x n` block `c`.
+    /// Their product into columns `j0..j0 + nc` of the block `c` of `rows` rows, `ldc` apart.
     #[cfg(target_arch = "x86_64")]
-    fn multiply(&self, c: &mut [f32], n: usize, rows: usize, (j0, nc): (usize, usize)) {
+    fn multiply(&self, c: &mut [f32], ldc: usize, rows: usize, (j0, nc): (usize, usize)) {
         let kc = self.kc;
         for s in 0..nc.div_ceil(NR) {
             let cols = NR.min(nc - s * NR);
@@ -445,19 +465,19 @@ impl Panel<'_> {
             for r in 0..rows.div_ceil(MR) {
                 let strip_rows = MR.min(rows - r * MR);
                 let a_strip = &self.a[r * kc * MR..(r + 1) * kc * MR];
-                let c_tile = &mut c[r * MR * n + j0 + s * NR..];
+                let c_tile = &mut c[r * MR * ldc + j0 + s * NR..];
                 let epilogue = self.epilogue.at_column(j0 + s * NR);
                 if strip_rows == MR && cols == NR {
                     // SAFETY: AVX-512F was detected; the strips hold kc * MR and kc * NR values,
-                    // c_tile holds MR rows of stride n from here, a bias NR values from here.
-                    unsafe { kernel_12x32(kc, a_strip, b_strip, c_tile, n, epilogue) };
+                    // c_tile holds MR rows of stride ldc from here, a bias NR values from here.
+                    unsafe { kernel_12x32(kc, a_strip, b_strip, c_tile, ldc, epilogue) };
                     continue;
                 }
                 let mut tile = [0f32; MR * NR];
                 // SAFETY: as above, into a dense MR x NR tile.
                 unsafe { kernel_12x32(kc, a_strip, b_strip, &mut tile, NR, Epilogue::STORE) };
                 for i in 0..strip_rows {
-                    epilogue.finish(&tile[i * NR..i * NR + cols], &mut c_tile[i * n..][..cols]);
+                    epilogue.finish(&tile[i * NR..i * NR + cols], &mut c_tile[i * ldc..][..cols]);
                 }
             }
         }
@@ -642,7 +662,7 @@ impl Gemm {
         if self.bf16 {
             return crate::model::tile_gemm::matmul_bf16(a, b);
         }
-        let mut c = vec![0f32; a.rows * b.cols];
+        let mut c = output_buffer(a.rows * b.cols);
         matmul(a, b, &mut c);
         c
     }
@@ -681,18 +701,6 @@ pub(crate) fn contiguous_f32<'a>(
         candle_core::bail!("{op}: operands must be contiguous")
     };
     Ok(&data[start..end])
-}
-
-/// A buffer for a product's output, left uninitialised: [`matmul_with`] without `accumulate` stores
-/// every element before anything reads it (as candle's own `alloc_uninit` does for its outputs). Zeroing
-/// it first was a single-threaded pass over every Linear layer's output.
-#[allow(clippy::uninit_vec)]
-fn output_buffer(len: usize) -> Vec<f32> {
-    let mut c = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns and no drop; the product writes every element before
-    // it is read.
-    unsafe { c.set_len(len) };
-    c
 }
 
 /// `x W^T + b` as one candle op: the bias is added as each output tile is stored (see [`Epilogue`]),

@@ -6,6 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::model::buffer::output_buffer;
 use crate::model::vector_math;
 
 type CResult<T> = candle_core::Result<T>;
@@ -31,7 +32,7 @@ impl CustomOp1 for Softmax {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (x, d) = f32_rows(storage, layout, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = output_buffer(x.len());
         out.par_chunks_mut(d)
             .zip(x.par_chunks(d))
             .for_each(|(y, row)| {
@@ -75,7 +76,7 @@ impl CustomOp2 for SoftmaxBackward {
         if g.len() != y.len() {
             candle_core::bail!("{}: shapes disagree", self.name())
         }
-        let mut out = vec![0f32; y.len()];
+        let mut out = output_buffer(y.len());
         out.par_chunks_mut(d)
             .zip(y.par_chunks(d).zip(g.par_chunks(d)))
             .for_each(|(dx, (y, g))| {
@@ -121,7 +122,7 @@ impl CustomOp3 for LayerNormOp {
         if w.len() != d || b.len() != d {
             candle_core::bail!("{}: weight and bias must have {d} values", self.name())
         }
-        let mut out = vec![0f32; x.len()];
+        let mut out = output_buffer(x.len());
         out.par_chunks_mut(d)
             .zip(x.par_chunks(d))
             .for_each(|(y, row)| {
@@ -173,7 +174,7 @@ impl CustomOp3 for LayerNormBackwardInput {
         if w.len() != d || g.len() != x.len() {
             candle_core::bail!("{}: shapes disagree", self.name())
         }
-        let mut out = vec![0f32; x.len()];
+        let mut out = output_buffer(x.len());
         out.par_chunks_mut(d)
             .zip(x.par_chunks(d).zip(g.par_chunks(d)))
             .for_each(|(dx, (row, g))| {
@@ -254,7 +255,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (x, _) = f32_rows(storage, layout, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = output_buffer(x.len());
         out.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
             .for_each(|(y, x)| vector_math::gelu(x, y));
@@ -286,7 +287,7 @@ impl CustomOp2 for GeluBackward {
     ) -> CResult<(CpuStorage, Shape)> {
         let (x, _) = f32_rows(s1, l1, self.name())?;
         let (g, _) = f32_rows(s2, l2, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = output_buffer(x.len());
         out.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
             .for_each(|(dx, (x, g))| vector_math::gelu_backward(x, g, dx));

@@ -3,10 +3,12 @@
 
 pub mod amx;
 pub mod attention;
+mod buffer;
 pub mod encoder;
 pub mod gemm;
 pub mod heads;
 mod kernels;
+pub mod mapped_linear;
 pub mod number_formats;
 pub mod ops;
 pub mod quantized;

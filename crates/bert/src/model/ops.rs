@@ -11,9 +11,11 @@ use candle_core::{DType, Tensor, D};
 use crate::config::HiddenAct;
 use crate::error::Result;
 use crate::model::kernels::{Gelu, LayerNormOp, Softmax};
+use crate::model::mapped_linear::{MappedLinear, MappedLinearOp};
 use crate::model::quantized::{PackedLinear, PackedLinearOp, Precision};
 use crate::params::Params;
 use crate::rng::Rng;
+use crate::safetensors_file::MappedF32;
 
 /// Whether a forward pass is for inference or training.
 pub enum Mode<'a> {
@@ -33,8 +35,9 @@ impl Mode<'_> {
 ///
 /// Inputs of any rank are flattened to one `(rows, in)` matrix first: one large matmul forward and, in
 /// the backward pass, one `(in, rows) x (rows, out)` weight gradient, where candle's batched form would
-/// run a small matmul per batch row and then sum them. Loaded for bf16 or int8 inference
-/// ([`Params::precision`]), the weight is converted once and the f32 copy dropped.
+/// run a small matmul per batch row and then sum them. Loaded for inference from a safetensors file,
+/// an f32 weight is used in place in the memory-mapped file ([`MappedLinear`]); loaded for bf16 or
+/// int8 inference ([`Params::precision`]), it is converted once and no f32 copy is kept.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weights: LinearWeights,
@@ -48,12 +51,17 @@ enum LinearWeights {
         bias: Tensor,
         bf16_products: bool,
     },
+    /// f32 inference weights in place in the memory-mapped checkpoint.
+    Mapped(Arc<MappedLinear>),
     Reduced(Arc<PackedLinear>),
 }
 
 impl Linear {
     /// Loads `{prefix}.weight` and `{prefix}.bias`; both must be in the checkpoint.
     pub fn load(p: &Params, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        if let Some(linear) = Self::load_mapped(std::slice::from_ref(p), in_dim, out_dim)? {
+            return Ok(linear);
+        }
         let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get(&[out_dim], "bias", Init::Zeros)?;
         Self::in_store(weight, bias, p)
@@ -62,6 +70,9 @@ impl Linear {
     /// Layers over the same input loaded as one, their outputs side by side (`query`, `key` and
     /// `value` as one `3C`-output layer), for inference; the separate weights are released.
     pub fn load_stacked(parts: &[Params], in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        if let Some(linear) = Self::load_mapped(parts, in_dim, out_dim)? {
+            return Ok(linear);
+        }
         let mut weights = Vec::with_capacity(parts.len());
         let mut biases = Vec::with_capacity(parts.len());
         for p in parts {
@@ -83,6 +94,46 @@ impl Linear {
         let weight = p.get_or_init(&[out_dim, in_dim], "weight", Init::Normal(std))?;
         let bias = p.get_or_init(&[out_dim], "bias", Init::Zeros)?;
         Self::in_store(weight, bias, p)
+    }
+
+    /// For inference from a safetensors checkpoint: the weights of `parts` (stacked along the
+    /// outputs) used in place in the mapped file (f32), or converted straight from it (bf16, int8),
+    /// so that no f32 copy is ever made. `None` when they cannot be mapped.
+    fn load_mapped(parts: &[Params], in_dim: usize, out_dim: usize) -> Result<Option<Self>> {
+        let mut weights = Vec::with_capacity(parts.len());
+        for p in parts {
+            match p.mapped(&[out_dim, in_dim], "weight")? {
+                Some(weight) => weights.push(weight),
+                None => return Ok(None),
+            }
+        }
+        let precision = parts.first().map_or(Precision::F32, |p| p.precision());
+        if precision == Precision::F32 && !weights.iter().all(MappedF32::is_cache_aligned) {
+            return Ok(None); // copied into aligned memory instead: see `is_cache_aligned`
+        }
+        let mut bias = Vec::with_capacity(parts.len() * out_dim);
+        for p in parts {
+            bias.extend(p.get(&[out_dim], "bias", Init::Zeros)?.to_vec1::<f32>()?);
+            p.release("bias");
+        }
+        if precision == Precision::F32 {
+            let linear = MappedLinear::new(weights, bias)?;
+            return Ok(Some(Linear {
+                weights: LinearWeights::Mapped(Arc::new(linear)),
+            }));
+        }
+        let total = out_dim * parts.len();
+        let packed = match weights.as_slice() {
+            [one] => PackedLinear::new(one.values(), &bias, total, precision),
+            many => {
+                let stacked: Vec<f32> = many.iter().flat_map(|w| w.values()).copied().collect();
+                PackedLinear::new(&stacked, &bias, total, precision)
+            }
+        };
+        weights.iter().for_each(MappedF32::release_pages);
+        Ok(Some(Linear {
+            weights: LinearWeights::Reduced(Arc::new(packed)),
+        }))
     }
 
     /// The layer in the precision `p`'s store asks for; a converted weight's f32 copy is released.
@@ -132,6 +183,13 @@ impl Linear {
         let rows = x.elem_count() / in_dim.max(1);
         let x = x.reshape((rows, in_dim))?;
         let (y, out_dim) = match &self.weights {
+            LinearWeights::Mapped(mapped) => (
+                x.contiguous()?.apply_op1_no_bwd(&MappedLinearOp {
+                    linear: mapped.clone(),
+                    gelu,
+                })?,
+                mapped.out_dim(),
+            ),
             LinearWeights::Reduced(packed) => (
                 x.contiguous()?.apply_op1_no_bwd(&PackedLinearOp {
                     linear: packed.clone(),

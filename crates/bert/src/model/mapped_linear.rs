@@ -1,0 +1,114 @@
+//! f32 Linear layers for inference whose weights stay where they lie in the memory-mapped checkpoint:
+//! loading copies nothing and allocates nothing, and each product reads the mapping directly. Layers
+//! loaded side by side (query, key and value, read by one fused attention op) stay separate parts of
+//! the file, each product writing its own column block of the one output.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::buffer::output_buffer;
+use crate::model::gemm::{matmul_strided, Epilogue, View};
+use crate::safetensors_file::MappedF32;
+
+/// `x W^T + b` with `W` made of mapped `(out, in)` parts stacked along the outputs.
+#[derive(Debug)]
+pub struct MappedLinear {
+    parts: Vec<MappedF32>,
+    bias: Vec<f32>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl MappedLinear {
+    /// The parts must share their input size; `bias` has one value per output of all of them.
+    pub fn new(parts: Vec<MappedF32>, bias: Vec<f32>) -> Result<Self> {
+        let in_dim = parts.first().map_or(0, |p| p.shape()[1]);
+        let out_dim: usize = parts.iter().map(|p| p.shape()[0]).sum();
+        if parts
+            .iter()
+            .any(|p| p.shape().len() != 2 || p.shape()[1] != in_dim)
+        {
+            return Err(Error::InvalidInput(format!(
+                "mapped linear: parts of shapes {:?} do not share an input size",
+                parts.iter().map(|p| p.shape().to_vec()).collect::<Vec<_>>()
+            )));
+        }
+        if bias.len() != out_dim {
+            return Err(Error::InvalidInput(format!(
+                "mapped linear: {} bias values for {out_dim} outputs",
+                bias.len()
+            )));
+        }
+        Ok(MappedLinear {
+            parts,
+            bias,
+            in_dim,
+            out_dim,
+        })
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// `gelu?(x W^T + b)` for `rows` row-major inputs.
+    pub fn forward(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
+        assert_eq!(x.len(), rows * self.in_dim, "input is (rows, in)");
+        let a = View::row_major(x, rows, self.in_dim);
+        let mut c = output_buffer(rows * self.out_dim);
+        let mut j0 = 0;
+        for part in &self.parts {
+            let n = part.shape()[0];
+            let epilogue = Epilogue {
+                accumulate: false,
+                bias: Some(&self.bias[j0..j0 + n]),
+                gelu,
+            };
+            let w = View::row_major(part.values(), n, self.in_dim).t();
+            if rows > 0 {
+                matmul_strided(a, w, &mut c[j0..], self.out_dim, epilogue);
+            }
+            j0 += n;
+        }
+        c
+    }
+}
+
+/// [`MappedLinear::forward`] as a candle op (inference only: no backward pass).
+pub struct MappedLinearOp {
+    pub linear: Arc<MappedLinear>,
+    pub gelu: bool,
+}
+
+impl candle_core::CustomOp1 for MappedLinearOp {
+    fn name(&self) -> &'static str {
+        "bert-mapped-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = crate::model::gemm::contiguous_f32(storage, layout, "mapped linear")?;
+        let linear = &self.linear;
+        let &[rows, in_dim] = layout.dims() else {
+            candle_core::bail!("mapped linear: expects a matrix, got {:?}", layout.dims())
+        };
+        if in_dim != linear.in_dim {
+            candle_core::bail!(
+                "mapped linear: {rows}x{in_dim} input for a {}x{} weight",
+                linear.out_dim,
+                linear.in_dim
+            )
+        }
+        Ok((
+            candle_core::CpuStorage::F32(linear.forward(x, rows, self.gelu)),
+            candle_core::Shape::from((rows, linear.out_dim)),
+        ))
+    }
+}
