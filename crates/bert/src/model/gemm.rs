@@ -332,9 +332,9 @@ fn fallback(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
 }
 
 /// Packs `b[p0..p0+kc, j0..j0+nc]` into strips of NR columns: strip s holds, for each p, NR values.
+/// Every value is written (the buffer is not zeroed first: that was a pass of its own).
 fn pack_b(b: View, p0: usize, kc: usize, (j0, nc): (usize, usize), packed: &mut Vec<f32>) {
     let strips = nc.div_ceil(NR);
-    packed.clear();
     packed.resize(strips * kc * NR, 0.0);
     packed
         .par_chunks_mut(kc * NR)
@@ -342,12 +342,25 @@ fn pack_b(b: View, p0: usize, kc: usize, (j0, nc): (usize, usize), packed: &mut 
         .for_each(|(s, strip)| {
             let j0 = j0 + s * NR;
             let width = NR.min(nc - s * NR);
-            for p in 0..kc {
-                let dst = &mut strip[p * NR..p * NR + NR];
-                if b.col == 1 {
+            if width < NR {
+                strip.fill(0.0);
+            }
+            if b.col == 1 {
+                for (p, dst) in strip.chunks_exact_mut(NR).enumerate() {
                     let start = (p0 + p) * b.row + j0;
                     dst[..width].copy_from_slice(&b.data[start..start + width]);
-                } else {
+                }
+            } else if b.row == 1 {
+                // A transpose (a Linear layer's weight): each column is contiguous, so it is read
+                // in one pass and spread across the strip.
+                for j in 0..width {
+                    let start = (j0 + j) * b.col + p0;
+                    for (dst, v) in strip.chunks_exact_mut(NR).zip(&b.data[start..start + kc]) {
+                        dst[j] = *v;
+                    }
+                }
+            } else {
+                for (p, dst) in strip.chunks_exact_mut(NR).enumerate() {
                     for (j, d) in dst.iter_mut().enumerate().take(width) {
                         *d = b.at(p0 + p, j0 + j);
                     }
