@@ -11,8 +11,23 @@ use bert::pretrained::Pretrained;
 use candle_core::Device;
 use common::fixture;
 
-/// A scratch copy of a fixture directory, unique per test.
-fn scratch(name: &str, test: &str) -> PathBuf {
+/// A scratch copy of a fixture directory, unique per test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str, test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("bert-bad-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -20,7 +35,7 @@ fn scratch(name: &str, test: &str) -> PathBuf {
         let path = entry.unwrap().path();
         std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
     }
-    dir
+    Scratch(dir)
 }
 
 fn load_error(dir: &Path) -> String {
