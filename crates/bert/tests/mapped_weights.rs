@@ -16,11 +16,6 @@ use bert::Batch;
 use candle_core::{Device, Tensor};
 use common::{assert_close, fixture, reference};
 
-fn matrix(rows: &[Vec<u32>]) -> Tensor {
-    let (b, t) = (rows.len(), rows[0].len());
-    Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu).unwrap()
-}
-
 /// tiny-base re-saved by `bert::save::save_safetensors` into `dir`.
 fn resaved(dir: &Path) {
     let source = fixture("tiny-base");
@@ -73,13 +68,7 @@ fn saved_weights_are_mapped_in_place_and_match_transformers() {
     assert_eq!(mapped.values(), values.as_slice());
 
     let r = reference("tiny-base");
-    let batch = Batch {
-        input_ids: matrix(&r.input_ids),
-        token_type_ids: matrix(&r.token_type_ids),
-        attention_mask: matrix(&r.attention_mask)
-            .to_dtype(candle_core::DType::F32)
-            .unwrap(),
-    };
+    let batch = common::reference_batch(&r);
     let states = hidden_states(&dir, Precision::F32, &batch);
     assert_close(
         "last_hidden_state from mapped weights",

@@ -8,8 +8,7 @@ mod common;
 use bert::model::{BertModel, Mode, Precision};
 use bert::pipelines::{EmbedOptions, Embedder, PipelineOptions};
 use bert::pretrained::Pretrained;
-use bert::Batch;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use common::{fixture, minilm, reference};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -18,22 +17,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-fn matrix(rows: &[Vec<u32>]) -> Tensor {
-    let (b, t) = (rows.len(), rows[0].len());
-    Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu).unwrap()
-}
-
 #[test]
 fn token_states_stay_close_to_transformers_f32() {
     let name = "tiny-base";
     let r = reference(name);
-    let batch = Batch {
-        input_ids: matrix(&r.input_ids),
-        token_type_ids: matrix(&r.token_type_ids),
-        attention_mask: matrix(&r.attention_mask)
-            .to_dtype(candle_core::DType::F32)
-            .unwrap(),
-    };
+    let batch = common::reference_batch(&r);
     let expected = &r.outputs["last_hidden_state"];
     let width = *expected.shape.last().unwrap();
     let mask: Vec<u32> = r.attention_mask.concat();

@@ -701,6 +701,24 @@ fn matrix<'a>(
     Ok((data, *rows, *cols))
 }
 
+/// The input of an inference Linear op named `op`: a contiguous f32 `(rows, in)` matrix, checked
+/// against the layer's `(out, in)` weight; its values and its rows.
+pub(crate) fn linear_input<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    (out_dim, in_dim): (usize, usize),
+    op: &str,
+) -> candle_core::Result<(&'a [f32], usize)> {
+    let x = contiguous_f32(storage, layout, op)?;
+    let &[rows, cols] = layout.dims() else {
+        candle_core::bail!("{op}: expects a matrix, got {:?}", layout.dims())
+    };
+    if cols != in_dim {
+        candle_core::bail!("{op}: {rows}x{cols} input for a {out_dim}x{in_dim} weight")
+    }
+    Ok((x, rows))
+}
+
 /// The values of a contiguous f32 operand of the op named `op`.
 pub(crate) fn contiguous_f32<'a>(
     storage: &'a candle_core::CpuStorage,

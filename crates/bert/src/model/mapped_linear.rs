@@ -94,18 +94,9 @@ impl candle_core::CustomOp1 for MappedLinearOp {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = crate::model::gemm::contiguous_f32(storage, layout, "mapped linear")?;
         let linear = &self.linear;
-        let &[rows, in_dim] = layout.dims() else {
-            candle_core::bail!("mapped linear: expects a matrix, got {:?}", layout.dims())
-        };
-        if in_dim != linear.in_dim {
-            candle_core::bail!(
-                "mapped linear: {rows}x{in_dim} input for a {}x{} weight",
-                linear.out_dim,
-                linear.in_dim
-            )
-        }
+        let dims = (linear.out_dim, linear.in_dim);
+        let (x, rows) = crate::model::gemm::linear_input(storage, layout, dims, "mapped linear")?;
         Ok((
             candle_core::CpuStorage::F32(linear.forward(x, rows, self.gelu)),
             candle_core::Shape::from((rows, linear.out_dim)),

@@ -450,22 +450,13 @@ impl candle_core::CustomOp1 for PackedLinearOp {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = crate::model::gemm::contiguous_f32(storage, layout, "packed linear")?;
-        let [rows, in_dim] = layout.dims() else {
-            candle_core::bail!("packed linear: expects a matrix, got {:?}", layout.dims())
-        };
         let linear = &self.linear;
-        if *in_dim != linear.in_dim {
-            candle_core::bail!(
-                "packed linear: {rows}x{in_dim} input for a {}x{} weight",
-                linear.out_dim,
-                linear.in_dim
-            )
-        }
-        let y = linear.forward_then(x, *rows, self.gelu);
+        let dims = (linear.out_dim, linear.in_dim);
+        let (x, rows) = crate::model::gemm::linear_input(storage, layout, dims, "packed linear")?;
+        let y = linear.forward_then(x, rows, self.gelu);
         Ok((
             candle_core::CpuStorage::F32(y),
-            candle_core::Shape::from((*rows, linear.out_dim)),
+            candle_core::Shape::from((rows, linear.out_dim)),
         ))
     }
 }

@@ -46,6 +46,21 @@ pub struct Reference {
     pub labels: std::collections::HashMap<String, serde_json::Value>,
 }
 
+/// The reference's inputs as a batch (ids, token types, f32 attention mask).
+pub fn reference_batch(r: &Reference) -> bert::Batch {
+    let matrix = |rows: &[Vec<u32>]| {
+        let (b, t) = (rows.len(), rows[0].len());
+        Tensor::from_vec(rows.concat(), (b, t), &candle_core::Device::Cpu).unwrap()
+    };
+    bert::Batch {
+        input_ids: matrix(&r.input_ids),
+        token_type_ids: matrix(&r.token_type_ids),
+        attention_mask: matrix(&r.attention_mask)
+            .to_dtype(candle_core::DType::F32)
+            .unwrap(),
+    }
+}
+
 pub fn reference(name: &str) -> Reference {
     let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
