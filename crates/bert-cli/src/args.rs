@@ -531,6 +531,10 @@ pub struct ModelArgs {
     /// Inputs run through the model together; larger is faster up to memory limits.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
+    /// Tokens in one forward pass, padding included: inputs are sorted by length and a batch of long
+    /// ones holds fewer than --batch-size (an input longer than this runs alone).
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_tokens: u64,
     /// Number format of the model's Linear layers: f32 (exact), bf16 (weights and activations rounded
     /// to bfloat16, f32 sums) or int8 (weights quantized per output channel, activations per token).
     /// bf16 and int8 run on the CPU's AMX tile units where it has them (Intel Xeon 4th generation and

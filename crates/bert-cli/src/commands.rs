@@ -12,6 +12,7 @@ use bert::pipelines::{
 };
 use bert::train::shards::Shards;
 use bert::Encoding;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::args::{
@@ -97,19 +98,55 @@ fn warn_about(report: &LoadReport, model: &str) {
 /// similar length share a batch and little padding is computed.
 const SORT_WINDOW: usize = 8;
 
-/// Runs `run` on batches of `batch_size` encodings of similar length, spread over `shards` (each runs
-/// every n-th batch at once with the others) when there are enough batches; the lines come back in
-/// input order.
+/// How many inputs one forward pass takes: at most `size`, and at most `max_tokens` tokens with the
+/// padding to the longest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    pub size: usize,
+    pub max_tokens: usize,
+}
+
+impl BatchLimits {
+    pub(crate) fn of(args: &ModelArgs) -> Self {
+        BatchLimits {
+            size: args.batch_size.max(1) as usize,
+            max_tokens: args.max_batch_tokens.max(1) as usize,
+        }
+    }
+
+    /// Cuts `order` (input indices sorted by `length`, shortest first) into batches within the
+    /// limits; an input longer than the token budget makes a batch of its own.
+    fn cut(self, order: &[usize], length: impl Fn(usize) -> usize) -> Vec<&[usize]> {
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for (end, &i) in order.iter().enumerate() {
+            // Sorted: the newest input is the longest, so it sets the padded length.
+            let count = end - start + 1;
+            if end > start && (count > self.size || count * length(i) > self.max_tokens) {
+                batches.push(&order[start..end]);
+                start = end;
+            }
+        }
+        if start < order.len() {
+            batches.push(&order[start..]);
+        }
+        batches
+    }
+}
+
+/// Runs `run` on batches of encodings of similar length within `limits`, spread over `shards` (each
+/// runs every n-th batch at once with the others) when there are enough batches; the lines come back
+/// in input order.
 fn by_length(
     items: &[Item],
     encodings: &[Encoding],
-    batch_size: u64,
+    limits: BatchLimits,
     shards: &Shards,
     run: &(impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>> + Sync),
 ) -> Result<Vec<String>> {
     let mut order: Vec<usize> = (0..encodings.len()).collect();
     order.sort_by_key(|&i| encodings[i].ids.len());
-    let groups: Vec<&[usize]> = order.chunks(batch_size.max(1) as usize).collect();
+    let groups = limits.cut(&order, |i| encodings[i].ids.len());
     // Fewer batches than shards (a few inputs): one at a time, each op on every thread.
     let one = Shards::new(1)?;
     let shards = if groups.len() < shards.count() {
@@ -138,10 +175,10 @@ fn by_length(
 /// processes the encoded batch, one JSON line per encoding, in order.
 fn drive(
     input: &InputArgs,
-    batch_size: u64,
+    limits: BatchLimits,
     allow_empty: bool,
     max_length: usize,
-    encode: impl Fn(&Item) -> bert::Result<Encoding>,
+    encode: impl Fn(&Item) -> bert::Result<Encoding> + Sync,
     run: impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>> + Sync,
 ) -> Result<ExitCode> {
     let shards = Shards::new(crate::threads::shards())?;
@@ -150,16 +187,23 @@ fn drive(
     while inputs.peek().is_some() {
         let chunk: Vec<input::Input> = inputs
             .by_ref()
-            .take(batch_size as usize * SORT_WINDOW)
+            .take(limits.size * SORT_WINDOW)
             .collect::<Result<_>>()?;
         let mut results: Vec<Result<String, (usize, String)>> = Vec::with_capacity(chunk.len());
         let (mut items, mut encodings, mut slots) = (Vec::new(), Vec::new(), Vec::new());
-        for entry in chunk {
-            match entry.map_err(|e| (e.line, e.message)).and_then(|item| {
-                encode(&item)
-                    .map(|enc| (item.clone(), enc))
-                    .map_err(|e| (item.line, e.to_string()))
-            }) {
+        // Tokenized on every thread at once, in input order.
+        let encoded: Vec<_> = chunk
+            .into_par_iter()
+            .map(|entry| {
+                entry.map_err(|e| (e.line, e.message)).and_then(|item| {
+                    encode(&item)
+                        .map(|enc| (item.clone(), enc))
+                        .map_err(|e| (item.line, e.to_string()))
+                })
+            })
+            .collect();
+        for entry in encoded {
+            match entry {
                 Ok((item, encoding)) => {
                     if encoding.truncated {
                         out.note_truncation(item.line, max_length);
@@ -174,7 +218,7 @@ fn drive(
         }
         for (slot, value) in slots
             .into_iter()
-            .zip(by_length(&items, &encodings, batch_size, &shards, &run)?)
+            .zip(by_length(&items, &encodings, limits, &shards, &run)?)
         {
             results[slot] = Ok(value);
         }
@@ -214,7 +258,7 @@ fn tokenize(args: TokenizeArgs) -> Result<ExitCode> {
     let (tokenizer, max_length) = load_tokenizer(&dir, &pipeline_options(&args.model), None)?;
     drive(
         &args.input,
-        args.model.batch_size,
+        BatchLimits::of(&args.model),
         true,
         max_length,
         |item| match &item.pair {
@@ -260,7 +304,7 @@ fn embed(args: EmbedArgs) -> Result<ExitCode> {
     let chunked = long_text != LongText::Truncate;
     drive(
         &args.input,
-        args.model.batch_size,
+        BatchLimits::of(&args.model),
         false,
         max_length,
         |item| {
@@ -296,7 +340,7 @@ fn fill_mask(args: FillMaskArgs) -> Result<ExitCode> {
     warn_about(&pipeline.pipeline().report, model_name(&args.model));
     drive(
         &args.input,
-        args.model.batch_size,
+        BatchLimits::of(&args.model),
         false,
         pipeline.pipeline().max_length,
         |item| pipeline.encode(single_text(item)?),
@@ -335,7 +379,7 @@ fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     let chunked = long_text != LongText::Truncate;
     drive(
         &args.input,
-        args.model.batch_size,
+        BatchLimits::of(&args.model),
         false,
         max_length,
         |item| match (&item.pair, chunked) {
@@ -379,7 +423,7 @@ fn ner(args: NerArgs) -> Result<ExitCode> {
     warn_about(&tagger.pipeline().report, model_name(&args.model));
     drive(
         &args.input,
-        args.model.batch_size,
+        BatchLimits::of(&args.model),
         false,
         tagger.pipeline().max_length,
         |item| tagger.encode(&item.text),
@@ -466,5 +510,39 @@ impl Serialize for Scores<'_> {
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
         serializer.collect_map(self.0.iter().map(|s| (&s.label, s.score)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchLimits;
+
+    #[test]
+    fn batches_hold_at_most_the_size_and_the_token_budget() {
+        let lengths = [3, 4, 5, 10, 10, 10, 40, 100];
+        let order: Vec<usize> = (0..lengths.len()).collect();
+        let limits = BatchLimits {
+            size: 3,
+            max_tokens: 40,
+        };
+        let batches = limits.cut(&order, |i| lengths[i]);
+        let expected: Vec<&[usize]> = vec![&[0, 1, 2], &[3, 4, 5], &[6], &[7]];
+        assert_eq!(batches, expected);
+        for batch in &batches {
+            let longest = batch.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(batch.len() == 1 || batch.len() * longest <= 40, "{batch:?}");
+        }
+        // Without a binding budget the size alone cuts.
+        let loose = BatchLimits {
+            size: 4,
+            max_tokens: usize::MAX,
+        };
+        let sizes: Vec<usize> = loose
+            .cut(&order, |i| lengths[i])
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, [4, 4]);
+        assert!(loose.cut(&[], |_| 0).is_empty());
     }
 }

@@ -25,6 +25,7 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         max_length: None,
         truncation: Default::default(),
         batch_size: args.batch_size,
+        max_batch_tokens: u64::MAX, // not used: the index builder forms its own batches
         dtype: args.dtype,
     };
     let dir = crate::commands::model_dir(&model_args, true)?;

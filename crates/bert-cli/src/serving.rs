@@ -19,6 +19,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         max_length: None,
         truncation: Default::default(),
         batch_size: 1,
+        max_batch_tokens: u64::MAX, // not used: the server batches by its own --max-batch-tokens
         dtype: args.dtype,
     };
     // With only an index, the server serves search with the index's own model.
