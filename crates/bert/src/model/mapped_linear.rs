@@ -3,11 +3,10 @@
 //! loaded side by side (query, key and value, read by one fused attention op) stay separate parts of
 //! the file, each product writing its own column block of the one output.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::model::buffer::output_buffer;
 use crate::model::gemm::{matmul_strided, Epilogue, View};
+use crate::model::ops::FixedLinear;
 use crate::safetensors_file::MappedF32;
 
 /// `x W^T + b` with `W` made of mapped `(out, in)` parts stacked along the outputs.
@@ -47,14 +46,6 @@ impl MappedLinear {
         })
     }
 
-    pub fn in_dim(&self) -> usize {
-        self.in_dim
-    }
-
-    pub fn out_dim(&self) -> usize {
-        self.out_dim
-    }
-
     /// `gelu?(x W^T + b)` for `rows` row-major inputs.
     pub fn forward(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
         assert_eq!(x.len(), rows * self.in_dim, "input is (rows, in)");
@@ -78,28 +69,16 @@ impl MappedLinear {
     }
 }
 
-/// [`MappedLinear::forward`] as a candle op (inference only: no backward pass).
-pub struct MappedLinearOp {
-    pub linear: Arc<MappedLinear>,
-    pub gelu: bool,
-}
-
-impl candle_core::CustomOp1 for MappedLinearOp {
-    fn name(&self) -> &'static str {
-        "bert-mapped-linear"
+impl FixedLinear for MappedLinear {
+    fn in_dim(&self) -> usize {
+        self.in_dim
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let linear = &self.linear;
-        let dims = (linear.out_dim, linear.in_dim);
-        let (x, rows) = crate::model::gemm::linear_input(storage, layout, dims, "mapped linear")?;
-        Ok((
-            candle_core::CpuStorage::F32(linear.forward(x, rows, self.gelu)),
-            candle_core::Shape::from((rows, linear.out_dim)),
-        ))
+    fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    fn forward_rows(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
+        self.forward(x, rows, gelu)
     }
 }

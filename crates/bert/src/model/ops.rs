@@ -11,8 +11,8 @@ use candle_core::{DType, Tensor, D};
 use crate::config::HiddenAct;
 use crate::error::Result;
 use crate::model::kernels::{Gelu, LayerNormOp, Softmax};
-use crate::model::mapped_linear::{MappedLinear, MappedLinearOp};
-use crate::model::quantized::{PackedLinear, PackedLinearOp, Precision};
+use crate::model::mapped_linear::MappedLinear;
+use crate::model::quantized::{PackedLinear, Precision};
 use crate::params::Params;
 use crate::rng::Rng;
 use crate::safetensors_file::MappedF32;
@@ -51,9 +51,9 @@ enum LinearWeights {
         bias: Tensor,
         bf16_products: bool,
     },
-    /// f32 inference weights in place in the memory-mapped checkpoint.
-    Mapped(Arc<MappedLinear>),
-    Reduced(Arc<PackedLinear>),
+    /// Inference weights outside candle: f32 in place in the memory-mapped checkpoint
+    /// ([`MappedLinear`]), or converted to bf16 or int8 ([`PackedLinear`]).
+    Fixed(Arc<dyn FixedLinear>),
 }
 
 impl Linear {
@@ -119,7 +119,7 @@ impl Linear {
         if precision == Precision::F32 {
             let linear = MappedLinear::new(weights, bias)?;
             return Ok(Some(Linear {
-                weights: LinearWeights::Mapped(Arc::new(linear)),
+                weights: LinearWeights::Fixed(Arc::new(linear)),
             }));
         }
         let total = out_dim * parts.len();
@@ -132,14 +132,14 @@ impl Linear {
         };
         weights.iter().for_each(MappedF32::release_pages);
         Ok(Some(Linear {
-            weights: LinearWeights::Reduced(Arc::new(packed)),
+            weights: LinearWeights::Fixed(Arc::new(packed)),
         }))
     }
 
     /// The layer in the precision `p`'s store asks for; a converted weight's f32 copy is released.
     fn in_store(weight: Tensor, bias: Tensor, p: &Params) -> Result<Self> {
         let linear = Self::new(weight, bias, p.precision(), p.is_trainable())?;
-        if matches!(linear.weights, LinearWeights::Reduced(_)) {
+        if matches!(linear.weights, LinearWeights::Fixed(_)) {
             p.release("weight");
         }
         Ok(linear)
@@ -162,7 +162,7 @@ impl Linear {
         let bias = bias.to_vec1::<f32>()?;
         let packed = with_f32_values(&weight, |w| PackedLinear::new(w, &bias, out_dim, precision))?;
         Ok(Linear {
-            weights: LinearWeights::Reduced(Arc::new(packed)),
+            weights: LinearWeights::Fixed(Arc::new(packed)),
         })
     }
 
@@ -183,19 +183,12 @@ impl Linear {
         let rows = x.elem_count() / in_dim.max(1);
         let x = x.reshape((rows, in_dim))?;
         let (y, out_dim) = match &self.weights {
-            LinearWeights::Mapped(mapped) => (
-                x.contiguous()?.apply_op1_no_bwd(&MappedLinearOp {
-                    linear: mapped.clone(),
+            LinearWeights::Fixed(linear) => (
+                x.contiguous()?.apply_op1_no_bwd(&FixedLinearOp {
+                    linear: linear.clone(),
                     gelu,
                 })?,
-                mapped.out_dim(),
-            ),
-            LinearWeights::Reduced(packed) => (
-                x.contiguous()?.apply_op1_no_bwd(&PackedLinearOp {
-                    linear: packed.clone(),
-                    gelu,
-                })?,
-                packed.out_dim(),
+                linear.out_dim(),
             ),
             LinearWeights::F32 {
                 weight,
@@ -209,6 +202,40 @@ impl Linear {
         let mut out_dims = dims.to_vec();
         out_dims[dims.len() - 1] = out_dim;
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// A Linear layer whose weights are fixed for inference and held outside candle, run by one op.
+pub trait FixedLinear: Send + Sync + std::fmt::Debug {
+    fn in_dim(&self) -> usize;
+    fn out_dim(&self) -> usize;
+    /// `gelu?(x W^T + b)` for `rows` row-major inputs.
+    fn forward_rows(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32>;
+}
+
+/// A [`FixedLinear`] as a candle op (inference only: no backward pass).
+struct FixedLinearOp {
+    linear: Arc<dyn FixedLinear>,
+    gelu: bool,
+}
+
+impl candle_core::CustomOp1 for FixedLinearOp {
+    fn name(&self) -> &'static str {
+        "bert-fixed-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let linear = &self.linear;
+        let dims = (linear.out_dim(), linear.in_dim());
+        let (x, rows) = crate::model::gemm::linear_input(storage, layout, dims, self.name())?;
+        Ok((
+            candle_core::CpuStorage::F32(linear.forward_rows(x, rows, self.gelu)),
+            candle_core::Shape::from((rows, linear.out_dim())),
+        ))
     }
 }
 

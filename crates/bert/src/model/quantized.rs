@@ -12,13 +12,13 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TILE_ROWS};
 use crate::model::gemm::{matmul_into, View};
 use crate::model::number_formats::{convert_rows, ConvertedRows, Format, RowScale};
+use crate::model::ops::FixedLinear;
 use crate::model::tile_gemm::{for_each_block, pieces, Operand, SharedOut};
 use crate::model::vector_math;
 
@@ -432,32 +432,17 @@ fn pack_tiles(rows: &ConvertedRows, n: usize, k: usize, op: TileOp) -> Weights {
     Weights::Tiles { data, k_tiles }
 }
 
-/// `x W^T + b` through a [`PackedLinear`], as a candle op (inference only: no backward pass).
-#[derive(Debug, Clone)]
-pub struct PackedLinearOp {
-    pub linear: Arc<PackedLinear>,
-    /// GELU on the output ([`PackedLinear::forward_gelu`]).
-    pub gelu: bool,
-}
-
-impl candle_core::CustomOp1 for PackedLinearOp {
-    fn name(&self) -> &'static str {
-        "bert-packed-linear"
+impl FixedLinear for PackedLinear {
+    fn in_dim(&self) -> usize {
+        self.in_dim
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let linear = &self.linear;
-        let dims = (linear.out_dim, linear.in_dim);
-        let (x, rows) = crate::model::gemm::linear_input(storage, layout, dims, "packed linear")?;
-        let y = linear.forward_then(x, rows, self.gelu);
-        Ok((
-            candle_core::CpuStorage::F32(y),
-            candle_core::Shape::from((rows, linear.out_dim)),
-        ))
+    fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    fn forward_rows(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
+        self.forward_then(x, rows, gelu)
     }
 }
 
