@@ -219,7 +219,7 @@ fn ten_adamw_steps_match_pytorch_losses() {
             (lr - expected_lr).abs() < 1e-12,
             "step {step}: lr {lr} vs {expected_lr}"
         );
-        optimizer.step(&l.backward().unwrap(), lr).unwrap();
+        optimizer.step(&l.backward().unwrap().into(), lr).unwrap();
     }
 }
 

@@ -659,7 +659,7 @@ impl TrainBatches<'_> {
                 gathered.add(part, vars)?;
             }
         }
-        gathered.average(group.len(), vars)?;
+        gathered.average(group.len());
         Ok(gathered)
     }
 

@@ -10,6 +10,7 @@ use crate::batch::Batch;
 use crate::config::{BertConfig, HiddenAct};
 use crate::error::Result;
 use crate::model::attention::FusedAttention;
+use crate::model::embedding::{embedding_sum, fused_embeddings_apply};
 use crate::model::ops::{
     activation, attention_bias, softmax, Dropout, Init, LayerNorm, Linear, Mode,
 };
@@ -60,6 +61,26 @@ impl BertEmbeddings {
     }
 
     pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<Tensor> {
+        let tables = [
+            &self.word_embeddings,
+            &self.token_type_embeddings,
+            &self.position_embeddings,
+        ];
+        let x = if fused_embeddings_apply(tables) {
+            let pad = match mode {
+                Mode::Train(_) => self.pad_token_id,
+                _ => None,
+            };
+            embedding_sum(tables, &batch.input_ids, &batch.token_type_ids, pad)?
+        } else {
+            self.summed(batch, mode)?
+        };
+        let x = self.layer_norm.forward(&x, mode)?;
+        self.dropout.forward(&x, mode)
+    }
+
+    /// The three lookups and their sum through candle's ops (tables of other types or devices).
+    fn summed(&self, batch: &Batch, mode: &Mode) -> Result<Tensor> {
         let (b, t) = batch.input_ids.dims2()?;
         let c = self.word_embeddings.dim(1)?;
         let ids = batch.input_ids.flatten_all()?;
@@ -74,9 +95,7 @@ impl BertEmbeddings {
         let positions = Tensor::arange(0u32, t as u32, batch.input_ids.device())?;
         let positions = self.position_embeddings.embedding(&positions)?; // (T, C)
         let x = (words + types)?.reshape((b, t, c))?;
-        let x = x.broadcast_add(&positions)?; // (B, T, C)
-        let x = self.layer_norm.forward(&x, mode)?;
-        self.dropout.forward(&x, mode)
+        Ok(x.broadcast_add(&positions)?) // (B, T, C)
     }
 }
 

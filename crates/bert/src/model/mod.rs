@@ -4,6 +4,7 @@
 pub mod amx;
 pub mod attention;
 mod buffer;
+mod embedding;
 pub mod encoder;
 pub mod gemm;
 pub mod heads;

@@ -441,7 +441,7 @@ fn gather_gradients(
         }
     }
     // The mean over the batches actually run (fewer at the end of an epoch).
-    gathered.part.average(gathered.micro_batches, vars)?;
+    gathered.part.average(gathered.micro_batches);
     Ok(gathered)
 }
 

@@ -54,7 +54,10 @@ pub fn save_checkpoint(out: &Path, parts: &CheckpointParts, keep: usize) -> Resu
     let _ = std::fs::remove_dir_all(&tmp);
     save_model(&tmp, parts.config, parts.architecture, parts.vars)?;
     copy_tokenizer(parts.tokenizer_dir, &tmp)?;
-    save_safetensors(&tmp.join("optimizer.safetensors"), &parts.optimizer.state())?;
+    save_safetensors(
+        &tmp.join("optimizer.safetensors"),
+        &parts.optimizer.state()?,
+    )?;
     let state = serde_json::to_string_pretty(parts.state)
         .map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
     write_file(&tmp.join("trainer_state.json"), state.as_bytes())?;

@@ -14,6 +14,7 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
+use crate::train::grads::GradientSum;
 use crate::train::world::World;
 
 /// Floats per bucket: 25 MB.
@@ -51,48 +52,45 @@ fn buckets(vars: &[Tensor]) -> Vec<&[Tensor]> {
 /// every rank ends with the same gradients.
 pub fn all_reduce_gradients(
     world: &World,
-    grads: Option<GradStore>,
+    grads: &GradientSum,
     vars: &[Tensor],
-) -> Result<GradStore> {
-    let mut grads = grads.unwrap_or_default();
+) -> Result<GradientSum> {
+    let mut summed = GradStore::default();
     for bucket in buckets(vars) {
         let mut flat = Vec::with_capacity(bucket.iter().map(Tensor::elem_count).sum());
         for var in bucket {
-            match grads.get(var) {
-                Some(g) => flat.extend(g.flatten_all()?.to_vec1::<f32>()?),
-                None => flat.resize(flat.len() + var.elem_count(), 0.0),
-            }
+            flat.extend(grads.flat(var)?);
         }
         world.collective().all_reduce_sum(&mut flat)?;
         let mut offset = 0;
         for var in bucket {
             let n = var.elem_count();
-            let summed = Tensor::from_slice(&flat[offset..offset + n], var.shape(), var.device())?;
-            grads.insert(var, summed);
+            let total = Tensor::from_slice(&flat[offset..offset + n], var.shape(), var.device())?;
+            summed.insert(var, total);
             offset += n;
         }
     }
-    Ok(grads)
+    Ok(summed.into())
 }
 
 /// The step's gradients on every rank: as they are for one process, summed across ranks otherwise,
 /// with the seconds the exchange took (`None` for one process).
 pub fn exchange_gradients(
     world: &World,
-    grads: Option<GradStore>,
+    grads: GradientSum,
     vars: &[Tensor],
-) -> Result<(GradStore, Option<f64>)> {
-    match grads {
-        Some(grads) if !world.is_distributed() => Ok((grads, None)),
-        None if !world.is_distributed() => Err(Error::Training(
-            "an optimizer step without gradients".into(),
-        )),
-        grads => {
-            let started = Instant::now();
-            let summed = all_reduce_gradients(world, grads, vars)?;
-            Ok((summed, Some(started.elapsed().as_secs_f64())))
+) -> Result<(GradientSum, Option<f64>)> {
+    if !world.is_distributed() {
+        if grads.is_empty() {
+            return Err(Error::Training(
+                "an optimizer step without gradients".into(),
+            ));
         }
+        return Ok((grads, None));
     }
+    let started = Instant::now();
+    let summed = all_reduce_gradients(world, &grads, vars)?;
+    Ok((summed, Some(started.elapsed().as_secs_f64())))
 }
 
 /// A step's loss, tokens and stop requests, summed over ranks.
@@ -140,21 +138,26 @@ mod tests {
     }
 
     #[test]
-    fn one_process_keeps_its_gradients_and_fills_missing_ones_with_zeros() {
+    fn one_process_sums_and_scales_its_parts_and_fills_missing_ones_with_zeros() {
         let d = Device::Cpu;
         let a = candle_core::Var::new(&[1f32, 2.0], &d).unwrap();
         let b = candle_core::Var::new(&[[3f32]], &d).unwrap();
-        let grads = (a.as_tensor() * 3.0)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
         let vars = vec![a.as_tensor().clone(), b.as_tensor().clone()];
-        let out = all_reduce_gradients(&World::single(), Some(grads), &vars).unwrap();
-        let ga: Vec<f32> = out.get(a.as_tensor()).unwrap().to_vec1().unwrap();
-        let gb: Vec<Vec<f32>> = out.get(b.as_tensor()).unwrap().to_vec2().unwrap();
-        assert_eq!((ga, gb), (vec![3.0, 3.0], vec![vec![0.0]]));
+        let part = |k: f64| {
+            (a.as_tensor() * k)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let mut grads = GradientSum::from(part(3.0));
+        grads.push(part(5.0), &vars).unwrap();
+        grads.scale_by(0.5);
+        let out = all_reduce_gradients(&World::single(), &grads, &vars).unwrap();
+        let ga: Vec<f32> = out.parts_of(a.as_tensor())[0].to_vec1().unwrap();
+        let gb: Vec<Vec<f32>> = out.parts_of(b.as_tensor())[0].to_vec2().unwrap();
+        assert_eq!((ga, gb), (vec![4.0, 4.0], vec![vec![0.0]]));
     }
 
     #[test]

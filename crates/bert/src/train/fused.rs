@@ -1,143 +1,108 @@
-//! AdamW's arithmetic as in-place CPU kernels: one pass per moment and one for the parameter, each over
-//! the existing buffers, split across threads. Written with candle's tensor ops, a step allocated a dozen
-//! parameter-sized temporaries; for a 22M-parameter model that was most of a fine-tuning step.
+//! AdamW's arithmetic as one in-place CPU pass per parameter: the gradient's parts (shards,
+//! micro-batches) summed and scaled block by block into a buffer on the stack, and both moments and the
+//! parameter updated while the block is in cache; and the gradient norm, read the same way. Written
+//! with candle's tensor ops, a step allocated a dozen parameter-sized temporaries; as three passes with
+//! the shards' gradients added first, it read the gradient four times and allocated their sum. For a
+//! 22M-parameter model either was a fifth of a fine-tuning step.
 
-use candle_core::{bail, CpuStorage, CustomOp1, InplaceOp2, InplaceOp3, Layout, Shape, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{bail, CpuStorage, InplaceOp1, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Elements per parallel chunk.
-const CHUNK: usize = 1 << 16;
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+/// Elements of the gradient summed at once into a buffer on the stack.
+const BLOCK: usize = 512;
+/// Lanes of the sum of squares (independent sums, so that the loop vectorises).
+const LANES: usize = 16;
 
-fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    name: &str,
-) -> candle_core::Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
-        _ => bail!("{name}: expects a contiguous f32 tensor"),
+/// `out = scale * sum of parts[start..start + out.len()]`.
+fn sum_block(parts: &[&[f32]], start: usize, scale: f32, out: &mut [f32]) {
+    let end = start + out.len();
+    out.copy_from_slice(&parts[0][start..end]);
+    for part in &parts[1..] {
+        out.iter_mut()
+            .zip(&part[start..end])
+            .for_each(|(o, &g)| *o += g);
+    }
+    if scale != 1.0 {
+        out.iter_mut().for_each(|o| *o *= scale);
     }
 }
 
-fn contiguous_f32_mut<'a>(
-    storage: &'a mut CpuStorage,
-    layout: &Layout,
-    name: &str,
-) -> candle_core::Result<&'a mut [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(values), Some((start, end))) => Ok(&mut values[start..end]),
-        _ => bail!("{name}: expects a contiguous f32 tensor"),
+/// The sum of squares of a block, in [`LANES`] f32 sums added up in f64.
+fn block_squares(values: &[f32]) -> f64 {
+    let mut lanes = [0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        lanes
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(lane, &x)| *lane += x * x);
     }
+    let lanes: f64 = lanes.iter().map(|&l| f64::from(l)).sum();
+    lanes + rest.iter().map(|&x| f64::from(x * x)).sum::<f64>()
 }
 
-/// `moment = beta * moment + (1 - beta) * f(scale * grad)`, with `f` the identity (first moment) or
-/// the square (second moment).
-struct MomentUpdate {
-    beta: f32,
+/// Calls `f(start, block)` for every block of `scale * sum of parts` from `start` to `end`.
+fn for_each_block(
+    parts: &[&[f32]],
     scale: f32,
-    squared: bool,
-}
-
-impl InplaceOp2 for MomentUpdate {
-    fn name(&self) -> &'static str {
-        "adamw-moment"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let moment = contiguous_f32_mut(s1, l1, self.name())?;
-        let grad = contiguous_f32(s2, l2, self.name())?;
-        if moment.len() != grad.len() {
-            bail!(
-                "adamw-moment: {} moments for {} gradients",
-                moment.len(),
-                grad.len()
-            );
-        }
-        let (beta, rest, scale, squared) = (self.beta, 1.0 - self.beta, self.scale, self.squared);
-        moment
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .for_each(|(m, g)| {
-                for (m, &g) in m.iter_mut().zip(g) {
-                    let g = g * scale;
-                    let g = if squared { g * g } else { g };
-                    *m = beta * *m + rest * g;
-                }
-            });
-        Ok(())
+    start: usize,
+    end: usize,
+    mut f: impl FnMut(usize, &[f32]),
+) {
+    let mut buffer = [0f32; BLOCK];
+    for at in (start..end).step_by(BLOCK) {
+        let block = &mut buffer[..BLOCK.min(end - at)];
+        sum_block(parts, at, scale, block);
+        f(at, block);
     }
 }
 
-/// `param = param * decay - step_size * m / (sqrt(v) / bias2_sqrt + eps)`.
-struct ParamUpdate {
-    decay: f32,
-    step_size: f32,
-    bias2_sqrt: f32,
-    eps: f32,
+/// Read access to the values of contiguous f32 CPU tensors, held for as long as the views live.
+fn with_values<T>(tensors: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<T>) -> Result<T> {
+    let owned: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut views = Vec::with_capacity(guards.len());
+    for ((storage, layout), tensor) in guards.iter().zip(&owned) {
+        let Storage::Cpu(CpuStorage::F32(values)) = &**storage else {
+            return Err(Error::Training(
+                "AdamW expects f32 gradients on the CPU".into(),
+            ));
+        };
+        let start = layout.start_offset();
+        views.push(&values[start..start + tensor.elem_count()]);
+    }
+    f(&views)
 }
 
-impl InplaceOp3 for ParamUpdate {
-    fn name(&self) -> &'static str {
-        "adamw-param"
+/// The sum of the squares of `scale` times the sum of `parts` (tensors of one shape).
+pub fn squared_norm(parts: &[&Tensor], scale: f64) -> Result<f64> {
+    if parts.is_empty() {
+        return Ok(0.0);
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<()> {
-        let param = contiguous_f32_mut(s1, l1, self.name())?;
-        let m = contiguous_f32(s2, l2, self.name())?;
-        let v = contiguous_f32(s3, l3, self.name())?;
-        if param.len() != m.len() || param.len() != v.len() {
-            bail!("adamw-param: mismatched parameter and moment sizes");
-        }
-        let ParamUpdate {
-            decay,
-            step_size,
-            bias2_sqrt,
-            eps,
-        } = *self;
-        param
-            .par_chunks_mut(CHUNK)
-            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-            .for_each(|(p, (m, v))| {
-                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                    *p = *p * decay - step_size * m / (v.sqrt() / bias2_sqrt + eps);
-                }
-            });
-        Ok(())
-    }
-}
-
-/// The sum of squares, accumulated in f64.
-struct SumOfSquares;
-
-impl CustomOp1 for SumOfSquares {
-    fn name(&self) -> &'static str {
-        "sum-of-squares"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let values = contiguous_f32(s, l, self.name())?;
-        let sum: f64 = values
-            .par_chunks(CHUNK)
-            .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
-            .sum();
-        Ok((CpuStorage::F64(vec![sum]), Shape::from(())))
-    }
+    with_values(parts, |parts| {
+        let len = parts[0].len();
+        Ok((0..len.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut total = 0f64;
+                let end = (c * CHUNK + CHUNK).min(len);
+                for_each_block(parts, scale as f32, c * CHUNK, end, |_, g| {
+                    total += block_squares(g);
+                });
+                total
+            })
+            .sum())
+    })
 }
 
 /// One AdamW update's constants.
@@ -145,7 +110,7 @@ impl CustomOp1 for SumOfSquares {
 pub struct Update {
     pub beta1: f64,
     pub beta2: f64,
-    /// Multiplies the gradient first (clipping).
+    /// Multiplies the summed gradient first (averaging, clipping).
     pub grad_scale: f64,
     /// Multiplies the parameter first (`1 - lr * weight_decay`).
     pub decay: f64,
@@ -156,47 +121,89 @@ pub struct Update {
     pub eps: f64,
 }
 
-/// Applies `update` to `param` and its moments in place.
-pub fn adamw_update(
-    param: &Tensor,
-    grad: &Tensor,
-    exp_avg: &Tensor,
-    exp_avg_sq: &Tensor,
-    update: &Update,
-) -> Result<()> {
-    let grad = grad.contiguous()?;
-    let scale = update.grad_scale as f32;
-    exp_avg.inplace_op2(
-        &grad,
-        &MomentUpdate {
-            beta: update.beta1 as f32,
-            scale,
-            squared: false,
-        },
-    )?;
-    exp_avg_sq.inplace_op2(
-        &grad,
-        &MomentUpdate {
-            beta: update.beta2 as f32,
-            scale,
-            squared: true,
-        },
-    )?;
-    param.inplace_op3(
-        exp_avg,
-        exp_avg_sq,
-        &ParamUpdate {
-            decay: update.decay as f32,
-            step_size: update.step_size as f32,
-            bias2_sqrt: update.bias2_sqrt as f32,
-            eps: update.eps as f32,
-        },
-    )?;
-    Ok(())
+/// A parameter's moment estimates, updated in place.
+pub struct Moments<'a> {
+    pub exp_avg: &'a mut [f32],
+    pub exp_avg_sq: &'a mut [f32],
 }
 
-/// The sum of the squares of a tensor's elements.
-pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
-    let t = t.contiguous()?;
-    Ok(t.apply_op1_no_bwd(&SumOfSquares)?.to_scalar::<f64>()?)
+/// The in-place op over a parameter: the gradient's parts are read, the moments written.
+struct AdamWStep<'g, 'm> {
+    grads: &'g [&'g [f32]],
+    moments: Mutex<Option<Moments<'m>>>,
+    update: Update,
+}
+
+impl InplaceOp1 for AdamWStep<'_, '_> {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let param = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(values), Some((start, end))) => &mut values[start..end],
+            _ => bail!("adamw: expects a contiguous f32 parameter"),
+        };
+        let Some(Moments {
+            exp_avg,
+            exp_avg_sq,
+        }) = self.moments.lock().ok().and_then(|mut m| m.take())
+        else {
+            bail!("adamw: the moments were already used")
+        };
+        let len = param.len();
+        if exp_avg.len() != len
+            || exp_avg_sq.len() != len
+            || self.grads.iter().any(|g| g.len() != len)
+        {
+            bail!("adamw: mismatched parameter, gradient and moment sizes");
+        }
+        let u = self.update;
+        let (b1, b2) = (u.beta1 as f32, u.beta2 as f32);
+        let (decay, step_size) = (u.decay as f32, u.step_size as f32);
+        let (bias2_sqrt, eps) = (u.bias2_sqrt as f32, u.eps as f32);
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(exp_avg.par_chunks_mut(CHUNK))
+            .zip(exp_avg_sq.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, ((p, m), v))| {
+                let start = c * CHUNK;
+                for_each_block(
+                    self.grads,
+                    u.grad_scale as f32,
+                    start,
+                    start + p.len(),
+                    |at, g| {
+                        let i = at - start;
+                        let (p, m, v) = (&mut p[i..], &mut m[i..], &mut v[i..]);
+                        for ((&g, (p, m)), v) in g.iter().zip(p.iter_mut().zip(m.iter_mut())).zip(v)
+                        {
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                            *p = *p * decay - step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+                        }
+                    },
+                );
+            });
+        Ok(())
+    }
+}
+
+/// Applies `update` to `param` and its moments in place, the gradient being `update.grad_scale` times
+/// the sum of `grads`.
+pub fn adamw_update(
+    param: &Tensor,
+    grads: &[&Tensor],
+    moments: Moments<'_>,
+    update: &Update,
+) -> Result<()> {
+    with_values(grads, |grads| {
+        param.inplace_op1(&AdamWStep {
+            grads,
+            moments: Mutex::new(Some(moments)),
+            update: *update,
+        })?;
+        Ok(())
+    })
 }

@@ -1,5 +1,5 @@
-//! Gradients across micro-batches: summed for gradient accumulation, then averaged; and the error a
-//! loss or gradient that stopped being finite gives.
+//! A step's gradients across shards and micro-batches, summed lazily and averaged; and the error a loss
+//! or gradient that stopped being finite gives.
 
 use std::path::PathBuf;
 
@@ -18,15 +18,89 @@ pub fn trainable_tensors(store: &ParamStore) -> Vec<Tensor> {
         .collect()
 }
 
-/// Adds this micro-batch's gradients to those gathered so far.
-pub fn accumulate(
-    sum: Option<GradStore>,
-    mut new: GradStore,
-    vars: &[Tensor],
-) -> Result<GradStore> {
-    let Some(mut sum) = sum else {
-        return Ok(new);
-    };
+/// Parts of a step's gradients kept before they are folded into the first part: the shards of one
+/// micro-batch on a machine like this one; more micro-batches (gradient accumulation) are folded in.
+const MAX_PARTS: usize = 2;
+
+/// A step's gradients as parts (one per shard or micro-batch, as their backward passes left them) and a
+/// factor: the gradient of a variable is `scale` times the sum of its parts. Whoever reads them sums them
+/// on the way (the optimizer in its one pass over each parameter), so adding the shards' gradients
+/// allocates and writes nothing.
+pub struct GradientSum {
+    parts: Vec<GradStore>,
+    scale: f64,
+}
+
+impl Default for GradientSum {
+    fn default() -> Self {
+        GradientSum {
+            parts: Vec::new(),
+            scale: 1.0,
+        }
+    }
+}
+
+impl From<GradStore> for GradientSum {
+    fn from(grads: GradStore) -> Self {
+        GradientSum {
+            parts: vec![grads],
+            scale: 1.0,
+        }
+    }
+}
+
+impl GradientSum {
+    /// The parts, each as its backward pass left it (the scale is not applied).
+    pub fn into_parts(self) -> Vec<GradStore> {
+        self.parts
+    }
+
+    /// Whether no part was added.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Adds a part; beyond [`MAX_PARTS`] it is added into the first part (allocating a sum per tensor).
+    pub fn push(&mut self, part: GradStore, vars: &[Tensor]) -> Result<()> {
+        if self.parts.len() < MAX_PARTS {
+            self.parts.push(part);
+            return Ok(());
+        }
+        let first = self.parts.remove(0);
+        self.parts.insert(0, accumulate(first, part, vars)?);
+        Ok(())
+    }
+
+    /// Multiplies the whole sum by `factor`.
+    pub fn scale_by(&mut self, factor: f64) {
+        self.scale *= factor;
+    }
+
+    /// What every gradient is multiplied by.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The parts of `var`'s gradient (none when no part has one).
+    pub fn parts_of(&self, var: &Tensor) -> Vec<&Tensor> {
+        self.parts.iter().filter_map(|p| p.get(var)).collect()
+    }
+
+    /// `var`'s gradient, summed and scaled, as a flat vector (zeros when no part has one).
+    pub fn flat(&self, var: &Tensor) -> Result<Vec<f32>> {
+        let mut sum = vec![0f32; var.elem_count()];
+        for part in self.parts_of(var) {
+            let values = part.flatten_all()?.to_vec1::<f32>()?;
+            sum.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+        }
+        let scale = self.scale as f32;
+        sum.iter_mut().for_each(|s| *s *= scale);
+        Ok(sum)
+    }
+}
+
+/// `new` added into `sum`, tensor by tensor.
+fn accumulate(mut sum: GradStore, mut new: GradStore, vars: &[Tensor]) -> Result<GradStore> {
     for var in vars {
         if let Some(g) = new.remove(var) {
             let total = match sum.get(var) {
@@ -37,16 +111,6 @@ pub fn accumulate(
         }
     }
     Ok(sum)
-}
-
-/// Multiplies every gradient by `factor` (1 / micro-batches, to average them).
-pub fn scale(grads: &mut GradStore, vars: &[Tensor], factor: f64) -> Result<()> {
-    for var in vars {
-        if let Some(g) = grads.remove(var) {
-            grads.insert(var, (g * factor)?);
-        }
-    }
-    Ok(())
 }
 
 /// The error for a loss or gradient that stopped being finite at optimizer step `step` (1-based),

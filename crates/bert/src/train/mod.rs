@@ -19,7 +19,7 @@ pub use checkpoint::{
     check_same_settings, checkpoints, restore_checkpoint, save_checkpoint, CheckpointParts,
     TrainerState,
 };
-pub use grads::{accumulate, non_finite, scale, trainable_tensors};
+pub use grads::{non_finite, trainable_tensors, GradientSum};
 pub use metrics_log::{draw_loss_curve, MetricsLog, StepMetrics};
 pub use optimizer::{AdamW, AdamWConfig};
 pub use out_dir::OutDir;

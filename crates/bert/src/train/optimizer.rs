@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 use crate::error::{Error, Result};
-use crate::train::fused::{adamw_update, sum_of_squares, Update};
+use crate::train::fused::{adamw_update, squared_norm, Moments, Update};
+use crate::train::grads::GradientSum;
 
 /// AdamW hyper-parameters (BERT's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,12 +33,12 @@ impl Default for AdamWConfig {
     }
 }
 
-/// One parameter and its moment estimates.
+/// One parameter and its moment estimates (plain buffers: only the optimizer writes them).
 struct Slot {
     var: Var,
     decay: bool,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
 }
 
 /// The optimizer over named variables.
@@ -58,16 +58,15 @@ impl AdamW {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                // Separate buffers: the moments are updated in place.
                 let slot = Slot {
                     decay: decays(&name),
-                    exp_avg: var.as_tensor().zeros_like()?,
-                    exp_avg_sq: var.as_tensor().zeros_like()?,
+                    exp_avg: vec![0.0; var.elem_count()],
+                    exp_avg_sq: vec![0.0; var.elem_count()],
                     var,
                 };
-                Ok((name, slot))
+                (name, slot)
             })
-            .collect::<Result<_>>()?;
+            .collect();
         Ok(AdamW {
             config,
             slots,
@@ -77,8 +76,12 @@ impl AdamW {
 
     /// Clips (if configured) and applies one update at learning rate `lr`. Returns the gradient norm
     /// before clipping.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
-        let norm = global_norm(self.slots.values().map(|s| grads.get(s.var.as_tensor())))?;
+    pub fn step(&mut self, grads: &GradientSum, lr: f64) -> Result<f64> {
+        let mut squares = 0.0;
+        for slot in self.slots.values() {
+            squares += squared_norm(&grads.parts_of(slot.var.as_tensor()), grads.scale())?;
+        }
+        let norm = squares.sqrt();
         if !norm.is_finite() {
             return Err(Error::Training(format!("the gradient norm became {norm}")));
         }
@@ -91,43 +94,46 @@ impl AdamW {
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
         for slot in self.slots.values_mut() {
-            let Some(grad) = grads.get(slot.var.as_tensor()) else {
+            let parts = grads.parts_of(slot.var.as_tensor());
+            if parts.is_empty() {
                 continue;
-            };
+            }
             let decay = if slot.decay { c.weight_decay } else { 0.0 };
             let update = Update {
                 beta1: c.beta1,
                 beta2: c.beta2,
-                grad_scale: clip,
+                grad_scale: grads.scale() * clip,
                 decay: 1.0 - lr * decay,
                 step_size: lr / bias1,
                 bias2_sqrt: bias2.sqrt(),
                 eps: c.eps,
             };
-            adamw_update(
-                slot.var.as_tensor(),
-                grad,
-                &slot.exp_avg,
-                &slot.exp_avg_sq,
-                &update,
-            )?;
+            let moments = Moments {
+                exp_avg: &mut slot.exp_avg,
+                exp_avg_sq: &mut slot.exp_avg_sq,
+            };
+            adamw_update(slot.var.as_tensor(), &parts, moments, &update)?;
         }
         Ok(norm)
     }
 
     /// The moment estimates by name (`exp_avg.NAME`, `exp_avg_sq.NAME`), for checkpoints.
-    pub fn state(&self) -> BTreeMap<String, Tensor> {
+    pub fn state(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut state = BTreeMap::new();
         for (name, slot) in &self.slots {
-            state.insert(format!("exp_avg.{name}"), slot.exp_avg.clone());
-            state.insert(format!("exp_avg_sq.{name}"), slot.exp_avg_sq.clone());
+            let var = slot.var.as_tensor();
+            for (key, values) in [("exp_avg", &slot.exp_avg), ("exp_avg_sq", &slot.exp_avg_sq)] {
+                let tensor = Tensor::from_slice(values, var.shape(), var.device())?;
+                state.insert(format!("{key}.{name}"), tensor);
+            }
         }
-        state
+        Ok(state)
     }
 
     /// Restores what [`AdamW::state`] saved, after `steps` steps.
     pub fn restore(&mut self, mut state: BTreeMap<String, Tensor>, steps: usize) -> Result<()> {
         for (name, slot) in self.slots.iter_mut() {
+            let dims = slot.var.as_tensor().dims().to_vec();
             for (key, target) in [
                 ("exp_avg", &mut slot.exp_avg),
                 ("exp_avg_sq", &mut slot.exp_avg_sq),
@@ -137,27 +143,20 @@ impl AdamW {
                     name: full.clone(),
                     source_desc: "optimizer state".into(),
                 })?;
-                if tensor.dims() != target.dims() {
+                if tensor.dims() != dims {
                     return Err(Error::ShapeMismatch {
                         name: full,
-                        expected: target.dims().to_vec(),
+                        expected: dims,
                         found: tensor.dims().to_vec(),
                     });
                 }
-                // A copy of its own: the moments are updated in place.
-                *target = tensor.copy()?;
+                *target = tensor
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
             }
         }
         self.step = steps;
         Ok(())
     }
-}
-
-/// sqrt of the sum of squares of every gradient.
-fn global_norm<'a>(grads: impl Iterator<Item = Option<&'a Tensor>>) -> Result<f64> {
-    let mut total = 0f64;
-    for grad in grads.flatten() {
-        total += sum_of_squares(grad)?;
-    }
-    Ok(total.sqrt())
 }

@@ -11,14 +11,13 @@
 
 use std::sync::Mutex;
 
-use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{Error, Result};
 use crate::rng::{Rng, Stream};
 use crate::train::exchange::share_weight;
-use crate::train::grads::{accumulate, scale};
+use crate::train::grads::GradientSum;
 use crate::train::world::World;
 
 /// Shards of a batch trained at once, each on a thread of its own.
@@ -131,8 +130,8 @@ pub fn loss_weights(world: &World, counts: &[Vec<usize>]) -> Result<Vec<Vec<f64>
 /// Gradients, loss and tokens of shards' forward and backward passes, added up.
 #[derive(Default)]
 pub struct Gradients {
-    /// None when no shard contributed (no examples, or a loss that is not finite).
-    pub grads: Option<GradStore>,
+    /// Empty when no shard contributed (no examples, or a loss that is not finite).
+    pub grads: GradientSum,
     /// The summed (weighted) losses.
     pub loss: f64,
     pub tokens: usize,
@@ -143,8 +142,12 @@ impl Gradients {
     /// across ranks, it then stops the run on every rank at once).
     pub fn of(loss: &Tensor, tokens: usize) -> Result<Self> {
         let value = f64::from(loss.to_scalar::<f32>()?);
+        let mut grads = GradientSum::default();
+        if value.is_finite() {
+            grads = loss.backward()?.into();
+        }
         Ok(Gradients {
-            grads: value.is_finite().then(|| loss.backward()).transpose()?,
+            grads,
             loss: value,
             tokens,
         })
@@ -154,22 +157,24 @@ impl Gradients {
     pub fn add(&mut self, other: Gradients, vars: &[Tensor]) -> Result<()> {
         self.loss += other.loss;
         self.tokens += other.tokens;
-        if let Some(grads) = other.grads {
-            self.grads = Some(accumulate(self.grads.take(), grads, vars)?);
+        debug_assert_eq!(
+            other.grads.scale(),
+            1.0,
+            "a shard's gradients are not scaled"
+        );
+        for part in other.grads.into_parts() {
+            self.grads.push(part, vars)?;
         }
         Ok(())
     }
 
     /// Divides the sum of `micro_batches` micro-batches into their mean.
-    pub fn average(&mut self, micro_batches: usize, vars: &[Tensor]) -> Result<()> {
+    pub fn average(&mut self, micro_batches: usize) {
         if micro_batches > 1 {
             let factor = 1.0 / micro_batches as f64;
-            if let Some(grads) = self.grads.as_mut() {
-                scale(grads, vars, factor)?;
-            }
+            self.grads.scale_by(factor);
             self.loss *= factor;
         }
-        Ok(())
     }
 }
 
