@@ -255,6 +255,12 @@ impl FinetuneTask for ClassificationTask {
         })
     }
 
+    fn eval_tokens(&self, index: usize) -> usize {
+        self.eval
+            .as_ref()
+            .map_or(0, |eval| eval.encodings[index].ids.len())
+    }
+
     fn score(&self, logits: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
         let Some(eval) = &self.eval else {
             return Ok(Map::new());

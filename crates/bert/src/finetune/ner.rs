@@ -258,6 +258,12 @@ impl FinetuneTask for TokenClassificationTask {
         self.eval.as_ref().map_or(0, |eval| eval.encodings.len())
     }
 
+    fn eval_tokens(&self, index: usize) -> usize {
+        self.eval
+            .as_ref()
+            .map_or(0, |eval| eval.encodings[index].ids.len())
+    }
+
     /// Rows: each sentence's best tag id per token.
     fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
         let Some(eval) = &self.eval else {

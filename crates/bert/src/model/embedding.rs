@@ -156,3 +156,92 @@ pub fn embedding_sum(
     );
     Ok(words.apply_op3(&types, &positions, op)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_candles_lookups_forward_and_backward_and_skips_the_padding_row() {
+        let d = Device::Cpu;
+        let table = |rows: usize, seed: f32| {
+            let v: Vec<f32> = (0..rows * 4)
+                .map(|i| (i as f32 * 0.7 + seed).sin())
+                .collect();
+            Var::from_tensor(&Tensor::from_vec(v, (rows, 4), &d).unwrap()).unwrap()
+        };
+        let (words, types, positions) = (table(10, 0.0), table(2, 1.0), table(6, 2.0));
+        let ids = Tensor::new(&[[3u32, 0, 7], [3, 9, 0]], &d).unwrap();
+        let type_ids = Tensor::new(&[[0u32, 1, 1], [0, 0, 1]], &d).unwrap();
+        let tables = [words.as_tensor(), types.as_tensor(), positions.as_tensor()];
+        let fused = embedding_sum(tables, &ids, &type_ids, Some(0)).unwrap();
+        // Weighted, so that each output element's gradient differs.
+        let weights = Tensor::arange(0f32, 24.0, &d)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap();
+        let grads = (&fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+
+        let w = words
+            .as_tensor()
+            .embedding(&ids.flatten_all().unwrap())
+            .unwrap();
+        let t = types
+            .as_tensor()
+            .embedding(&type_ids.flatten_all().unwrap())
+            .unwrap();
+        let positions_of = Tensor::new(&[0u32, 1, 2], &d).unwrap();
+        let p = positions.as_tensor().embedding(&positions_of).unwrap();
+        let reference = (w + t)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap()
+            .broadcast_add(&p)
+            .unwrap();
+        let diff = (&fused - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        let expected = (&reference * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for var in [&types, &positions] {
+            let (a, b) = (
+                grads.get(var.as_tensor()).unwrap(),
+                expected.get(var.as_tensor()).unwrap(),
+            );
+            assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+        }
+        let word_grad: Vec<Vec<f32>> = grads.get(words.as_tensor()).unwrap().to_vec2().unwrap();
+        let mut reference: Vec<Vec<f32>> =
+            expected.get(words.as_tensor()).unwrap().to_vec2().unwrap();
+        // The padding id (0) appears twice; its row gets nothing.
+        reference[0] = vec![0.0; 4];
+        assert_eq!(word_grad, reference);
+        assert!(word_grad[3].iter().all(|&g| g != 0.0));
+    }
+
+    #[test]
+    fn an_id_outside_the_vocabulary_is_an_error_naming_it() {
+        let d = Device::Cpu;
+        let words = Tensor::zeros((5, 2), candle_core::DType::F32, &d).unwrap();
+        let types = Tensor::zeros((2, 2), candle_core::DType::F32, &d).unwrap();
+        let positions = Tensor::zeros((4, 2), candle_core::DType::F32, &d).unwrap();
+        let ids = Tensor::new(&[[1u32, 5]], &d).unwrap();
+        let type_ids = Tensor::new(&[[0u32, 0]], &d).unwrap();
+        let err = embedding_sum([&words, &types, &positions], &ids, &type_ids, None).unwrap_err();
+        assert!(err.to_string().contains("input id 5"), "{err}");
+    }
+}

@@ -348,15 +348,23 @@ fn pack_b(b: View, p0: usize, kc: usize, (j0, nc): (usize, usize), packed: &mut 
             if b.col == 1 {
                 for (p, dst) in strip.chunks_exact_mut(NR).enumerate() {
                     let start = (p0 + p) * b.row + j0;
-                    dst[..width].copy_from_slice(&b.data[start..start + width]);
+                    copy_short(&b.data[start..start + width], dst);
                 }
             } else if b.row == 1 {
                 // A transpose (a Linear layer's weight): each column is contiguous, so it is read
-                // in one pass and spread across the strip.
-                for j in 0..width {
-                    let start = (j0 + j) * b.col + p0;
-                    for (dst, v) in strip.chunks_exact_mut(NR).zip(&b.data[start..start + kc]) {
-                        dst[j] = *v;
+                // in runs and spread across the strip, DEPTH_RUN depths at a time so that the part
+                // of the strip being written stays in L1.
+                for (run, dsts) in strip.chunks_mut(DEPTH_RUN * NR).enumerate() {
+                    let p = p0 + run * DEPTH_RUN;
+                    let depths = dsts.len() / NR;
+                    for j in 0..width {
+                        let start = (j0 + j) * b.col + p;
+                        for (dst, v) in dsts
+                            .chunks_exact_mut(NR)
+                            .zip(&b.data[start..start + depths])
+                        {
+                            dst[j] = *v;
+                        }
                     }
                 }
             } else {
@@ -367,6 +375,27 @@ fn pack_b(b: View, p0: usize, kc: usize, (j0, nc): (usize, usize), packed: &mut 
                 }
             }
         });
+}
+
+/// Depths of a transposed `b` packed at a time.
+const DEPTH_RUN: usize = 64;
+
+/// Copies `src` to the start of `dst`: a full strip row (MR or NR values) as a fixed-size copy the
+/// compiler inlines, where `copy_from_slice` of a length it cannot see calls `memmove` per row.
+#[inline(always)]
+fn copy_short(src: &[f32], dst: &mut [f32]) {
+    match (src.len(), dst.len()) {
+        (MR, MR) => copy_fixed::<MR>(src, dst),
+        (NR, NR) => copy_fixed::<NR>(src, dst),
+        (n, _) => dst[..n].copy_from_slice(src),
+    }
+}
+
+#[inline(always)]
+fn copy_fixed<const N: usize>(src: &[f32], dst: &mut [f32]) {
+    let src: &[f32; N] = src.try_into().expect("N values");
+    let dst: &mut [f32; N] = dst.try_into().expect("N values");
+    *dst = *src;
 }
 
 /// Packs `a[i0..i0+mc, p0..p0+kc]` into strips of MR rows: strip r holds, for each p, MR values.
@@ -382,7 +411,7 @@ fn pack_a(a: View, i0: usize, mc: usize, p0: usize, kc: usize, packed: &mut [f32
             // A transpose: the strip's rows are adjacent at each depth.
             for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
                 let start = (p0 + p) * a.col + first;
-                dst[..rows].copy_from_slice(&a.data[start..start + rows]);
+                copy_short(&a.data[start..start + rows], dst);
             }
         } else {
             // Writing the strip in order (reading the rows strided) is faster than the reverse.

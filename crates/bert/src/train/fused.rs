@@ -207,3 +207,71 @@ pub fn adamw_update(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect()
+    }
+
+    #[test]
+    fn the_norm_and_the_update_read_the_scaled_sum_of_the_parts() {
+        // Longer than a parallel chunk and not a multiple of a block, so every edge is crossed.
+        let n = CHUNK + BLOCK + 7;
+        let d = Device::Cpu;
+        let (a, b) = (values(n, 1.0), values(n, 2.0));
+        let parts = [
+            Tensor::new(&a[..], &d).unwrap(),
+            Tensor::new(&b[..], &d).unwrap(),
+        ];
+        let parts: Vec<&Tensor> = parts.iter().collect();
+        let scale = 0.25;
+        let g: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x + y) * scale).collect();
+        let expected: f64 = g.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let norm = squared_norm(&parts, f64::from(scale)).unwrap();
+        assert!(
+            (norm - expected).abs() < 1e-4 * expected,
+            "{norm} vs {expected}"
+        );
+
+        let p0 = values(n, 3.0);
+        let (mut m, mut v) = (
+            values(n, 4.0),
+            values(n, 5.0).iter().map(|x| x * x).collect::<Vec<_>>(),
+        );
+        let param = candle_core::Var::new(&p0[..], &d).unwrap();
+        let update = Update {
+            beta1: 0.9,
+            beta2: 0.999,
+            grad_scale: f64::from(scale),
+            decay: 0.99,
+            step_size: 1e-3,
+            bias2_sqrt: 0.05,
+            eps: 1e-6,
+        };
+        let (m0, v0) = (m.clone(), v.clone());
+        let moments = Moments {
+            exp_avg: &mut m,
+            exp_avg_sq: &mut v,
+        };
+        adamw_update(param.as_tensor(), &parts, moments, &update).unwrap();
+        let p: Vec<f32> = param.as_tensor().to_vec1().unwrap();
+        for i in [0, 1, BLOCK, CHUNK - 1, CHUNK, n - 1] {
+            let m1 = 0.9 * m0[i] + 0.1 * g[i];
+            let v1 = 0.999 * v0[i] + 0.001 * g[i] * g[i];
+            let p1 = p0[i] * 0.99 - 1e-3 * m1 / (v1.sqrt() / 0.05 + 1e-6);
+            assert!(
+                (m[i] - m1).abs() < 1e-6 && (v[i] - v1).abs() < 1e-6,
+                "moments at {i}"
+            );
+            assert!(
+                (p[i] - p1).abs() < 1e-6,
+                "parameter at {i}: {} vs {p1}",
+                p[i]
+            );
+        }
+    }
+}
