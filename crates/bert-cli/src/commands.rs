@@ -171,8 +171,14 @@ fn by_length(
     Ok(lines)
 }
 
+/// One window of inputs, read and tokenized, in input order: an item and its encoding, or the line's
+/// error.
+type Window = Vec<Result<(Item, Encoding), (usize, String)>>;
+
 /// Streams inputs in batches: `encode` tokenizes one item (its error fails that line only), `run`
-/// processes the encoded batch, one JSON line per encoding, in order.
+/// processes the encoded batch, one JSON line per encoding, in order. A reader thread reads and
+/// tokenizes the next window of inputs while this one runs through the model; its tokenization jobs go
+/// to the same thread pool, so they fill the moments the model leaves a thread idle.
 fn drive(
     input: &InputArgs,
     limits: BatchLimits,
@@ -183,58 +189,94 @@ fn drive(
 ) -> Result<ExitCode> {
     let shards = Shards::new(crate::threads::shards())?;
     let mut out = Output::new();
-    let mut inputs = input::read(input, allow_empty).peekable();
-    while inputs.peek().is_some() {
-        let chunk: Vec<input::Input> = inputs
-            .by_ref()
-            .take(limits.size * SORT_WINDOW)
-            .collect::<Result<_>>()?;
-        let mut results: Vec<Result<String, (usize, String)>> = Vec::with_capacity(chunk.len());
-        let (mut items, mut encodings, mut slots) = (Vec::new(), Vec::new(), Vec::new());
-        // Tokenized on every thread at once, in input order.
-        let encoded: Vec<_> = chunk
-            .into_par_iter()
-            .map(|entry| {
-                entry.map_err(|e| (e.line, e.message)).and_then(|item| {
-                    encode(&item)
-                        .map(|enc| (item.clone(), enc))
-                        .map_err(|e| (item.line, e.to_string()))
-                })
-            })
-            .collect();
-        for entry in encoded {
-            match entry {
-                Ok((item, encoding)) => {
-                    if encoding.truncated {
-                        out.note_truncation(item.line, max_length);
-                    }
-                    slots.push(results.len());
-                    results.push(Ok(String::new()));
-                    items.push(item);
-                    encodings.push(encoding);
-                }
-                Err(e) => results.push(Err(e)),
-            }
+    std::thread::scope(|scope| -> Result<()> {
+        // One window waits while another runs: the reader stays a window ahead, no more.
+        let (send, windows) = std::sync::mpsc::sync_channel(1);
+        let (window_size, encode) = (limits.size * SORT_WINDOW, &encode);
+        scope.spawn(move || read_windows(input, allow_empty, window_size, encode, send));
+        for window in windows {
+            run_window(window?, limits, max_length, &shards, &run, &mut out)?;
         }
-        for (slot, value) in slots
-            .into_iter()
-            .zip(by_length(&items, &encodings, limits, &shards, &run)?)
-        {
-            results[slot] = Ok(value);
-        }
-        for result in results {
-            match result {
-                Ok(line) => out.write_line(&line)?,
-                Err((line, message)) => out.line_error(line, &message)?,
-            }
-        }
-        out.flush()?;
-    }
+        Ok(())
+    })?;
     Ok(if out.failed_lines() > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reads the inputs `size` at a time and sends each window tokenized (on every thread at once), until
+/// the inputs end, one cannot be read, or the receiver is gone.
+fn read_windows(
+    input: &InputArgs,
+    allow_empty: bool,
+    size: usize,
+    encode: &(impl Fn(&Item) -> bert::Result<Encoding> + Sync),
+    send: std::sync::mpsc::SyncSender<Result<Window>>,
+) {
+    let mut inputs = input::read(input, allow_empty).peekable();
+    while inputs.peek().is_some() {
+        let chunk: Result<Vec<input::Input>> = inputs.by_ref().take(size).collect();
+        let window = chunk.map(|chunk| {
+            chunk
+                .into_par_iter()
+                .map(|entry| {
+                    entry.map_err(|e| (e.line, e.message)).and_then(|item| {
+                        encode(&item)
+                            .map(|enc| (item.clone(), enc))
+                            .map_err(|e| (item.line, e.to_string()))
+                    })
+                })
+                .collect()
+        });
+        let failed = window.is_err();
+        if send.send(window).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Runs one tokenized window through `run` in batches of similar length and writes its lines (and
+/// its lines' errors) in input order.
+fn run_window(
+    window: Window,
+    limits: BatchLimits,
+    max_length: usize,
+    shards: &Shards,
+    run: &(impl Fn(&[Item], &[Encoding]) -> Result<Vec<String>> + Sync),
+    out: &mut Output,
+) -> Result<()> {
+    let mut results: Vec<Result<String, (usize, String)>> = Vec::with_capacity(window.len());
+    let (mut items, mut encodings, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+    for entry in window {
+        match entry {
+            Ok((item, encoding)) => {
+                if encoding.truncated {
+                    out.note_truncation(item.line, max_length);
+                }
+                slots.push(results.len());
+                results.push(Ok(String::new()));
+                items.push(item);
+                encodings.push(encoding);
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    for (slot, value) in slots
+        .into_iter()
+        .zip(by_length(&items, &encodings, limits, shards, run)?)
+    {
+        results[slot] = Ok(value);
+    }
+    for result in results {
+        match result {
+            Ok(line) => out.write_line(&line)?,
+            Err((line, message)) => out.line_error(line, &message)?,
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// With `--long-text chunk` nothing is cut off, so there is no truncation to note.

@@ -94,6 +94,35 @@ fn bad_lines_fail_alone_and_in_place() {
 }
 
 #[test]
+fn inputs_across_many_windows_come_back_in_order_with_their_errors() {
+    // --batch-size 1: windows of 8 inputs, each read and tokenized while the one before runs.
+    let texts: Vec<String> = (0..30)
+        .map(|i| match i {
+            11 | 25 => String::new(),
+            _ => format!("{} the sea", "word ".repeat(i % 7)),
+        })
+        .collect();
+    let input = texts.join("\n") + "\n";
+    let model = fixture("tiny-base");
+    let out = bert(
+        &["embed", "--model", &model, "--batch-size", "1"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = lines(&out);
+    assert_eq!(v.len(), 30, "one output line per input line");
+    for (i, (line, text)) in v.iter().zip(&texts).enumerate() {
+        if text.is_empty() {
+            assert_eq!(
+                (line["line"].as_u64(), &line["error"]),
+                (Some(i as u64 + 1), &Value::from("empty input"))
+            );
+        } else {
+            assert_eq!(line["text"], text.as_str(), "line {}", i + 1);
+        }
+    }
+}
+#[test]
 fn long_texts_are_truncated_with_one_note() {
     let long = "the sea ".repeat(100);
     let input = format!("{long}\n{long}\nshort\n");
