@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::pickle::PthTensors;
 use candle_core::{Device, Tensor};
 
+use crate::aligned_copy;
 use crate::error::{read_json, Error, Result};
 use crate::safetensors_file::{MappedF32, SafetensorsFiles};
 
@@ -47,6 +48,29 @@ impl Checkpoint {
                 dir,
                 "no weights found: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin",
             ))
+        }
+    }
+
+    /// As [`Checkpoint::open`], for f32 inference: safetensors files whose f32 tensors are not 64-byte
+    /// aligned are read from their aligned copy in the cache ([`crate::aligned_copy`]), written on first
+    /// use, so that the weights are used in place.
+    pub fn open_for_f32_inference(dir: &Path) -> Result<Self> {
+        let checkpoint = Self::open(dir)?;
+        let (Store::Safetensors(files), Some(cache)) =
+            (&checkpoint.store, aligned_copy::cache_dir())
+        else {
+            return Ok(checkpoint);
+        };
+        let Some(copy) = aligned_copy::aligned_copy(&checkpoint.files, files, &cache) else {
+            return Ok(checkpoint);
+        };
+        match SafetensorsFiles::open(std::slice::from_ref(&copy)) {
+            Ok(store) => Ok(Checkpoint {
+                store: Store::Safetensors(store),
+                ..checkpoint
+            }),
+            // A damaged copy (another process writing it, a full disk): the original serves.
+            Err(_) => Ok(checkpoint),
         }
     }
 

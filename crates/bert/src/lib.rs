@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+pub mod aligned_copy;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

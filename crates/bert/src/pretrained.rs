@@ -37,8 +37,12 @@ impl<M> Pretrained<M> {
         build: impl FnOnce(&Params, &BertConfig) -> Result<M>,
     ) -> Result<Self> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let store =
-            ParamStore::new(Checkpoint::open(dir)?, device, false, 0).with_precision(precision);
+        let checkpoint = if precision == Precision::F32 && device.is_cpu() {
+            Checkpoint::open_for_f32_inference(dir)?
+        } else {
+            Checkpoint::open(dir)?
+        };
+        let store = ParamStore::new(checkpoint, device, false, 0).with_precision(precision);
         let model = build(&store.root(), &config)?;
         Ok(Pretrained {
             config,

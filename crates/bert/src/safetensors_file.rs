@@ -133,6 +133,16 @@ impl SafetensorsFiles {
         })
     }
 
+    /// Whether every f32 tensor whose size is a multiple of 64 bytes starts on a 64-byte boundary of
+    /// its file, as `bert` lays them out (see [`crate::aligned_copy`]).
+    pub fn f32_cache_aligned(&self) -> bool {
+        self.entries.values().all(|e| {
+            e.dtype != DType::F32
+                || !(e.end - e.start).is_multiple_of(64)
+                || e.start.is_multiple_of(64)
+        })
+    }
+
     /// Every tensor's name.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)

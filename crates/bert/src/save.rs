@@ -9,7 +9,7 @@ use candle_core::{Tensor, Var};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::files::write_file;
+use crate::files::{write_file, write_streamed};
 
 /// The tokenizer files a checkpoint directory carries.
 pub const TOKENIZER_FILES: [&str; 4] = [
@@ -20,34 +20,51 @@ pub const TOKENIZER_FILES: [&str; 4] = [
 ];
 
 /// Writes named tensors as safetensors, atomically, with every tensor whose size is a multiple of 64
-/// bytes starting on a 64-byte boundary (see [`aligned_safetensors`]).
+/// bytes starting on a 64-byte boundary (see [`aligned_header`]), streamed to the file.
 pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let contiguous = tensors
         .iter()
         .map(|(name, t)| Ok((name.clone(), t.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = aligned_safetensors(&contiguous, &metadata)
+    let header = aligned_header(&contiguous, &metadata)
         .map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    write_file(path, &bytes)
+    write_streamed(path, |out| {
+        out.write_all(&header.bytes)?;
+        for (_, t) in header.order.iter().map(|&i| &contiguous[i]) {
+            out.write_all(&safetensors::View::data(t))?;
+        }
+        Ok(())
+    })
 }
 
-/// The safetensors bytes of `tensors`, laid out for memory mapping: the header padded with spaces (as
-/// the format allows) so that the data starts on a 64-byte boundary, then the tensors whose byte size
-/// is a multiple of 64 (every weight matrix and vector of a BERT model), then the rest. The weights
-/// are then used in place at inference ([`crate::safetensors_file::MappedF32`]); the `safetensors`
-/// crate pads to 8 bytes only.
-fn aligned_safetensors(
+/// The start of a safetensors file laid out for memory mapping (its size, then its header padded with
+/// spaces, as the format allows, so that the data starts on a 64-byte boundary), and the order the
+/// tensors follow it in: those whose byte size is a multiple of 64 (every weight matrix and vector of a
+/// BERT model) first, then the rest. The weights are then used in place at inference
+/// ([`crate::safetensors_file::MappedF32`]); the `safetensors` crate pads to 8 bytes only.
+struct AlignedHeader {
+    bytes: Vec<u8>,
+    /// Indices into the tensors, in file order.
+    order: Vec<usize>,
+}
+
+fn aligned_header(
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
-) -> std::result::Result<Vec<u8>, Box<dyn std::error::Error>> {
+) -> std::result::Result<AlignedHeader, Box<dyn std::error::Error>> {
     use safetensors::View;
-    let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
-    order.sort_by_key(|(name, t)| (t.data_len() % 64 != 0, name.clone()));
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            !tensors[i].1.data_len().is_multiple_of(64),
+            tensors[i].0.clone(),
+        )
+    });
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
     let mut offset = 0;
-    for (name, t) in &order {
+    for (name, t) in order.iter().map(|&i| &tensors[i]) {
         let end = offset + t.data_len();
         let entry = serde_json::json!({
             "dtype": View::dtype(t), "shape": View::shape(t), "data_offsets": [offset, end],
@@ -57,13 +74,10 @@ fn aligned_safetensors(
     }
     let mut json = serde_json::to_vec(&header)?;
     json.resize(json.len() + (64 - (8 + json.len()) % 64) % 64, b' ');
-    let mut bytes = Vec::with_capacity(8 + json.len() + offset);
+    let mut bytes = Vec::with_capacity(8 + json.len());
     bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&json);
-    for (_, t) in &order {
-        bytes.extend_from_slice(&t.data());
-    }
-    Ok(bytes)
+    Ok(AlignedHeader { bytes, order })
 }
 
 /// Writes `model.safetensors` and `config.json` (with `architectures`) into `dir`.
