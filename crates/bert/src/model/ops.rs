@@ -160,7 +160,9 @@ impl Linear {
         }
         let out_dim = weight.dim(0)?;
         let bias = bias.to_vec1::<f32>()?;
-        let packed = with_f32_values(&weight, |w| PackedLinear::new(w, &bias, out_dim, precision))?;
+        let packed = with_f32_values(&[&weight], |w| {
+            Ok(PackedLinear::new(w[0], &bias, out_dim, precision))
+        })?;
         Ok(Linear {
             weights: LinearWeights::Fixed(Arc::new(packed)),
         })
@@ -239,15 +241,26 @@ impl candle_core::CustomOp1 for FixedLinearOp {
     }
 }
 
-/// Runs `f` on the values of a contiguous f32 CPU tensor, without copying them.
-fn with_f32_values<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
-        return Err(candle_core::Error::Msg("expected an f32 CPU tensor".into()).into());
-    };
-    let start = layout.start_offset();
-    Ok(f(&values[start..start + t.elem_count()]))
+/// Runs `f` on the values of contiguous f32 CPU tensors, without copying them (the storage is held
+/// for as long as `f` runs).
+pub(crate) fn with_f32_values<T>(
+    tensors: &[&Tensor],
+    f: impl FnOnce(&[&[f32]]) -> Result<T>,
+) -> Result<T> {
+    let owned: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut views = Vec::with_capacity(guards.len());
+    for ((storage, layout), tensor) in guards.iter().zip(&owned) {
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &**storage else {
+            return Err(candle_core::Error::Msg("expected an f32 CPU tensor".into()).into());
+        };
+        let start = layout.start_offset();
+        views.push(&values[start..start + tensor.elem_count()]);
+    }
+    f(&views)
 }
 
 fn f32_linear(

@@ -7,10 +7,11 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, InplaceOp1, Layout, Storage, Tensor};
+use candle_core::{bail, CpuStorage, InplaceOp1, Layout, Tensor};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::model::ops::with_f32_values;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
@@ -64,32 +65,12 @@ fn for_each_block(
     }
 }
 
-/// Read access to the values of contiguous f32 CPU tensors, held for as long as the views live.
-fn with_values<T>(tensors: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<T>) -> Result<T> {
-    let owned: Vec<Tensor> = tensors
-        .iter()
-        .map(|t| t.contiguous())
-        .collect::<candle_core::Result<_>>()?;
-    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
-    let mut views = Vec::with_capacity(guards.len());
-    for ((storage, layout), tensor) in guards.iter().zip(&owned) {
-        let Storage::Cpu(CpuStorage::F32(values)) = &**storage else {
-            return Err(Error::Training(
-                "AdamW expects f32 gradients on the CPU".into(),
-            ));
-        };
-        let start = layout.start_offset();
-        views.push(&values[start..start + tensor.elem_count()]);
-    }
-    f(&views)
-}
-
 /// The sum of the squares of `scale` times the sum of `parts` (tensors of one shape).
 pub fn squared_norm(parts: &[&Tensor], scale: f64) -> Result<f64> {
     if parts.is_empty() {
         return Ok(0.0);
     }
-    with_values(parts, |parts| {
+    with_f32_values(parts, |parts| {
         let len = parts[0].len();
         Ok((0..len.div_ceil(CHUNK))
             .into_par_iter()
@@ -198,7 +179,7 @@ pub fn adamw_update(
     moments: Moments<'_>,
     update: &Update,
 ) -> Result<()> {
-    with_values(grads, |grads| {
+    with_f32_values(grads, |grads| {
         param.inplace_op1(&AdamWStep {
             grads,
             moments: Mutex::new(Some(moments)),

@@ -50,11 +50,6 @@ impl From<GradStore> for GradientSum {
 }
 
 impl GradientSum {
-    /// The parts, each as its backward pass left it (the scale is not applied).
-    pub fn into_parts(self) -> Vec<GradStore> {
-        self.parts
-    }
-
     /// Whether no part was added.
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
@@ -66,8 +61,25 @@ impl GradientSum {
             self.parts.push(part);
             return Ok(());
         }
-        let first = self.parts.remove(0);
-        self.parts.insert(0, accumulate(first, part, vars)?);
+        let first = std::mem::take(&mut self.parts[0]);
+        self.parts[0] = accumulate(first, part, vars)?;
+        Ok(())
+    }
+
+    /// Adds the parts of `other`, which must have the same scale.
+    pub fn append(&mut self, other: GradientSum, vars: &[Tensor]) -> Result<()> {
+        if !other.parts.is_empty() && !self.parts.is_empty() && other.scale != self.scale {
+            return Err(Error::Training(format!(
+                "adding gradients scaled by {} to gradients scaled by {}",
+                other.scale, self.scale
+            )));
+        }
+        if self.parts.is_empty() {
+            self.scale = other.scale;
+        }
+        for part in other.parts {
+            self.push(part, vars)?;
+        }
         Ok(())
     }
 

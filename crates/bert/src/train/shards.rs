@@ -157,14 +157,7 @@ impl Gradients {
     pub fn add(&mut self, other: Gradients, vars: &[Tensor]) -> Result<()> {
         self.loss += other.loss;
         self.tokens += other.tokens;
-        debug_assert_eq!(
-            other.grads.scale(),
-            1.0,
-            "a shard's gradients are not scaled"
-        );
-        for part in other.grads.into_parts() {
-            self.grads.push(part, vars)?;
-        }
+        self.grads.append(other.grads, vars)?;
         Ok(())
     }
 
