@@ -3,7 +3,7 @@
 (with its BERT fusions), on the same random BERT-base weights, the same shapes and the same thread count,
 in one run, in each number format: f32 (bert, PyTorch, ONNX Runtime), bf16 (bert --dtype bf16, PyTorch
 under bf16 autocast) and int8 (bert --dtype int8, ONNX Runtime's dynamic quantization of the fused
-model). Prints median milliseconds per forward, sequences per second, GFLOP/s and each reference's
+model). Each engine warms up for at least the given runs and 0.5 s. Prints median milliseconds per forward, sequences per second, GFLOP/s and each reference's
 ratio to bert in the same format; then, given a text file, end-to-end embedding throughput
 (tokenization included) on all-MiniLM-L6-v2 against sentence-transformers, with each format's cosine
 to bert's f32 embeddings, and, given a fine-tuned classifier, each format's label agreement with f32.
@@ -36,9 +36,18 @@ def flops(config, batch, seq):
     return layers * batch * seq * per_token
 
 
+# Warm-up runs go on until this much time has passed as well: a process whose load is short starts on a
+# CPU that has been idle, and this VM then runs it up to twice as slowly for ~0.1 s (measured with a
+# spin loop before the first run). Every engine warms up by the same rule (forward_bench too).
+WARMUP_SECONDS = 0.5
+
+
 def median_ms(run, iters, warmup):
-    for _ in range(warmup):
+    started = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - started < WARMUP_SECONDS:
         run()
+        done += 1
     times = []
     for _ in range(iters):
         started = time.perf_counter()

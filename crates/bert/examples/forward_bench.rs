@@ -1,5 +1,6 @@
 //! Times the encoder's forward pass on a checkpoint, for `bench/inference.py`: random token ids of
-//! shape BATCH x SEQ (no padding), WARMUP untimed runs, then ITERS timed ones. Prints one JSON line:
+//! shape BATCH x SEQ (no padding), WARMUP untimed runs (and at least 0.5 s of them), then ITERS timed
+//! ones. Prints one JSON line:
 //! the median and every time in milliseconds, the load time and the peak RSS. DTYPE (f32, bf16 or
 //! int8) is the Linear layers' number format.
 //!
@@ -16,6 +17,11 @@ use bert::model::{BertModel, Mode};
 use bert::pretrained::Pretrained;
 use bert::Batch;
 use candle_core::{Device, Tensor};
+
+/// Warm-up runs go on until this much time has passed too: after a short load the CPU has been idle,
+/// and this VM then runs the first ~0.1 s up to twice as slowly (bench/inference.py warms up every
+/// engine by the same rule).
+const WARMUP_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn main() -> bert::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,18 +60,24 @@ fn main() -> bert::Result<()> {
         token_type_ids: Tensor::zeros((batch, seq), candle_core::DType::U32, &Device::Cpu)?,
         attention_mask: Tensor::ones((batch, seq), candle_core::DType::F32, &Device::Cpu)?,
     };
-    let mut times = Vec::with_capacity(iters);
-    for i in 0..warmup + iters {
+    let forward = || -> bert::Result<f64> {
         let started = Instant::now();
         let out = model.model.forward(&input, &Mode::Eval)?;
         out.hidden_states
             .flatten_all()?
             .sum_all()?
             .to_scalar::<f32>()?;
-        if i >= warmup {
-            times.push(started.elapsed().as_secs_f64() * 1e3);
-        }
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    let warming = Instant::now();
+    let mut warmed = 0;
+    while warmed < warmup || warming.elapsed() < WARMUP_TIME {
+        forward()?;
+        warmed += 1;
     }
+    let times = (0..iters)
+        .map(|_| forward())
+        .collect::<bert::Result<Vec<f64>>>()?;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let rss_mb = std::fs::read_to_string("/proc/self/status")

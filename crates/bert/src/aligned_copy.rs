@@ -70,7 +70,7 @@ fn write_copy(files: &SafetensorsFiles, path: &Path) -> Result<()> {
 }
 
 /// A name for the copy: FNV-1a of each source's canonical path, size and modification time.
-fn key(sources: &[PathBuf]) -> Option<String> {
+pub(crate) fn key(sources: &[PathBuf]) -> Option<String> {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for source in sources {
         let path = source.canonicalize().ok()?;

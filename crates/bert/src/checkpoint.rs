@@ -115,6 +115,11 @@ impl Checkpoint {
         }
     }
 
+    /// The files the weights are read from.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
     /// Canonical names of every tensor in the checkpoint.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.keys().map(|s| s.as_str())

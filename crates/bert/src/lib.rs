@@ -70,6 +70,7 @@ pub mod hub;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod packed_cache;
 pub mod params;
 pub mod pipelines;
 pub mod plot;

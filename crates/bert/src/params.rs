@@ -14,7 +14,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::ops::Init;
+use crate::model::quantized::PackedLinear;
 use crate::model::Precision;
+use crate::packed_cache::PackedCache;
 use crate::rng::Rng;
 use crate::safetensors_file::MappedF32;
 
@@ -35,6 +37,8 @@ pub struct ParamStore {
     /// Names that are another weight under a second name (a tied decoder), not unused weights.
     tied: Mutex<BTreeSet<String>>,
     rng: Mutex<Rng>,
+    /// Reduced-precision layers converted on earlier loads of this checkpoint (inference only).
+    packed_cache: Option<PackedCache>,
 }
 
 /// What loading a model did with the checkpoint, for the warnings `transformers` also gives.
@@ -70,15 +74,31 @@ impl ParamStore {
             initialized: Mutex::default(),
             tied: Mutex::default(),
             rng: Mutex::new(Rng::new(seed)),
+            packed_cache: None,
         }
     }
 
     /// Linear layers in `precision`: for inference, weights converted to bf16 or int8; for training,
     /// bf16 means mixed precision (f32 weights, bf16 products); int8 does not train and is ignored.
+    /// For inference on the CPU, converted layers are cached on disk for the next load of the
+    /// checkpoint ([`crate::packed_cache`]).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         if !(self.trainable && precision == Precision::Int8) {
             self.precision = precision;
         }
+        let inference = !self.trainable && self.device.is_cpu() && precision != Precision::F32;
+        self.packed_cache = match &self.checkpoint {
+            Some(checkpoint) if inference => {
+                PackedCache::for_checkpoint(checkpoint.files(), precision)
+            }
+            _ => None,
+        };
+        self
+    }
+
+    /// Keeps converted layers in `cache` instead of the one the environment names.
+    pub fn with_packed_cache(mut self, cache: PackedCache) -> Self {
+        self.packed_cache = Some(cache);
         self
     }
 
@@ -277,6 +297,32 @@ impl<'a> Params<'a> {
         self.store.fetch_mapped(&self.full(name), shape)
     }
 
+    /// The layer over `parts` (stacked along the outputs) in the store's reduced precision as an
+    /// earlier load converted and cached it ([`crate::packed_cache`]), its weights used in place;
+    /// its tensors count as used. `None` when not cached, or absent from the checkpoint.
+    pub fn cached_linear(parts: &[Params], in_dim: usize, out_dim: usize) -> Option<PackedLinear> {
+        let store = parts.first()?.store;
+        let (cache, checkpoint) = (store.packed_cache.as_ref()?, store.checkpoint.as_ref()?);
+        let names: Vec<String> = parts
+            .iter()
+            .flat_map(|p| [p.full("weight"), p.full("bias")])
+            .collect();
+        if !names.iter().all(|name| checkpoint.contains(name)) {
+            return None;
+        }
+        let linear = cache.load(&layer_name(parts), in_dim, out_dim, store.precision)?;
+        lock(&store.released).extend(names);
+        Some(linear)
+    }
+
+    /// Keeps a layer converted from `parts` for later loads ([`Params::cached_linear`]). A layer
+    /// that cannot be written is converted again next time, so a failure is not an error.
+    pub fn cache_linear(parts: &[Params], linear: &PackedLinear) {
+        if let Some(cache) = parts.first().and_then(|p| p.store.packed_cache.as_ref()) {
+            let _ = cache.store(&layer_name(parts), linear);
+        }
+    }
+
     /// A task-head weight, initialised with `init` when the checkpoint lacks it.
     pub fn get_or_init(&self, shape: &[usize], name: &str, init: Init) -> Result<Tensor> {
         self.store.fetch(&self.full(name), shape, Some(init))
@@ -287,6 +333,12 @@ impl<'a> Params<'a> {
     pub fn tie(&self, name: &str) {
         lock(&self.store.tied).insert(self.full(name));
     }
+}
+
+/// The name of the layer over `parts`: their paths, joined by `+` when stacked.
+fn layer_name(parts: &[Params]) -> String {
+    let prefixes: Vec<&str> = parts.iter().map(|p| p.prefix.as_str()).collect();
+    prefixes.join("+")
 }
 
 #[cfg(test)]

@@ -33,45 +33,45 @@ pub struct SafetensorsFiles {
     entries: HashMap<String, Entry>,
 }
 
-/// An f32 tensor's values where they lie in a memory-mapped safetensors file.
+/// A tensor's bytes where they lie in a memory-mapped safetensors file.
 ///
 /// The mapping is read-only; a file rewritten while a model uses it would change the weights under it,
 /// as with every memory-mapped loader (candle's and safetensors' own).
 #[derive(Clone)]
-pub struct MappedF32 {
+pub struct MappedBytes {
     map: Arc<Mmap>,
     start: usize,
-    shape: Vec<usize>,
+    len: usize,
 }
 
-impl MappedF32 {
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
+impl MappedBytes {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
     }
 
-    pub fn values(&self) -> &[f32] {
-        let len = self.shape.iter().product::<usize>();
-        let bytes = &self.map[self.start..self.start + 4 * len];
-        // SAFETY: `mapped_f32` checked that the range is inside the map and 4-byte aligned (the map
-        // starts on a page), and every bit pattern is a valid f32.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len) }
+    /// The bytes as f32 values, when they start on a 4-byte boundary (a little-endian machine).
+    pub fn f32_values(&self) -> Option<&[f32]> {
+        let bytes = self.bytes();
+        let usable = cfg!(target_endian = "little")
+            && (bytes.as_ptr() as usize).is_multiple_of(4)
+            && bytes.len().is_multiple_of(4);
+        // SAFETY: aligned and inside the map (checked), and every bit pattern is a valid f32.
+        usable.then(|| unsafe {
+            std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4)
+        })
     }
-}
 
-impl MappedF32 {
-    /// Whether the values start on a 64-byte boundary. The dot-product kernel streams weights with
-    /// whole-vector loads; at the 8-byte alignment `transformers` writes tensors with, every load
-    /// spans two cache lines (BERT-base at 1 x 16: 23 -> 28 ms).
+    /// Whether the bytes start on a 64-byte boundary.
     pub fn is_cache_aligned(&self) -> bool {
         (self.map.as_ptr() as usize + self.start).is_multiple_of(64)
     }
 
-    /// Drops this tensor's pages from the process's resident memory once it has been converted: the
-    /// file still holds them, and page cache keeps them for the next reader.
+    /// Drops these pages from the process's resident memory: the file still holds them, and page
+    /// cache keeps them for the next reader.
     pub fn release_pages(&self) {
         const PAGE: usize = 4096;
         let first = self.start / PAGE * PAGE;
-        let end = (self.start + 4 * self.shape.iter().product::<usize>()).min(self.map.len());
+        let end = (self.start + self.len).min(self.map.len());
         // SAFETY: a read-only shared file mapping: dropped pages are read again from the file on the
         // next access, so no one sees different values. A failure only leaves the pages resident.
         let _ = unsafe {
@@ -81,9 +81,43 @@ impl MappedF32 {
     }
 }
 
+/// An f32 tensor's values where they lie in a memory-mapped safetensors file.
+#[derive(Clone)]
+pub struct MappedF32 {
+    bytes: MappedBytes,
+    shape: Vec<usize>,
+}
+
+impl MappedF32 {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn values(&self) -> &[f32] {
+        // `mapped_f32` checked that the values are 4-byte aligned.
+        self.bytes.f32_values().unwrap_or_default()
+    }
+
+    /// Whether the values start on a 64-byte boundary. The dot-product kernel streams weights with
+    /// whole-vector loads; at the 8-byte alignment `transformers` writes tensors with, every load
+    /// spans two cache lines (BERT-base at 1 x 16: 23 -> 28 ms).
+    pub fn is_cache_aligned(&self) -> bool {
+        self.bytes.is_cache_aligned()
+    }
+
+    /// Drops this tensor's pages from the process's resident memory once it has been converted.
+    pub fn release_pages(&self) {
+        self.bytes.release_pages()
+    }
+}
+
 impl std::fmt::Debug for MappedF32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MappedF32({:?} at byte {})", self.shape, self.start)
+        write!(
+            f,
+            "MappedF32({:?} at byte {})",
+            self.shape, self.bytes.start
+        )
     }
 }
 
@@ -148,20 +182,30 @@ impl SafetensorsFiles {
         self.entries.keys().map(String::as_str)
     }
 
-    /// An f32 tensor in place in its mapped file; `None` for other dtypes, unmapped files, a
-    /// misaligned tensor or a big-endian machine (the caller then reads it with [`Self::load`]).
-    pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+    /// A tensor's bytes in place in its mapped file, with its dtype and shape; `None` when absent or
+    /// the file is not mapped.
+    pub fn mapped(&self, name: &str) -> Option<(MappedBytes, DType, &[usize])> {
         let entry = self.entries.get(name)?;
         let map = self.maps[entry.file].as_ref()?;
         let start = usize::try_from(entry.start).ok()?;
-        let usable = entry.dtype == DType::F32
-            && cfg!(target_endian = "little")
-            && start.is_multiple_of(4)
-            && entry.end as usize <= map.len();
-        usable.then(|| MappedF32 {
-            map: map.clone(),
-            start,
-            shape: entry.shape.clone(),
+        let len = usize::try_from(entry.end - entry.start).ok()?;
+        (start + len <= map.len()).then(|| {
+            let bytes = MappedBytes {
+                map: map.clone(),
+                start,
+                len,
+            };
+            (bytes, entry.dtype, entry.shape.as_slice())
+        })
+    }
+
+    /// An f32 tensor in place in its mapped file; `None` for other dtypes, unmapped files, a
+    /// misaligned tensor or a big-endian machine (the caller then reads it with [`Self::load`]).
+    pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+        let (bytes, dtype, shape) = self.mapped(name)?;
+        (dtype == DType::F32 && bytes.f32_values().is_some()).then(|| MappedF32 {
+            shape: shape.to_vec(),
+            bytes,
         })
     }
 

@@ -22,20 +22,50 @@ pub const TOKENIZER_FILES: [&str; 4] = [
 /// Writes named tensors as safetensors, atomically, with every tensor whose size is a multiple of 64
 /// bytes starting on a 64-byte boundary (see [`aligned_header`]), streamed to the file.
 pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let contiguous = tensors
         .iter()
         .map(|(name, t)| Ok((name.clone(), t.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
-    let header = aligned_header(&contiguous, &metadata)
-        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    save_views(path, &contiguous)
+}
+
+/// As [`save_safetensors`], for any tensor views (raw bytes with a dtype and shape).
+pub fn save_views<V: safetensors::View>(path: &Path, tensors: &[(String, V)]) -> Result<()> {
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let header =
+        aligned_header(tensors, &metadata).map_err(|e| Error::checkpoint(path, e.to_string()))?;
     write_streamed(path, |out| {
         out.write_all(&header.bytes)?;
-        for (_, t) in header.order.iter().map(|&i| &contiguous[i]) {
+        for (_, t) in header.order.iter().map(|&i| &tensors[i]) {
             out.write_all(&safetensors::View::data(t))?;
         }
         Ok(())
     })
+}
+
+/// A tensor as raw little-endian bytes, borrowed or owned, for [`save_views`].
+pub struct TensorBytes<'a> {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub data: std::borrow::Cow<'a, [u8]>,
+}
+
+impl safetensors::View for TensorBytes<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
 }
 
 /// The start of a safetensors file laid out for memory mapping (its size, then its header padded with
@@ -49,8 +79,8 @@ struct AlignedHeader {
     order: Vec<usize>,
 }
 
-fn aligned_header(
-    tensors: &[(String, Tensor)],
+fn aligned_header<V: safetensors::View>(
+    tensors: &[(String, V)],
     metadata: &HashMap<String, String>,
 ) -> std::result::Result<AlignedHeader, Box<dyn std::error::Error>> {
     use safetensors::View;

@@ -2,7 +2,7 @@
 //! its tensors on 64-byte boundaries, an f32 inference model then reads its Linear weights straight
 //! from the mapping (no copy), and the outputs still match `transformers` as closely as the copied
 //! weights do. bf16 and int8 models convert straight from the mapping and give the same outputs as
-//! from the copied tensors.
+//! from the copied tensors; their converted layers are cached on disk and mapped by the next load.
 
 mod common;
 
@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bert::checkpoint::Checkpoint;
+use bert::config::BertConfig;
 use bert::model::{BertModel, Mode, Precision};
+use bert::packed_cache::PackedCache;
+use bert::params::ParamStore;
 use bert::pretrained::Pretrained;
 use bert::Batch;
 use candle_core::{Device, Tensor};
@@ -76,6 +79,22 @@ fn saved_weights_are_mapped_in_place_and_match_transformers() {
         &r.outputs["last_hidden_state"],
         1e-4,
     );
+    // The embedding tables are read in place too, ids still checked against them.
+    let m = Pretrained::load(&dir, &Device::Cpu, |p, c| {
+        BertModel::load(&p.pp("bert"), c, false)
+    })
+    .unwrap();
+    let vocab = m.config.vocab_size as u32;
+    let outside = Batch {
+        input_ids: Tensor::new(&[[1u32, vocab]], &Device::Cpu).unwrap(),
+        token_type_ids: Tensor::new(&[[0u32, 0]], &Device::Cpu).unwrap(),
+        attention_mask: Tensor::new(&[[1f32, 1.0]], &Device::Cpu).unwrap(),
+    };
+    let err = m.model.forward(&outside, &Mode::Eval).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("input id {vocab}")),
+        "{err}"
+    );
     for precision in [Precision::Bf16, Precision::Int8] {
         let from_mapping = hidden_states(&dir, precision, &batch);
         let from_copies = hidden_states(&fixture("tiny-base"), precision, &batch);
@@ -86,4 +105,57 @@ fn saved_weights_are_mapped_in_place_and_match_transformers() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// tiny-base's hidden states in `precision`, its converted layers kept in `cache`.
+fn with_cache(precision: Precision, cache: &Path, batch: &Batch) -> (Tensor, Vec<String>) {
+    let dir = fixture("tiny-base");
+    let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+    let store = ParamStore::new(Checkpoint::open(&dir).unwrap(), &Device::Cpu, false, 0)
+        .with_precision(precision)
+        .with_packed_cache(PackedCache::in_dir(cache));
+    let model = BertModel::load(&store.root().pp("bert"), &config, false).unwrap();
+    let states = model.forward(batch, &Mode::Eval).unwrap().hidden_states;
+    (states, store.report().unused)
+}
+
+#[test]
+fn converted_layers_are_cached_and_the_next_load_maps_them() {
+    let batch = common::reference_batch(&reference("tiny-base"));
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let cache =
+            std::env::temp_dir().join(format!("bert-cached-{precision}-{}", std::process::id()));
+        let (converted, unused_then) = with_cache(precision, &cache, &batch);
+        let mut files: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        // Two layers of four Linear layers each (query, key and value stacked as one).
+        assert_eq!(files.len(), 8, "{files:?}");
+        let stacked = "bert.encoder.layer.0.attention.self.query+bert.encoder.layer.0.attention.self.key+bert.encoder.layer.0.attention.self.value.safetensors";
+        assert!(files.iter().any(|f| f == stacked), "{files:?}");
+
+        let (cached, unused_now) = with_cache(precision, &cache, &batch);
+        assert_eq!(
+            common::max_abs_diff(&cached, &converted),
+            0.0,
+            "{precision}"
+        );
+        assert_eq!(unused_now, unused_then, "cached layers count as used");
+
+        // The next load reads the files: two same-shaped layers swapped change the outputs.
+        let layer =
+            |i: usize| cache.join(format!("bert.encoder.layer.{i}.output.dense.safetensors"));
+        let swap = cache.join("swap");
+        std::fs::rename(layer(0), &swap).unwrap();
+        std::fs::rename(layer(1), layer(0)).unwrap();
+        std::fs::rename(&swap, layer(1)).unwrap();
+        let (swapped, _) = with_cache(precision, &cache, &batch);
+        assert!(
+            common::max_abs_diff(&swapped, &converted) > 1e-3,
+            "{precision}: the cache was not read"
+        );
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
 }

@@ -2,13 +2,16 @@
 //! summed in one pass, and, backwards, each table's gradient built once by adding the output gradient's
 //! rows into it. Through candle, each lookup was an `index_select` whose gradient `index_add` built by
 //! zero-filling and copying the whole word table twice (30,522 x 384 floats for MiniLM, per shard and
-//! step), and the padding token's rows were cut from the gradient by a mask over the batch.
+//! step), and the padding token's rows were cut from the gradient by a mask over the batch. For
+//! inference the same sum reads tables in place in the memory-mapped checkpoint
+//! ([`mapped_embedding_sum`]).
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::buffer::output_buffer;
+use crate::safetensors_file::MappedF32;
 
 /// The ids of a batch of `rows` tokens, `seq_len` to a sequence, and the padding token whose
 /// embedding gets no gradient (`nn.Embedding(padding_idx)`).
@@ -35,6 +38,35 @@ fn table<'a>(
 }
 
 impl EmbeddingSum {
+    fn new(input_ids: &Tensor, token_type_ids: &Tensor, pad_token_id: Option<u32>) -> Result<Self> {
+        let (batch, seq_len) = input_ids.dims2()?;
+        Ok(EmbeddingSum {
+            batch,
+            input_ids: input_ids.flatten_all()?.to_vec1()?,
+            token_type_ids: token_type_ids.flatten_all()?.to_vec1()?,
+            seq_len,
+            pad_token_id,
+        })
+    }
+
+    /// Each token's three rows summed, `(rows, c)` row-major; the ids must have been checked.
+    fn sum(&self, words: &[f32], types: &[f32], positions: &[f32], c: usize) -> Vec<f32> {
+        let mut out = output_buffer(self.input_ids.len() * c);
+        out.par_chunks_mut(c).enumerate().for_each(|(r, out)| {
+            let w = self.input_ids[r] as usize * c;
+            let k = self.token_type_ids[r] as usize * c;
+            let p = (r % self.seq_len) * c;
+            let rows = words[w..w + c]
+                .iter()
+                .zip(&types[k..k + c])
+                .zip(&positions[p..p + c]);
+            for (o, ((&w, &k), &p)) in out.iter_mut().zip(rows) {
+                *o = w + k + p;
+            }
+        });
+        out
+    }
+
     /// The ids checked against the tables' row counts.
     fn check(&self, words: usize, types: usize, positions: usize) -> candle_core::Result<()> {
         if let Some(&id) = self.input_ids.iter().find(|&&id| id as usize >= words) {
@@ -74,20 +106,7 @@ impl CustomOp3 for EmbeddingSum {
             bail!("embeddings: tables of widths {c}, {c2} and {c3}");
         }
         self.check(vocab, type_rows, position_rows)?;
-        let rows = self.input_ids.len();
-        let mut out = output_buffer(rows * c);
-        out.par_chunks_mut(c).enumerate().for_each(|(r, out)| {
-            let w = self.input_ids[r] as usize * c;
-            let k = self.token_type_ids[r] as usize * c;
-            let p = (r % self.seq_len) * c;
-            let rows = words[w..w + c]
-                .iter()
-                .zip(&types[k..k + c])
-                .zip(&positions[p..p + c]);
-            for (o, ((&w, &k), &p)) in out.iter_mut().zip(rows) {
-                *o = w + k + p;
-            }
-        });
+        let out = self.sum(words, types, positions, c);
         let shape = Shape::from((self.batch, self.seq_len, c));
         Ok((CpuStorage::F32(out), shape))
     }
@@ -141,20 +160,32 @@ pub fn embedding_sum(
     token_type_ids: &Tensor,
     pad_token_id: Option<u32>,
 ) -> Result<Tensor> {
-    let (batch, seq_len) = input_ids.dims2()?;
-    let op = EmbeddingSum {
-        batch,
-        input_ids: input_ids.flatten_all()?.to_vec1()?,
-        token_type_ids: token_type_ids.flatten_all()?.to_vec1()?,
-        seq_len,
-        pad_token_id,
-    };
+    let op = EmbeddingSum::new(input_ids, token_type_ids, pad_token_id)?;
     let (words, types, positions) = (
         words.contiguous()?,
         types.contiguous()?,
         positions.contiguous()?,
     );
     Ok(words.apply_op3(&types, &positions, op)?)
+}
+
+/// As [`embedding_sum`], for inference from `(rows, C)` tables in place in a memory-mapped checkpoint:
+/// loading then copies none of the word table's values.
+pub fn mapped_embedding_sum(
+    [words, types, positions]: [&MappedF32; 3],
+    input_ids: &Tensor,
+    token_type_ids: &Tensor,
+) -> Result<Tensor> {
+    let op = EmbeddingSum::new(input_ids, token_type_ids, None)?;
+    let rows = |t: &MappedF32| t.shape()[0];
+    op.check(rows(words), rows(types), rows(positions))?;
+    let c = words.shape()[1];
+    let out = op.sum(words.values(), types.values(), positions.values(), c);
+    Ok(Tensor::from_vec(
+        out,
+        (op.batch, op.seq_len, c),
+        input_ids.device(),
+    )?)
 }
 
 #[cfg(test)]

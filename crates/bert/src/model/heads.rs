@@ -90,7 +90,7 @@ impl BertForMaskedLM {
         let predictions = BertLmPredictionHead::load(
             &p.pp("cls").pp("predictions"),
             c,
-            bert.embeddings().word_embeddings(),
+            &bert.embeddings().word_embeddings()?,
         )?;
         Ok(BertForMaskedLM { bert, predictions })
     }
@@ -146,7 +146,7 @@ impl BertForPreTraining {
         let predictions = BertLmPredictionHead::load(
             &cls.pp("predictions"),
             c,
-            bert.embeddings().word_embeddings(),
+            &bert.embeddings().word_embeddings()?,
         )?;
         Ok(BertForPreTraining {
             seq_relationship: seq_relationship(&cls, c)?,

@@ -100,6 +100,13 @@ impl Linear {
     /// outputs) used in place in the mapped file (f32), or converted straight from it (bf16, int8),
     /// so that no f32 copy is ever made. `None` when they cannot be mapped.
     fn load_mapped(parts: &[Params], in_dim: usize, out_dim: usize) -> Result<Option<Self>> {
+        let precision = parts.first().map_or(Precision::F32, |p| p.precision());
+        let total = out_dim * parts.len();
+        if precision != Precision::F32 {
+            if let Some(packed) = Params::cached_linear(parts, in_dim, total) {
+                return Ok(Some(Linear::fixed(packed)));
+            }
+        }
         let mut weights = Vec::with_capacity(parts.len());
         for p in parts {
             match p.mapped(&[out_dim, in_dim], "weight")? {
@@ -107,7 +114,6 @@ impl Linear {
                 None => return Ok(None),
             }
         }
-        let precision = parts.first().map_or(Precision::F32, |p| p.precision());
         if precision == Precision::F32 && !weights.iter().all(MappedF32::is_cache_aligned) {
             return Ok(None); // copied into aligned memory instead: see `is_cache_aligned`
         }
@@ -117,12 +123,8 @@ impl Linear {
             p.release("bias");
         }
         if precision == Precision::F32 {
-            let linear = MappedLinear::new(weights, bias)?;
-            return Ok(Some(Linear {
-                weights: LinearWeights::Fixed(Arc::new(linear)),
-            }));
+            return Ok(Some(Linear::fixed(MappedLinear::new(weights, bias)?)));
         }
-        let total = out_dim * parts.len();
         let packed = match weights.as_slice() {
             [one] => PackedLinear::new(one.values(), &bias, total, precision),
             many => {
@@ -131,9 +133,14 @@ impl Linear {
             }
         };
         weights.iter().for_each(MappedF32::release_pages);
-        Ok(Some(Linear {
-            weights: LinearWeights::Fixed(Arc::new(packed)),
-        }))
+        Params::cache_linear(parts, &packed);
+        Ok(Some(Linear::fixed(packed)))
+    }
+
+    fn fixed(linear: impl FixedLinear + 'static) -> Self {
+        Linear {
+            weights: LinearWeights::Fixed(Arc::new(linear)),
+        }
     }
 
     /// The layer in the precision `p`'s store asks for; a converted weight's f32 copy is released.
@@ -163,9 +170,7 @@ impl Linear {
         let packed = with_f32_values(&[&weight], |w| {
             Ok(PackedLinear::new(w[0], &bias, out_dim, precision))
         })?;
-        Ok(Linear {
-            weights: LinearWeights::Fixed(Arc::new(packed)),
-        })
+        Ok(Linear::fixed(packed))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

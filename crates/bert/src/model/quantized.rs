@@ -10,10 +10,13 @@
 //! tile units. Without it the same rounded values go through the f32 gemm, so both paths compute one
 //! function up to the order of summation, and the accuracy tests hold on any CPU.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use candle_core::DType;
 use rayon::prelude::*;
+use safetensors::tensor::Dtype;
 
 use crate::model::amx::{self, TileOp, BLOCK, TILE_BYTES, TILE_BYTES_PER_ROW, TILE_ROWS};
 use crate::model::gemm::{matmul_into, View};
@@ -21,6 +24,8 @@ use crate::model::number_formats::{convert_rows, ConvertedRows, Format, RowScale
 use crate::model::ops::FixedLinear;
 use crate::model::tile_gemm::{for_each_block, pieces, Operand, SharedOut};
 use crate::model::vector_math;
+use crate::safetensors_file::{MappedBytes, SafetensorsFiles};
+use crate::save::TensorBytes;
 
 /// The number format of a model's Linear layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,20 +139,60 @@ pub struct PackedLinear {
 
 enum Weights {
     /// AMX tiles: for each 16-column block, its `k_tiles` tiles in order.
-    Tiles { data: Aligned, k_tiles: usize },
+    Tiles { data: Stored, k_tiles: usize },
     /// The rounded (bf16) or quantized (int8, as integers) values in f32, `(out, in)` row-major.
-    Emulated(Vec<f32>),
+    Emulated(Stored),
+}
+
+/// Converted weights: made at load, or mapped in place from the cache of converted weights
+/// ([`crate::packed_cache`]).
+enum Stored {
+    Tiles(Aligned),
+    Values(Vec<f32>),
+    Mapped(MappedBytes),
+}
+
+impl Stored {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Stored::Tiles(aligned) => aligned.bytes(),
+            Stored::Values(values) => as_bytes(values),
+            Stored::Mapped(mapped) => mapped.bytes(),
+        }
+    }
+
+    /// The bytes as f32 values (emulated weights: mapped ones were checked to be aligned).
+    fn values(&self) -> &[f32] {
+        match self {
+            Stored::Values(values) => values,
+            Stored::Mapped(mapped) => mapped.f32_values().unwrap_or_default(),
+            Stored::Tiles(_) => &[],
+        }
+    }
+}
+
+/// The bytes of plain numbers, for writing them.
+fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: f32, i32: no padding, every byte initialised.
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    }
 }
 
 impl fmt::Debug for PackedLinear {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = match self.weights {
-            Weights::Tiles { .. } => "amx",
-            Weights::Emulated(_) => "emulated",
+        let (path, stored) = match &self.weights {
+            Weights::Tiles { data, .. } => ("amx", data),
+            Weights::Emulated(values) => ("emulated", values),
+        };
+        let mapped = if matches!(stored, Stored::Mapped(_)) {
+            ", mapped"
+        } else {
+            ""
         };
         write!(
             f,
-            "PackedLinear({} {}x{} {path})",
+            "PackedLinear({} {}x{} {path}{mapped})",
             self.precision, self.out_dim, self.in_dim
         )
     }
@@ -185,7 +230,7 @@ impl PackedLinear {
         let weights = if tiles && amx::available() {
             pack_tiles(&rows, out_dim, in_dim, op)
         } else {
-            Weights::Emulated(rows.values())
+            Weights::Emulated(Stored::Values(rows.values()))
         };
         PackedLinear {
             precision,
@@ -219,9 +264,11 @@ impl PackedLinear {
     fn forward_then(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
         assert_eq!(x.len(), rows * self.in_dim, "input is (rows, in)");
         match &self.weights {
-            Weights::Tiles { data, k_tiles } => self.forward_tiles(x, rows, data, *k_tiles, gelu),
+            Weights::Tiles { data, k_tiles } => {
+                self.forward_tiles(x, rows, data.bytes(), *k_tiles, gelu)
+            }
             Weights::Emulated(w) => {
-                let mut y = self.forward_emulated(x, rows, w);
+                let mut y = self.forward_emulated(x, rows, w.values());
                 if gelu {
                     y.iter_mut().for_each(|v| *v = vector_math::gelu_scalar(*v));
                 }
@@ -264,7 +311,7 @@ impl PackedLinear {
         &self,
         x: &[f32],
         rows: usize,
-        packed: &Aligned,
+        packed: &[u8],
         k_tiles: usize,
         gelu: bool,
     ) -> Vec<f32> {
@@ -429,7 +476,167 @@ fn pack_tiles(rows: &ConvertedRows, n: usize, k: usize, op: TileOp) -> Weights {
                 }
             }
         });
-    Weights::Tiles { data, k_tiles }
+    Weights::Tiles {
+        data: Stored::Tiles(data),
+        k_tiles,
+    }
+}
+
+/// The form of converted weights on this CPU, which names their cached copies: the path (AMX tiles
+/// or emulated) and a hash of the code that converts and lays them out, so that copies made by
+/// another version of it are never read.
+pub fn cache_layout() -> String {
+    let path = if amx::available() { "amx" } else { "emulated" };
+    format!("{path}-{CONVERSION_CODE:016x}")
+}
+
+/// FNV-1a of the sources that decide converted weights' values and layout, computed at build time.
+const CONVERSION_CODE: u64 = fnv1a(&[
+    include_str!("quantized.rs"),
+    include_str!("number_formats.rs"),
+    include_str!("amx.rs"),
+]);
+
+const fn fnv1a(texts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut t = 0;
+    while t < texts.len() {
+        let bytes = texts[t].as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        t += 1;
+    }
+    hash
+}
+
+impl PackedLinear {
+    /// The layer as named tensors, for the cache of converted weights: `form` (see
+    /// [`PackedLinear::form`]), `weights`
+    /// (the tiles' bytes, or the emulated values `(out, in)`), `bias`, and for int8 `scales` and
+    /// `column_sums`.
+    pub(crate) fn cache_views(&self) -> Vec<(String, TensorBytes<'_>)> {
+        let (n, k) = (self.out_dim, self.in_dim);
+        let tiles = matches!(self.weights, Weights::Tiles { .. });
+        let form = Self::form((k, n), self.precision, tiles);
+        let weights = match &self.weights {
+            Weights::Tiles { data, .. } => (Dtype::U8, vec![data.bytes().len()], data.bytes()),
+            Weights::Emulated(values) => (Dtype::F32, vec![n, k], values.bytes()),
+        };
+        let mut views = vec![
+            ("form", (Dtype::I64, vec![4], Cow::Owned(form))),
+            ("weights", (weights.0, weights.1, Cow::Borrowed(weights.2))),
+            (
+                "bias",
+                (Dtype::F32, vec![n], Cow::Borrowed(as_bytes(&self.bias))),
+            ),
+        ];
+        if self.precision == Precision::Int8 {
+            views.push((
+                "scales",
+                (Dtype::F32, vec![n], Cow::Borrowed(as_bytes(&self.scales))),
+            ));
+            views.push((
+                "column_sums",
+                (
+                    Dtype::I32,
+                    vec![n],
+                    Cow::Borrowed(as_bytes(&self.column_sums)),
+                ),
+            ));
+        }
+        views
+            .into_iter()
+            .map(|(name, (dtype, shape, data))| {
+                (name.to_string(), TensorBytes { dtype, shape, data })
+            })
+            .collect()
+    }
+
+    /// What a cached layer is, as its `form` tensor holds it: out and in dimensions, precision and
+    /// path (1 for tiles), as little-endian i64s.
+    fn form((in_dim, out_dim): (usize, usize), precision: Precision, tiles: bool) -> Vec<u8> {
+        let values = [
+            out_dim as i64,
+            in_dim as i64,
+            precision as i64,
+            tiles as i64,
+        ];
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// The layer from its cached tensors ([`PackedLinear::cache_views`]) in `file`, the weights used in
+    /// place, as tiles (AMX must be available) or emulated; `None` when one is missing or not of this
+    /// shape and layout.
+    pub(crate) fn from_cache(
+        file: &SafetensorsFiles,
+        (in_dim, out_dim): (usize, usize),
+        precision: Precision,
+        tiles: bool,
+    ) -> Option<Self> {
+        let op = precision.tile_op()?;
+        let tiles = tiles && amx::available();
+        let (form, ..) = file.mapped("form")?;
+        if form.bytes() != Self::form((in_dim, out_dim), precision, tiles) {
+            return None;
+        }
+        let (bytes, dtype, shape) = file.mapped("weights")?;
+        let weights = if tiles {
+            let k_tiles = in_dim.div_ceil(op.depth());
+            let len = out_dim.div_ceil(BLOCK) * 2 * k_tiles * TILE_BYTES;
+            if dtype != DType::U8 || shape != [len] {
+                return None;
+            }
+            Weights::Tiles {
+                data: Stored::Mapped(bytes),
+                k_tiles,
+            }
+        } else {
+            if dtype != DType::F32 || shape != [out_dim, in_dim] || bytes.f32_values().is_none() {
+                return None;
+            }
+            Weights::Emulated(Stored::Mapped(bytes))
+        };
+        let numbers = |name: &str, want: DType| {
+            let (bytes, dtype, shape) = file.mapped(name)?;
+            (dtype == want && shape == [out_dim]).then(|| {
+                bytes
+                    .bytes()
+                    .chunks_exact(4)
+                    .map(|b| [b[0], b[1], b[2], b[3]])
+                    .collect::<Vec<_>>()
+            })
+        };
+        let floats = |name: &str| {
+            Some(
+                numbers(name, DType::F32)?
+                    .into_iter()
+                    .map(f32::from_le_bytes)
+                    .collect(),
+            )
+        };
+        let (scales, column_sums) = match op {
+            TileOp::Bf16 => (Vec::new(), Vec::new()),
+            TileOp::Int8 => (
+                floats("scales")?,
+                numbers("column_sums", DType::I32)?
+                    .into_iter()
+                    .map(i32::from_le_bytes)
+                    .collect(),
+            ),
+        };
+        Some(PackedLinear {
+            precision,
+            in_dim,
+            out_dim,
+            bias: floats("bias")?,
+            scales,
+            column_sums,
+            weights,
+        })
+    }
 }
 
 impl FixedLinear for PackedLinear {

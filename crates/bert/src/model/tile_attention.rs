@@ -55,7 +55,7 @@ pub fn head(
         amx::with_tiles(|| {
             product(
                 queries,
-                &s.keys,
+                s.keys.bytes(),
                 d_tiles,
                 (t, t),
                 (blocks(t), blocks(t)),
@@ -81,7 +81,7 @@ pub fn head(
         amx::with_tiles(|| {
             product(
                 probabilities,
-                &s.values,
+                s.values.bytes(),
                 t_tiles,
                 (t, d),
                 (blocks(t), blocks(d)),

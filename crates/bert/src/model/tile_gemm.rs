@@ -50,7 +50,7 @@ pub fn matmul_bf16(a: View, b: View) -> Vec<f32> {
             };
             product(
                 a,
-                &b_tiles,
+                b_tiles.bytes(),
                 k_tiles,
                 (m, n),
                 (rows, cols),
@@ -276,7 +276,7 @@ pub(crate) type Block = [u32; BLOCK * BLOCK];
 pub(crate) fn for_each_block(
     op: TileOp,
     a: Operand,
-    b: &Aligned,
+    b: &[u8],
     k_tiles: usize,
     (row_blocks, col_blocks): (Range<usize>, Range<usize>),
     mut f: impl FnMut(usize, usize, &Block),
@@ -284,8 +284,8 @@ pub(crate) fn for_each_block(
     let mut block = [0u32; BLOCK * BLOCK];
     let column_tiles = k_tiles * TILE_BYTES;
     for jb in col_blocks {
-        let b0 = &b.bytes()[2 * jb * column_tiles..];
-        let b1 = &b.bytes()[(2 * jb + 1) * column_tiles..];
+        let b0 = &b[2 * jb * column_tiles..];
+        let b1 = &b[(2 * jb + 1) * column_tiles..];
         for ib in row_blocks.clone() {
             let a_block = &a.bytes.bytes()[ib * BLOCK * a.stride..];
             debug_assert!(a_block.len() >= BLOCK * a.stride && b1.len() >= column_tiles);
@@ -311,7 +311,7 @@ pub(crate) fn for_each_block(
 /// `emit(row, first column, values)`. Tiles must be configured.
 pub(crate) fn product(
     a: Operand,
-    b: &Aligned,
+    b: &[u8],
     k_tiles: usize,
     (m, n): (usize, usize),
     blocks: (Range<usize>, Range<usize>),
