@@ -75,7 +75,7 @@ def ids_for(batch, seq, vocab):
 
 
 def run_bert(directory, batch, seq, iters, warmup, threads, dtype):
-    # The aligned copy of the f32 checkpoint goes with the model, into the run's temporary directory.
+    # The cache (aligned copy, converted layers) goes with the model, into the run's temporary directory.
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), BERT_CACHE=os.path.join(directory, "cache"))
     out = subprocess.run([FORWARD_BENCH, directory, str(batch), str(seq), str(iters), str(warmup), dtype],
                          capture_output=True, text=True, env=env)
@@ -149,7 +149,7 @@ def run_onnx(session, ids, iters, warmup):
 
 def run_cli(command, model_dir, texts, threads, dtype, runs=3):
     """The median seconds of `runs` timed runs after one untimed run (sentence-transformers is timed
-    after a warm-up encode too; the first `bert` load of a checkpoint also writes its aligned copy)."""
+    after a warm-up encode too; the first `bert` load of a checkpoint also writes its cache)."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     times = []
     for run in range(runs + 1):
@@ -225,13 +225,13 @@ def main():
     session = None if args.skip_onnx else onnx_session(model, directory, config, args.threads)
     int8_session = None if args.skip_onnx or "int8" not in dtypes else onnx_int8_session(directory, args.threads)
     print(f"BERT-base, random weights, {args.threads} threads; median of {args.iters} runs after "
-          f"{args.warmup} warm-up runs\n")
+          f"{args.warmup} warm-up runs (and at least {WARMUP_SECONDS} s of them)\n")
     print("| shape | dtype | engine | ms | seq/s | GFLOP/s | its ms / bert ms |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     loads, peaks = {}, []
-    # The first f32 load of a transformers-written checkpoint writes its aligned copy (see the README);
-    # measured apart, as every later load maps the copy.
-    first = run_bert(directory, 1, 16, 1, 0, args.threads, "f32") if "f32" in dtypes else None
+    # The first load of a transformers-written checkpoint writes its aligned copy (f32) or its converted
+    # layers (bf16, int8) into the cache (see the README); measured apart, as every later load maps them.
+    first = {dtype: run_bert(directory, 1, 16, 1, 0, args.threads, dtype) for dtype in dtypes}
     for shape in args.shapes.split(","):
         batch, seq = map(int, shape.split("x"))
         ids = ids_for(batch, seq, config.vocab_size)
@@ -256,9 +256,8 @@ def main():
                       f"{ms / ours:.2f}x |")
     weights_mb = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
                      if f.endswith(".safetensors")) / 2**20
-    if first is not None:
-        print(f"\nbert: first f32 load, writing the aligned copy: {first['load_ms']:.0f} ms, "
-              f"peak RSS {first['peak_rss_mb']:.0f} MiB")
+    print("\nbert: first load, writing the cache (f32: the aligned copy; bf16, int8: the converted layers): "
+          + ", ".join(f"{d} {m['load_ms']:.0f} ms (peak RSS {m['peak_rss_mb']:.0f} MiB)" for d, m in first.items()))
     print(f"\nbert: model load (median over its runs) "
           + ", ".join(f"{d} {statistics.median(ms):.0f} ms" for d, ms in loads.items())
           + f"; weights {weights_mb:.0f} MiB; peak RSS "
