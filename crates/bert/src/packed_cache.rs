@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::aligned_copy::{cache_dir, key};
 use crate::error::{Error, Result};
 use crate::model::amx;
-use crate::model::quantized::{cache_layout, PackedLinear, Precision};
+use crate::model::quantized::{PackedLinear, Precision};
 use crate::safetensors_file::SafetensorsFiles;
 use crate::save::save_views;
 
@@ -83,19 +83,40 @@ impl PackedCache {
     }
 }
 
+/// The form of converted weights on this CPU, which names their cached copies: the path (AMX tiles
+/// or emulated) and a hash of the code that converts and lays them out, so that copies made by
+/// another version of it are never read.
+fn cache_layout() -> String {
+    let path = if amx::available() { "amx" } else { "emulated" };
+    format!("{path}-{CONVERSION_CODE:016x}")
+}
+
+/// FNV-1a of the sources that decide converted weights' values and layout, computed at build time.
+const CONVERSION_CODE: u64 = fnv1a(&[
+    include_str!("model/quantized.rs"),
+    include_str!("model/number_formats.rs"),
+    include_str!("model/amx.rs"),
+]);
+
+const fn fnv1a(texts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut t = 0;
+    while t < texts.len() {
+        let bytes = texts[t].as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        t += 1;
+    }
+    hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::model::quantized::tests::values;
 
     #[test]
     fn a_cached_layer_maps_back_and_computes_what_the_converted_one_did() {

@@ -1,8 +1,9 @@
 //! Safetensors files, read tensor by tensor with positioned reads into each tensor's own buffer (a
 //! mapping copied out of keeps every page it has read resident, so loading a model that way peaked at
-//! twice its weights), or, for the f32 weights our own kernels read at inference, used in place in a
-//! read-only memory map ([`MappedF32`]): no copy, and no fresh memory to fault in (on this machine's
-//! VM, touching freshly allocated memory cost ~1.5 s for BERT-base's 420 MB after an idle spell).
+//! twice its weights), or, for what our own kernels read at inference (f32 weights, embedding tables,
+//! cached converted layers), used in place in a read-only memory map ([`MappedF32`], [`MappedBytes`]):
+//! no copy, and no fresh memory to fault in (on this machine's VM, touching freshly allocated memory
+//! cost ~1.5 s for BERT-base's 420 MB after an idle spell).
 
 use std::collections::HashMap;
 use std::fs::File;

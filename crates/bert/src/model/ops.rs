@@ -37,7 +37,8 @@ impl Mode<'_> {
 /// the backward pass, one `(in, rows) x (rows, out)` weight gradient, where candle's batched form would
 /// run a small matmul per batch row and then sum them. Loaded for inference from a safetensors file,
 /// an f32 weight is used in place in the memory-mapped file ([`MappedLinear`]); loaded for bf16 or
-/// int8 inference ([`Params::precision`]), it is converted once and no f32 copy is kept.
+/// int8 inference ([`Params::precision`]), it is converted once (no f32 copy is kept) and cached on
+/// disk, and later loads map the converted layer ([`crate::packed_cache`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
     weights: LinearWeights,

@@ -482,76 +482,43 @@ fn pack_tiles(rows: &ConvertedRows, n: usize, k: usize, op: TileOp) -> Weights {
     }
 }
 
-/// The form of converted weights on this CPU, which names their cached copies: the path (AMX tiles
-/// or emulated) and a hash of the code that converts and lays them out, so that copies made by
-/// another version of it are never read.
-pub fn cache_layout() -> String {
-    let path = if amx::available() { "amx" } else { "emulated" };
-    format!("{path}-{CONVERSION_CODE:016x}")
-}
-
-/// FNV-1a of the sources that decide converted weights' values and layout, computed at build time.
-const CONVERSION_CODE: u64 = fnv1a(&[
-    include_str!("quantized.rs"),
-    include_str!("number_formats.rs"),
-    include_str!("amx.rs"),
-]);
-
-const fn fnv1a(texts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut t = 0;
-    while t < texts.len() {
-        let bytes = texts[t].as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
-            i += 1;
-        }
-        t += 1;
-    }
-    hash
-}
-
 impl PackedLinear {
-    /// The layer as named tensors, for the cache of converted weights: `form` (see
-    /// [`PackedLinear::form`]), `weights`
-    /// (the tiles' bytes, or the emulated values `(out, in)`), `bias`, and for int8 `scales` and
-    /// `column_sums`.
+    /// The layer as named tensors, for the cache of converted weights ([`crate::packed_cache`]):
+    /// `form` ([`PackedLinear::form`]), `weights` (the tiles' bytes, or the emulated values
+    /// `(out, in)`), `bias`, and for int8 `scales` and `column_sums`.
     pub(crate) fn cache_views(&self) -> Vec<(String, TensorBytes<'_>)> {
         let (n, k) = (self.out_dim, self.in_dim);
-        let tiles = matches!(self.weights, Weights::Tiles { .. });
+        let view = |dtype, shape, bytes| TensorBytes {
+            dtype,
+            shape,
+            data: Cow::Borrowed(bytes),
+        };
+        let (weights, tiles) = match &self.weights {
+            Weights::Tiles { data, .. } => {
+                let bytes = data.bytes();
+                (view(Dtype::U8, vec![bytes.len()], bytes), true)
+            }
+            Weights::Emulated(values) => (view(Dtype::F32, vec![n, k], values.bytes()), false),
+        };
         let form = Self::form((k, n), self.precision, tiles);
-        let weights = match &self.weights {
-            Weights::Tiles { data, .. } => (Dtype::U8, vec![data.bytes().len()], data.bytes()),
-            Weights::Emulated(values) => (Dtype::F32, vec![n, k], values.bytes()),
+        let form = TensorBytes {
+            dtype: Dtype::I64,
+            shape: vec![4],
+            data: Cow::Owned(form),
         };
         let mut views = vec![
-            ("form", (Dtype::I64, vec![4], Cow::Owned(form))),
-            ("weights", (weights.0, weights.1, Cow::Borrowed(weights.2))),
-            (
-                "bias",
-                (Dtype::F32, vec![n], Cow::Borrowed(as_bytes(&self.bias))),
-            ),
+            ("form", form),
+            ("weights", weights),
+            ("bias", view(Dtype::F32, vec![n], as_bytes(&self.bias))),
         ];
         if self.precision == Precision::Int8 {
-            views.push((
-                "scales",
-                (Dtype::F32, vec![n], Cow::Borrowed(as_bytes(&self.scales))),
-            ));
-            views.push((
-                "column_sums",
-                (
-                    Dtype::I32,
-                    vec![n],
-                    Cow::Borrowed(as_bytes(&self.column_sums)),
-                ),
-            ));
+            views.push(("scales", view(Dtype::F32, vec![n], as_bytes(&self.scales))));
+            let sums = as_bytes(&self.column_sums);
+            views.push(("column_sums", view(Dtype::I32, vec![n], sums)));
         }
         views
             .into_iter()
-            .map(|(name, (dtype, shape, data))| {
-                (name.to_string(), TensorBytes { dtype, shape, data })
-            })
+            .map(|(name, view)| (name.to_string(), view))
             .collect()
     }
 
@@ -654,10 +621,11 @@ impl FixedLinear for PackedLinear {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` pseudo-random values in [-0.5, 0.5).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
