@@ -5,11 +5,13 @@
 //! pages come from the page cache when first used.
 //!
 //! Each layer is one small safetensors file (see [`PackedLinear::cache_views`]), written when it is
-//! first converted, in `packed/<checkpoint>-<precision>-<layout>/` under the cache directory of
+//! first converted, in `packed/<checkpoint>-<precision>-<path>-<code>/` under the cache directory of
 //! [`crate::aligned_copy::cache_dir`] (`$BERT_CACHE`; `BERT_CACHE=` turns it off). `<checkpoint>`
 //! hashes the checkpoint files' paths, sizes and modification times, so a changed checkpoint gets
-//! fresh copies; `<layout>` names the CPU path (AMX tiles or emulated) and its version. A file that
-//! cannot be written or read is skipped: the layer is converted as before.
+//! fresh copies; `<path>` is `amx` (tiles) or `emulated`; `<code>` hashes the code that converts and
+//! lays out the weights, so that another build never reads them, and a build that writes its own
+//! removes the other builds' ones. A file that cannot be written or read is skipped: the layer is
+//! converted as before.
 
 use std::path::{Path, PathBuf};
 
@@ -24,19 +26,34 @@ use crate::save::save_views;
 #[derive(Debug, Clone)]
 pub struct PackedCache {
     dir: PathBuf,
+    /// How the names of this checkpoint's caches in this precision and path start: those of other
+    /// builds (another hash) are removed when this one is first written.
+    stem: Option<String>,
 }
 
 impl PackedCache {
     /// The cache of the checkpoint in `sources` in `precision`, under the cache directory the
     /// environment names; `None` when that is turned off or a source cannot be read.
     pub fn for_checkpoint(sources: &[PathBuf], precision: Precision) -> Option<Self> {
-        let name = format!("{}-{precision}-{}", key(sources)?, cache_layout());
-        Some(Self::in_dir(cache_dir()?.join("packed").join(name)))
+        let path = if amx::available() { "amx" } else { "emulated" };
+        let stem = format!("{}-{precision}-{path}-", key(sources)?);
+        Some(Self::named(&cache_dir()?.join("packed"), stem))
+    }
+
+    /// The cache `<stem><hash of this build's conversion code>` in `parent`.
+    fn named(parent: &Path, stem: String) -> Self {
+        PackedCache {
+            dir: parent.join(format!("{stem}{CONVERSION_CODE:016x}")),
+            stem: Some(stem),
+        }
     }
 
     /// A cache kept in `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        PackedCache { dir: dir.into() }
+        PackedCache {
+            dir: dir.into(),
+            stem: None,
+        }
     }
 
     /// `layer`, converted on an earlier load, mapped in place; `None` when it is not cached or its
@@ -69,9 +86,27 @@ impl PackedCache {
 
     /// Keeps `linear` for later loads of `layer`.
     pub fn store(&self, layer: &str, linear: &PackedLinear) -> Result<()> {
-        let path = self.path(layer);
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        save_views(&path, &linear.cache_views())
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            self.remove_superseded();
+        }
+        save_views(&self.path(layer), &linear.cache_views())
+    }
+
+    /// Removes the caches of this checkpoint, precision and path that other builds made. A process
+    /// still using one keeps its mapped files (their pages live until unmapped).
+    fn remove_superseded(&self) {
+        let (Some(stem), Some(parent), Some(own)) =
+            (&self.stem, self.dir.parent(), self.dir.file_name())
+        else {
+            return;
+        };
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name != own && name.to_string_lossy().starts_with(stem.as_str()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     fn path(&self, layer: &str) -> PathBuf {
@@ -81,14 +116,6 @@ impl PackedCache {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-/// The form of converted weights on this CPU, which names their cached copies: the path (AMX tiles
-/// or emulated) and a hash of the code that converts and lays them out, so that copies made by
-/// another version of it are never read.
-fn cache_layout() -> String {
-    let path = if amx::available() { "amx" } else { "emulated" };
-    format!("{path}-{CONVERSION_CODE:016x}")
 }
 
 /// FNV-1a of the sources that decide converted weights' values and layout, computed at build time.
@@ -175,5 +202,31 @@ mod tests {
             .load_as(layer, (k, n), Precision::Int8, false)
             .is_some());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_build_removes_the_layers_older_builds_cached_for_the_same_checkpoint() {
+        let parent = std::env::temp_dir().join(format!("bert-superseded-{}", std::process::id()));
+        let kept = [
+            "k-int8-amx-0000",
+            "k-bf16-emulated-0000",
+            "other-bf16-amx-0000",
+        ];
+        for name in kept.iter().chain(&["k-bf16-amx-0000"]) {
+            std::fs::create_dir_all(parent.join(name)).unwrap();
+            std::fs::write(parent.join(name).join("layer.safetensors"), b"old").unwrap();
+        }
+        let cache = PackedCache::named(&parent, "k-bf16-amx-".into());
+        let linear = PackedLinear::new(&values(64, 1), &values(8, 2), 8, Precision::Bf16);
+        cache.store("layer", &linear).unwrap();
+        assert!(!parent.join("k-bf16-amx-0000").exists(), "superseded");
+        for name in kept {
+            assert!(
+                parent.join(name).join("layer.safetensors").exists(),
+                "{name}"
+            );
+        }
+        assert!(cache.load("layer", 8, 8, Precision::Bf16).is_some());
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 }
