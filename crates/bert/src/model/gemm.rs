@@ -105,18 +105,15 @@ impl<'a> Epilogue<'a> {
         }
     }
 
-    /// Finishes `values`, the product for the columns of `out` (scalar form, for edges).
+    /// Finishes `values`, the product for the columns of `out` (for edges and the dot-product path).
     fn finish(self, values: &[f32], out: &mut [f32]) {
         for (j, (o, v)) in out.iter_mut().zip(values).enumerate() {
-            let mut y = *v + self.bias.map_or(0.0, |b| b[j]);
-            if self.accumulate {
-                y += *o;
-            }
-            *o = if self.gelu {
-                super::vector_math::gelu_scalar(y)
-            } else {
-                y
-            };
+            let y = *v + self.bias.map_or(0.0, |b| b[j]);
+            *o = if self.accumulate { y + *o } else { y };
+        }
+        if self.gelu {
+            let n = out.len().min(values.len());
+            super::vector_math::gelu_in_place(&mut out[..n]);
         }
     }
 }

@@ -64,6 +64,15 @@ pub fn gelu(x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `x = gelu(x)`, element by element.
+pub fn gelu_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        return unsafe { avx512::gelu_in_place(x) };
+    }
+    x.iter_mut().for_each(|v| *v = gelu_scalar(*v));
+}
+
 /// `dx = g gelu'(x)`, element by element.
 pub fn gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
     assert!(x.len() == dx.len() && g.len() == dx.len());
@@ -188,6 +197,14 @@ mod avx512 {
         lanes(x.len(), |i, m| {
             let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
             _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), m, _mm512_mul_ps(v, cdf(v)));
+        });
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gelu_in_place(x: &mut [f32]) {
+        lanes(x.len(), |i, m| {
+            let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+            _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), m, _mm512_mul_ps(v, cdf(v)));
         });
     }
 
