@@ -71,7 +71,7 @@ fn write_copy(files: &SafetensorsFiles, path: &Path) -> Result<()> {
 
 /// A name for the copy: FNV-1a of each source's canonical path, size and modification time.
 pub(crate) fn key(sources: &[PathBuf]) -> Option<String> {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut ids = Vec::with_capacity(sources.len());
     for source in sources {
         let path = source.canonicalize().ok()?;
         let meta = std::fs::metadata(&path).ok()?;
@@ -80,17 +80,31 @@ pub(crate) fn key(sources: &[PathBuf]) -> Option<String> {
             .ok()?
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?;
-        let id = format!(
+        ids.push(format!(
             "{}\0{}\0{}\0",
             path.display(),
             meta.len(),
             modified.as_nanos()
-        );
-        for byte in id.bytes() {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
+        ));
     }
-    Some(format!("{hash:016x}"))
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    Some(format!("{:016x}", fnv1a(&ids)))
+}
+
+/// FNV-1a (64-bit) of the texts one after another; a `const fn`, so that build-time keys use it too.
+pub(crate) const fn fnv1a(texts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut t = 0;
+    while t < texts.len() {
+        let bytes = texts[t].as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        t += 1;
+    }
+    hash
 }
 
 #[cfg(test)]

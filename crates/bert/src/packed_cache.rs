@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::aligned_copy::{cache_dir, key};
+use crate::aligned_copy::{cache_dir, fnv1a, key};
 use crate::error::{Error, Result};
 use crate::model::amx;
 use crate::model::quantized::{PackedLinear, Precision};
@@ -112,10 +112,6 @@ impl PackedCache {
     fn path(&self, layer: &str) -> PathBuf {
         self.dir.join(format!("{layer}.safetensors"))
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// FNV-1a of the sources that decide converted weights' values and layout, computed at build time.
@@ -124,21 +120,6 @@ const CONVERSION_CODE: u64 = fnv1a(&[
     include_str!("model/number_formats.rs"),
     include_str!("model/amx.rs"),
 ]);
-
-const fn fnv1a(texts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut t = 0;
-    while t < texts.len() {
-        let bytes = texts[t].as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
-            i += 1;
-        }
-        t += 1;
-    }
-    hash
-}
 
 #[cfg(test)]
 mod tests {
