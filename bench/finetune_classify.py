@@ -8,7 +8,10 @@ Data: Rotten Tomatoes critic snippets (scripts/datasets.sh OUT sentiment).
 
     cargo build --release
     scripts/datasets.sh /tmp/data sentiment
-    ../venv/bin/python bench/finetune_classify.py --data /tmp/data [--train-limit 2000] [--epochs 3] [--bf16]
+    python bench/finetune_classify.py --data /tmp/data [--model M] [--train-limit 2000] [--epochs 3] [--bf16]
+
+M (a directory or a Hub id) defaults to $BERT_TEST_MODELS/all-MiniLM-L6-v2. Needs transformers, torch and
+scikit-learn in the Python environment.
 
 With --bf16 both train in mixed precision: `bert finetune --bf16` and the Trainer with `bf16=True`.
 """
@@ -98,7 +101,7 @@ def run_pytorch(args, train, dev, test, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="directory holding sentiment_rt_{train,dev,test}.csv")
-    parser.add_argument("--model", default=os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2"))
+    parser.add_argument("--model", help="default: $BERT_TEST_MODELS/all-MiniLM-L6-v2")
     parser.add_argument("--train-limit", type=int, default=2000, help="training examples (a seeded sample)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -109,6 +112,10 @@ def main():
     parser.add_argument("--only", choices=["bert", "pytorch"])
     parser.add_argument("--bf16", action="store_true", help="mixed precision on both sides")
     args = parser.parse_args()
+    if args.model is None:
+        if not os.environ.get("BERT_TEST_MODELS"):
+            parser.error("give --model, or set BERT_TEST_MODELS to a folder holding all-MiniLM-L6-v2/")
+        args.model = os.path.join(os.environ["BERT_TEST_MODELS"], "all-MiniLM-L6-v2")
 
     train = read(os.path.join(args.data, "sentiment_rt_train.csv"))
     random.Random(args.seed).shuffle(train)

@@ -8,8 +8,10 @@ ratio to bert in the same format; then, given a text file, end-to-end embedding 
 (tokenization included) on all-MiniLM-L6-v2 against sentence-transformers, with each format's cosine
 to bert's f32 embeddings, and, given a fine-tuned classifier, each format's label agreement with f32.
 
-    ../venv/bin/python bench/inference.py [--threads 2] [--shapes 1x16,32x128,8x512] [--dtypes f32,bf16,int8]
-        [--texts FILE [--classifier DIR]]
+    python bench/inference.py [--threads 2] [--shapes 1x16,32x128,8x512] [--dtypes f32,bf16,int8]
+        [--texts FILE [--minilm DIR] [--classifier DIR]]
+
+--minilm (all-MiniLM-L6-v2, for the end-to-end run) defaults to $BERT_TEST_MODELS/all-MiniLM-L6-v2.
 
 Needs torch, transformers, onnxruntime, onnx (and sentence-transformers for --texts) in the Python
 environment, and `cargo build --release -p bert --example forward_bench -p bert-cli`.
@@ -37,8 +39,8 @@ def flops(config, batch, seq):
 
 
 # Warm-up runs go on until this much time has passed as well: a process whose load is short starts on a
-# CPU that has been idle, and this VM then runs it up to twice as slowly for ~0.1 s (measured with a
-# spin loop before the first run). Every engine warms up by the same rule (forward_bench too).
+# CPU that has been idle, and a VM may then run it up to twice as slowly for ~0.1 s (measured on a 2-core
+# VM with a spin loop before the first run). Every engine warms up by the same rule (forward_bench too).
 WARMUP_SECONDS = 0.5
 
 
@@ -168,10 +170,9 @@ def cosine(a, b):
     return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
 
 
-def end_to_end(texts_path, threads, dtypes):
+def end_to_end(texts_path, model_dir, threads, dtypes):
     from sentence_transformers import SentenceTransformer
 
-    model_dir = os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2")
     texts = [t for t in open(texts_path, encoding="utf-8").read().splitlines() if t.strip()][:1000]
     runs = {dtype: run_cli("embed", model_dir, texts, threads, dtype) for dtype in dtypes}
     st = SentenceTransformer(model_dir, device="cpu")
@@ -212,9 +213,15 @@ def main():
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--dtypes", default="f32,bf16,int8", help="number formats to run")
     parser.add_argument("--texts", help="a file of texts, one per line, for the end-to-end embedding run")
+    parser.add_argument("--minilm", help="all-MiniLM-L6-v2 for the --texts run; default: "
+                        "$BERT_TEST_MODELS/all-MiniLM-L6-v2")
     parser.add_argument("--classifier", help="a fine-tuned classification checkpoint: with --texts, each "
                         "format's label agreement with f32")
     args = parser.parse_args()
+    if args.texts and args.minilm is None:
+        if not os.environ.get("BERT_TEST_MODELS"):
+            parser.error("--texts needs --minilm DIR, or BERT_TEST_MODELS set to a folder holding all-MiniLM-L6-v2/")
+        args.minilm = os.path.join(os.environ["BERT_TEST_MODELS"], "all-MiniLM-L6-v2")
 
     import torch
 
@@ -230,7 +237,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     loads, peaks = {}, []
     # The first load of a transformers-written checkpoint writes its aligned copy (f32) or its converted
-    # layers (bf16, int8) into the cache (see the README); measured apart, as every later load maps them.
+    # layers (bf16, int8) into the cache (see docs/speed.md); measured apart, as every later load maps them.
     first = {dtype: run_bert(directory, 1, 16, 1, 0, args.threads, dtype) for dtype in dtypes}
     for shape in args.shapes.split(","):
         batch, seq = map(int, shape.split("x"))
@@ -263,7 +270,7 @@ def main():
           + f"; weights {weights_mb:.0f} MiB; peak RSS "
           + ", ".join(f"{s} {mb:.0f} MiB" for s, mb in peaks))
     if args.texts:
-        end_to_end(args.texts, args.threads, dtypes)
+        end_to_end(args.texts, args.minilm, args.threads, dtypes)
         if args.classifier:
             agreement(args.texts, args.classifier, args.threads, dtypes)
 

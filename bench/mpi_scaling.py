@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Data-parallel scaling of `bert pretrain` under MPI on this machine, and a model of it on N machines.
+"""Data-parallel scaling of `bert pretrain` under MPI on one machine, and a model of it on N machines.
 
-    python3 bench/mpi_scaling.py [--size mini] [--batch 16] [--seq 128] [--steps 12]
+    python bench/mpi_scaling.py [--size mini] [--batch 16] [--seq 128] [--steps 12]
 
-Needs `bert` built with `cargo build --release --features mpi` and `mpirun` (OpenMPI or MPICH). Runs, on
-the same corpus and per-rank batch:
+Needs `bert` built with `cargo build --release --features bert-cli/mpi` and `mpirun` (OpenMPI or
+MPICH). Runs, on the same corpus and per-rank batch:
   1 rank  x 1 thread  (batch B)
   2 ranks x 1 thread  (mpirun -np 2; global batch 2B)
   1 rank  x 2 threads (batch 2B), in two shards (one per thread, the default) and in one shard

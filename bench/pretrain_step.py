@@ -2,7 +2,7 @@
 """Pretraining step time and peak memory: `bert pretrain` against transformers' BertForPreTraining on the
 same config, batch, sequence length and thread count, one run, medians and ratios.
 
-    ../venv/bin/python bench/pretrain_step.py [--size mini] [--batch 32] [--seq 128] [--steps 20] [--threads 2]
+    python bench/pretrain_step.py [--size mini] [--batch 32] [--seq 128] [--steps 20] [--threads 2]
         [--bf16]
 
 With --bf16 both train in mixed precision: `bert pretrain --bf16` and PyTorch under
@@ -11,7 +11,7 @@ With --bf16 both train in mixed precision: `bert pretrain --bf16` and PyTorch un
 Both sides train on full-length instances (short_seq_prob 0) with 20 masked positions each, AdamW and
 clipping, dropout on. PyTorch gets random token ids (its data pipeline is not timed); `bert` runs its whole
 pipeline (tokenizing, instance building, masking are inside its step time). Peak memory is the process's
-maximum RSS.
+maximum RSS. Needs torch and transformers in the Python environment.
 """
 import argparse
 import json

@@ -10,7 +10,8 @@ hybrid, as a Markdown table.
     python3 bench/search_quality.py SQUAD_DEV_JSON [--queries 1000] [--models DIR ...]
 
 SQUAD_DEV_JSON: dev-v1.1.json from `scripts/datasets.sh DIR qa`. Models default to the bundled model
-and ../shared/models/all-MiniLM-L6-v2. Needs target/release/bert (cargo build --release).
+and, when BERT_TEST_MODELS is set, $BERT_TEST_MODELS/all-MiniLM-L6-v2. Needs target/release/bert
+(cargo build --release).
 """
 import argparse
 import json
@@ -73,9 +74,12 @@ def main():
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     here = os.path.dirname(os.path.abspath(__file__))
-    parser.add_argument("--models", nargs="+", default=[
-        os.path.join(here, "..", "models", "kjv-bert-mini"),
-        os.path.join(here, "..", "..", "shared", "models", "all-MiniLM-L6-v2")])
+    default_models = [os.path.join(here, "..", "models", "kjv-bert-mini")]
+    if os.environ.get("BERT_TEST_MODELS"):
+        default_models.append(os.path.join(os.environ["BERT_TEST_MODELS"], "all-MiniLM-L6-v2"))
+    parser.add_argument("--models", nargs="+", default=default_models,
+                        help="directories or Hub ids (default: the bundled model and "
+                             "$BERT_TEST_MODELS/all-MiniLM-L6-v2 if set)")
     args = parser.parse_args()
 
     squad = json.load(open(args.squad, encoding="utf-8"))

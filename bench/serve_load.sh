@@ -2,14 +2,20 @@
 # Load benchmark for `bert serve` (loopback only): 1, 8 and 64 concurrent clients sending one-text
 # /embed requests, against `bert embed` in one process, then the server's RSS over a long run.
 #
-#   bench/serve_load.sh [MODEL_DIR] [TEXTS_FILE]
+#   bench/serve_load.sh MODEL [TEXTS_FILE]
 #
-# MODEL_DIR defaults to ../shared/models/all-MiniLM-L6-v2. TEXTS_FILE has one text per line; by default
+# MODEL is a checkpoint directory or a Hub id, e.g. $BERT_TEST_MODELS/all-MiniLM-L6-v2 or
+# sentence-transformers/all-MiniLM-L6-v2. TEXTS_FILE has one text per line; by default
 # the Rotten Tomatoes test snippets (scripts/datasets.sh DIR sentiment, text column). REQUESTS (2000
-# per client count), FLAT (100000 requests for the memory run) and SECONDS (300 per phase) bound it.
+# per client count), FLAT (100000 requests for the memory run) and SECONDS_PER_PHASE (300) bound it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=${1:-../shared/models/all-MiniLM-L6-v2}
+if [ $# -lt 1 ] || [ -z "$1" ]; then
+    echo "usage: bench/serve_load.sh MODEL [TEXTS_FILE]   (MODEL: a checkpoint directory or a Hub id," >&2
+    echo "       e.g. \$BERT_TEST_MODELS/all-MiniLM-L6-v2)" >&2
+    exit 2
+fi
+MODEL=$1
 TEXTS=${2:-}
 if [ -z "$TEXTS" ]; then
     DATA=${DATA:-/tmp/bert-bench-data}

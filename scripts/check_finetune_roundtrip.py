@@ -8,7 +8,7 @@ no missing or unexpected weights, the labels of config.json, and on the given te
   answers equal to the best span of transformers' start/end logits (the question-answering pipeline's
   rule: softmax over context tokens, start x end, at most 15 tokens, widened to words), scores within 1e-4.
 
-    ../venv/bin/python scripts/check_finetune_roundtrip.py OUT_DIR TEXTS_FILE [--bert target/release/bert]
+    python scripts/check_finetune_roundtrip.py OUT_DIR TEXTS_FILE [--bert target/release/bert]
 """
 import argparse
 import json

@@ -2,7 +2,7 @@
 """Checks that a checkpoint directory written by `bert pretrain` loads in transformers with the same
 outputs: no missing or unexpected weights, and `bert fill-mask` scores equal to transformers' within 1e-4.
 
-    ../venv/bin/python scripts/check_roundtrip.py OUT_DIR [--bert target/release/bert]
+    python scripts/check_roundtrip.py OUT_DIR [--bert target/release/bert]
 """
 import argparse
 import json

@@ -4,8 +4,9 @@
 Every number the tests assert comes from Hugging Face `transformers` (and `sentence-transformers`) through
 this script, so the tests themselves need no Python. Run it from the repository root:
 
-    python3 -m venv ../venv && ../venv/bin/pip install torch transformers safetensors sentence-transformers
-    ../venv/bin/python scripts/make_fixtures.py [--minilm ../shared/models/all-MiniLM-L6-v2]
+    python3 -m venv .venv && . .venv/bin/activate
+    pip install torch transformers safetensors sentence-transformers
+    python scripts/make_fixtures.py [--minilm $BERT_TEST_MODELS/all-MiniLM-L6-v2 | --skip-minilm]
 
 It writes, under crates/bert/tests/fixtures/:
   tiny-*/            tiny random checkpoints of every head (config.json, weights, tokenizer files)

@@ -4,11 +4,11 @@ outputs for the tiny QA checkpoint under several settings (top_k, max_answer_len
 windows of a long context), what `bert qa` must give.
 
 The question-answering pipeline left transformers in 5.0, so this needs transformers 4.x (made with
-4.57.1, torch 2.15), e.g. installed beside the main virtual environment:
+4.57.1, torch 2.15), e.g. installed beside the main virtual environment (with it active):
 
-    ../venv/bin/pip install --target /tmp/tf4 --no-deps transformers==4.57.1 "huggingface_hub<1.0" \\
+    pip install --target /tmp/tf4 --no-deps transformers==4.57.1 "huggingface_hub<1.0" \\
         requests urllib3 idna charset_normalizer certifi
-    PYTHONPATH=/tmp/tf4 ../venv/bin/python scripts/make_qa_pipeline_fixture.py
+    PYTHONPATH=/tmp/tf4 python scripts/make_qa_pipeline_fixture.py
 
 (4.57.1 pins tokenizers<=0.23.0 at import; 0.23.3 works: relax the pin in its dependency_versions_table.py.)
 """

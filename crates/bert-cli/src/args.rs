@@ -249,7 +249,7 @@ pub enum ProblemTypeArg {
     Regression,
 }
 
-impl From<ProblemTypeArg> for bert::config::ProblemType {
+impl From<ProblemTypeArg> for bert::weights::config::ProblemType {
     fn from(p: ProblemTypeArg) -> Self {
         match p {
             ProblemTypeArg::SingleLabel => Self::SingleLabelClassification,
@@ -507,7 +507,7 @@ pub struct PretrainArgs {
 }
 
 /// `--size` values.
-pub type ConfigSize = bert::config::ModelSize;
+pub type ConfigSize = bert::weights::config::ModelSize;
 
 /// Flags every command shares.
 #[derive(Args, Debug, Clone)]

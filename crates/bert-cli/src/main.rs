@@ -1,22 +1,21 @@
 //! The `bert` command: argument parsing and output formatting over the `bert` library. Results go to
 //! stdout as JSON Lines, one object per input; progress, warnings and errors go to stderr.
 
-mod answering;
 mod args;
 mod commands;
 mod distributed;
-mod finetuning;
 mod input;
 mod output;
 mod progress;
-mod searching;
-mod serving;
+mod runner;
 mod threads;
-mod training;
 
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
+
+use crate::args::Command;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,13 +24,32 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let cli = args::Cli::parse();
     threads::prepare(cli.command.shards());
-    match commands::run(cli) {
+    match run(cli.command) {
         Ok(code) => code,
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs one subcommand.
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Embed(args) => commands::embed::run(args),
+        Command::FillMask(args) => commands::fill_mask::run(args),
+        Command::Classify(args) => commands::classify::run(args),
+        Command::Ner(args) => commands::ner::run(args),
+        Command::Qa(args) => commands::qa::run(args),
+        Command::Vocab(args) => commands::vocab::run(args),
+        Command::Pretrain(args) => commands::pretrain::run(args),
+        Command::Finetune(args) => commands::finetune::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Index(args) => commands::index::run(args),
+        Command::Search(args) => commands::search::run(args),
+        Command::Export(args) => commands::export::run(args),
     }
 }
 

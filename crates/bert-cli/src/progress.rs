@@ -1,5 +1,6 @@
-//! Long training runs on the terminal: the progress line (step, loss, learning rate, tokens/s, ETA) and
-//! the stop flag SIGINT/SIGTERM set, so a run can save before it exits.
+//! Long work on the terminal: the training progress line (step, loss, learning rate, tokens/s, ETA),
+//! the stop flag SIGINT/SIGTERM set so a run can save before it exits, and the progress bar of
+//! indexing and exporting.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,5 +120,65 @@ fn duration(seconds: f64) -> String {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A progress bar over bytes read (or rows sent): redrawn in place on a terminal, a line per tenth
+/// otherwise.
+pub struct ByteProgress {
+    /// Counting bytes (shown in MB) rather than rows.
+    bytes: bool,
+    terminal: bool,
+    started: Instant,
+    last_tenth: u64,
+}
+
+impl ByteProgress {
+    pub fn new(bytes: bool) -> Self {
+        ByteProgress {
+            bytes,
+            terminal: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_tenth: 0,
+        }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64) {
+        let fraction = done as f64 / total.max(1) as f64;
+        let tenth = (fraction * 10.0) as u64;
+        if !self.terminal && tenth == self.last_tenth {
+            return;
+        }
+        self.last_tenth = tenth;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let eta = if fraction > 0.0 {
+            elapsed * (1.0 / fraction - 1.0)
+        } else {
+            0.0
+        };
+        let filled = (fraction * 30.0) as usize;
+        let amount = if self.bytes {
+            format!("{:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)
+        } else {
+            format!("{done}/{total} rows")
+        };
+        let line = format!(
+            "[{}{}] {:5.1}% {amount}, ETA {:.0} s",
+            "#".repeat(filled),
+            " ".repeat(30 - filled.min(30)),
+            fraction * 100.0,
+            eta
+        );
+        if self.terminal {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.terminal {
+            eprintln!();
+        }
     }
 }

@@ -177,7 +177,7 @@ mod under_mpirun {
     /// full steps whatever its size, and a change of summation order moves them by up to the learning
     /// rate per step; they must stay within `key_bias_bound`.
     fn assert_same_weights(one: &Path, two: &Path, key_bias_bound: f32) {
-        use bert::checkpoint::Checkpoint;
+        use bert::weights::checkpoint::Checkpoint;
         let device = candle_core::Device::Cpu;
         let (a, b) = (
             Checkpoint::open(one).unwrap(),

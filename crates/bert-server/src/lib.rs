@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod commands;
 pub mod config;
 pub mod error;
 mod guard;

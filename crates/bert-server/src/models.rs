@@ -5,13 +5,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use bert::config::BertConfig;
 use bert::pipelines::{
     EmbedOptions, Embedder, FillMask, PipelineOptions, QaOptions, QuestionAnswerer, TextClassifier,
     TokenClassifier,
 };
 use bert::pooling::Pooling;
 use bert::search::Searcher;
+use bert::weights::config::BertConfig;
 use bert::{Encoding, Tokenizer};
 
 use crate::error::ApiError;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use bert::Encoding;
 use tokio::sync::oneshot;
 
+use crate::commands::{panicked, Command, Reply};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models::{Models, Task};
@@ -27,22 +28,22 @@ pub enum Rows {
     Logits,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
-
 enum Job {
+    /// Rows of encodings, merged with other jobs of the same kind into shared forward passes.
     Rows {
         kind: Rows,
         encodings: Vec<Encoding>,
         reply: Reply<Vec<Vec<f32>>>,
     },
-    Alone(Box<dyn FnOnce(&Models) + Send>),
+    /// A command that runs alone.
+    Alone(Command),
 }
 
 impl Job {
     fn abandoned(&self) -> bool {
         match self {
             Job::Rows { reply, .. } => reply.is_closed(),
-            Job::Alone(_) => false,
+            Job::Alone(command) => command.abandoned(),
         }
     }
 
@@ -92,20 +93,11 @@ impl Worker {
         receive(answer).await
     }
 
-    /// Runs `work` on the model thread, alone.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Models) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
+    /// Sends the command `command` makes with its reply channel to the model thread, and awaits
+    /// the answer: `worker.ask(|reply| Command::Ping { reply })`.
+    pub async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Alone(Box::new(move |models: &Models| {
-            if reply.is_closed() {
-                return;
-            }
-            let result =
-                catch_unwind(AssertUnwindSafe(|| work(models))).unwrap_or_else(|_| Err(panicked()));
-            let _ = reply.send(result);
-        })))?;
+        self.submit(Job::Alone(command(reply)))?;
         receive(answer).await
     }
 
@@ -122,10 +114,6 @@ async fn receive<T>(answer: oneshot::Receiver<Result<T, ApiError>>) -> Result<T,
     answer
         .await
         .unwrap_or_else(|_| Err(ApiError::backend("the model thread dropped the request")))
-}
-
-fn panicked() -> ApiError {
-    ApiError::backend("the model failed on this input (a bug: please report it with the input)")
 }
 
 /// The model thread's loop: take what is queued, run the oldest job with what it can share a batch
@@ -145,7 +133,7 @@ fn run(models: &Models, jobs: &mpsc::Receiver<Job>, max_batch_tokens: usize, met
         };
         metrics.queued(-1);
         match first {
-            Job::Alone(work) => work(models),
+            Job::Alone(command) => command.run(models),
             Job::Rows { .. } if first.abandoned() => {}
             Job::Rows { kind, .. } => {
                 let mut group = vec![first];
@@ -170,11 +158,12 @@ fn take_companions(
         let fits = matches!(&pending[i], Job::Rows { kind: k, .. } if *k == kind)
             && tokens + pending[i].tokens() <= max_batch_tokens;
         if fits {
-            let job = pending.remove(i).expect("index checked");
-            metrics.queued(-1);
-            tokens += job.tokens();
-            if !job.abandoned() {
-                group.push(job);
+            if let Some(job) = pending.remove(i) {
+                metrics.queued(-1);
+                tokens += job.tokens();
+                if !job.abandoned() {
+                    group.push(job);
+                }
             }
         } else {
             i += 1;

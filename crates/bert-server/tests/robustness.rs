@@ -4,6 +4,7 @@
 
 mod common;
 
+use bert_server::commands::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,10 @@ fn block_worker(state: &AppState) -> mpsc::Sender<()> {
     tokio::spawn(async move {
         let _ = state
             .worker
-            .run(move |_| {
-                started.send(()).unwrap();
-                let _ = wait.recv();
-                Ok(())
+            .ask(|reply| Command::Hold {
+                started,
+                release: wait,
+                reply,
             })
             .await;
     });

@@ -14,7 +14,7 @@ mod allocator;
 use std::time::Instant;
 
 use bert::model::{BertModel, Mode};
-use bert::pretrained::Pretrained;
+use bert::weights::pretrained::Pretrained;
 use bert::Batch;
 use candle_core::{Device, Tensor};
 

@@ -10,8 +10,8 @@ mod allocator;
 
 use std::time::Instant;
 
-use bert::model::gemm::{matmul_into, View};
-use bert::model::quantized::PackedLinear;
+use bert::kernels::gemm::{matmul_into, View};
+use bert::kernels::PackedLinear;
 use bert::model::Precision;
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -42,7 +42,7 @@ fn main() {
         .nth(1)
         .map_or(4096, |a| a.parse().expect("ROWS, a number"));
     allocator::keep_freed_memory();
-    println!("amx: {}", bert::model::amx::available());
+    println!("amx: {}", bert::kernels::amx::available());
     for (k, n) in [(768, 768), (768, 2304), (768, 3072), (3072, 768)] {
         let x = values(rows * k, 1);
         let w = values(n * k, 2);

@@ -3,9 +3,16 @@
 //!
 //! The data path runs one way: text -> [`Tokenizer`] -> [`Batch`] -> [`model`] -> task output.
 //!
-//! - [`config`]: `config.json` with `transformers`' defaults; [`checkpoint`] and [`params`]: weights from
-//!   safetensors (single or sharded) or `pytorch_model.bin`, legacy names included; [`hub`]: Hub ids
-//!   downloaded into the standard cache.
+//! The library is layered, bottom to top, each layer a folder that imports only from those below it:
+//! [`kernels`] (gemm, AMX tiles, vector math; std and rayon only) -> [`files`] (safetensors read,
+//! mapped and written) -> [`ops`] (candle custom ops with backward passes) -> [`cache`] (aligned copies,
+//! converted layers) -> [`weights`] (config, checkpoints, Hub, parameter store, saving) -> [`nn`]
+//! (Linear, LayerNorm, Dropout, Mode, Precision) -> [`model`] (embeddings, encoder, heads) -> the
+//! tasks: [`pipelines`], [`train`] with [`pretraining`] and [`finetune`], [`search`].
+//!
+//! - [`weights::config`]: `config.json` with `transformers`' defaults; [`weights::checkpoint`] and
+//!   [`weights::params`]: weights from safetensors (single or sharded) or `pytorch_model.bin`, legacy
+//!   names included; [`weights::hub`]: Hub ids downloaded into the standard cache.
 //! - [`tokenizer`]: `tokenizer.json` or `vocab.txt`, truncation strategies, character offsets.
 //! - [`model`]: the encoder and the heads (`BertForMaskedLM`, `BertForNextSentencePrediction`,
 //!   `BertForPreTraining`, `BertForSequenceClassification`, `BertForTokenClassification`,
@@ -21,12 +28,12 @@
 //!
 //! ```
 //! use bert::model::{BertForSequenceClassification, Mode};
-//! use bert::pretrained::Pretrained;
+//! use bert::weights::pretrained::Pretrained;
 //! use bert::{Batch, Tokenizer};
 //! use candle_core::Device;
 //!
 //! # fn main() -> bert::Result<()> {
-//! // A checkpoint directory; `bert::hub::resolve_model("org/name", None)` gives one for a Hub id.
+//! // A checkpoint directory; `bert::weights::hub::resolve_model("org/name", None)` gives one for a Hub id.
 //! let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-classify"));
 //! let tokenizer = Tokenizer::from_dir(dir)?.with_truncation(64, bert::Truncation::LongestFirst)?;
 //! let classifier = Pretrained::load(dir, &Device::Cpu, BertForSequenceClassification::load)?;
@@ -59,33 +66,32 @@
 //! # }
 //! ```
 
-pub mod aligned_copy;
+// The layers, bottom to top; a module imports only from its own layer or those below
+// (`tests/layers.rs` checks this from the `use` lines).
 pub mod batch;
-pub mod checkpoint;
-pub mod config;
+pub mod cache;
 pub mod error;
 pub mod files;
 pub mod finetune;
-pub mod hub;
+pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;
-pub mod packed_cache;
-pub mod params;
+pub mod nn;
+pub mod ops;
 pub mod pipelines;
 pub mod plot;
 pub mod pooling;
-pub mod pretrained;
 pub mod pretraining;
 pub mod rng;
-pub mod safetensors_file;
-pub mod save;
 pub mod search;
 pub mod tokenizer;
 pub mod train;
 pub mod vocab;
+pub mod weights;
 
 pub use batch::Batch;
-pub use config::BertConfig;
 pub use error::{Error, Result};
 pub use tokenizer::{Encoding, Tokenizer, Truncation};
+pub use weights::config::BertConfig;
+pub use weights::pretrained::Pretrained;

@@ -5,8 +5,8 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::config::ProblemType;
 use crate::error::{Error, Result};
+use crate::weights::config::ProblemType;
 
 /// Labels with this value do not count (`transformers`' `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;

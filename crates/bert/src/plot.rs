@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::files::write_file;
+use crate::files::write::write_file;
 
 const WIDTH: usize = 640;
 const HEIGHT: usize = 400;

@@ -11,7 +11,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Model};
 
 use crate::error::{Error, Result};
-use crate::files::write_file;
+use crate::files::write::write_file;
 use crate::pretraining::Corpus;
 
 /// BERT's special tokens, in the order they take the first ids.

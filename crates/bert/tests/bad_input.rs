@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use bert::model::{BertForMaskedLM, BertModel};
-use bert::pretrained::Pretrained;
+use bert::weights::pretrained::Pretrained;
 use candle_core::Device;
 use common::fixture;
 

@@ -8,13 +8,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use bert::config::ProblemType;
 use bert::finetune::{
     finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
     FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask, Prepared, QaData, SpanOptions,
     TaggingData,
 };
 use bert::pipelines::{PipelineOptions, TextClassifier};
+use bert::weights::config::ProblemType;
 use common::fixture;
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -8,16 +8,16 @@ mod common;
 
 use std::collections::HashMap;
 
-use bert::checkpoint::Checkpoint;
-use bert::config::ProblemType;
 use bert::loss::{pretraining_loss, sequence_classification_loss, span_loss, token_cross_entropy};
 use bert::model::{
     BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
     BertForTokenClassification, Mode, Precision,
 };
-use bert::params::ParamStore;
 use bert::rng::Rng;
 use bert::train::{AdamW, AdamWConfig, LinearSchedule};
+use bert::weights::checkpoint::Checkpoint;
+use bert::weights::config::ProblemType;
+use bert::weights::params::ParamStore;
 use bert::{Batch, BertConfig};
 use candle_core::{DType, Device, Tensor};
 use common::{fixture, max_abs, max_abs_diff};

@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use bert::hub::resolve_model;
 use bert::model::BertModel;
-use bert::pretrained::Pretrained;
+use bert::weights::hub::resolve_model;
+use bert::weights::pretrained::Pretrained;
 use candle_core::Device;
 use common::fixture;
 

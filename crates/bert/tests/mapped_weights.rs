@@ -9,17 +9,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bert::checkpoint::Checkpoint;
-use bert::config::BertConfig;
+use bert::cache::converted::PackedCache;
 use bert::model::{BertModel, Mode, Precision};
-use bert::packed_cache::PackedCache;
-use bert::params::ParamStore;
-use bert::pretrained::Pretrained;
+use bert::weights::checkpoint::Checkpoint;
+use bert::weights::config::BertConfig;
+use bert::weights::params::ParamStore;
+use bert::weights::pretrained::Pretrained;
 use bert::Batch;
 use candle_core::{Device, Tensor};
 use common::{assert_close, fixture, reference};
 
-/// tiny-base re-saved by `bert::save::save_safetensors` into `dir`.
+/// tiny-base re-saved by `bert::files::safetensors_write::save_safetensors` into `dir`.
 fn resaved(dir: &Path) {
     let source = fixture("tiny-base");
     std::fs::create_dir_all(dir).unwrap();
@@ -32,7 +32,8 @@ fn resaved(dir: &Path) {
             (n.to_string(), t)
         })
         .collect();
-    bert::save::save_safetensors(&dir.join("model.safetensors"), &tensors).unwrap();
+    bert::files::safetensors_write::save_safetensors(&dir.join("model.safetensors"), &tensors)
+        .unwrap();
 }
 
 fn hidden_states(dir: &Path, precision: Precision, batch: &Batch) -> Tensor {

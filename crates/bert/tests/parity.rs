@@ -6,7 +6,7 @@ mod common;
 
 use bert::loss;
 use bert::model::*;
-use bert::pretrained::Pretrained;
+use bert::weights::pretrained::Pretrained;
 use bert::{Batch, Tokenizer};
 use candle_core::{Device, Tensor};
 use common::{assert_close, fixture, max_abs_diff, reference, Reference};
@@ -82,7 +82,7 @@ fn flat_is_matrix(value: &serde_json::Value) -> bool {
 
 fn load<M>(
     name: &str,
-    build: impl FnOnce(&bert::params::Params, &bert::BertConfig) -> bert::Result<M>,
+    build: impl FnOnce(&bert::weights::params::Params, &bert::BertConfig) -> bert::Result<M>,
 ) -> Pretrained<M> {
     Pretrained::load(&fixture(name), &Device::Cpu, build).unwrap()
 }

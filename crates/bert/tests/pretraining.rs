@@ -8,15 +8,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bert::config::BertConfig;
 use bert::model::BertForPreTraining;
-use bert::pretrained::Pretrained;
 use bert::pretraining::data::{HoldOut, MaskingOptions, PretrainData};
 use bert::pretraining::trainer::{pretrain, Event, ModelInit, PretrainOptions};
 use bert::pretraining::{Corpus, InstanceConfig};
 use bert::rng::Rng;
 use bert::train::AdamWConfig;
 use bert::train::StepMetrics;
+use bert::weights::config::BertConfig;
+use bert::weights::pretrained::Pretrained;
 use bert::Tokenizer;
 use candle_core::{Device, Tensor};
 use common::{fixture, max_abs_diff};

@@ -7,7 +7,7 @@ mod common;
 
 use bert::model::{BertModel, Mode, Precision};
 use bert::pipelines::{EmbedOptions, Embedder, PipelineOptions};
-use bert::pretrained::Pretrained;
+use bert::weights::pretrained::Pretrained;
 use candle_core::Device;
 use common::{fixture, minilm, reference};
 

@@ -6,11 +6,11 @@ mod common;
 
 use std::sync::Mutex;
 
-use bert::checkpoint::Checkpoint;
 use bert::loss;
 use bert::model::*;
-use bert::params::ParamStore;
 use bert::rng::Rng;
+use bert::weights::checkpoint::Checkpoint;
+use bert::weights::params::ParamStore;
 use bert::{Batch, BertConfig, Tokenizer};
 use candle_core::{Device, Tensor};
 use common::{fixture, max_abs_diff};
@@ -165,4 +165,38 @@ fn dropout_is_active_and_seeded() {
     assert_eq!(run(5), run(5), "same seed, same dropout");
     assert_ne!(run(5), run(6), "another seed, other dropout");
     assert_ne!(run(5), eval, "dropout changes the training forward pass");
+}
+
+#[test]
+fn a_fresh_store_initialises_every_weight_as_transformers_does() {
+    let config = BertConfig {
+        hidden_size: 8,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 16,
+        vocab_size: 20,
+        max_position_embeddings: 10,
+        ..Default::default()
+    };
+    let store = ParamStore::fresh(&Device::Cpu, 0);
+    BertModel::load(&store.root().pp("bert"), &config, true).unwrap();
+    let vars = store.vars();
+    let values = |name: &str| -> Vec<f32> {
+        vars[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    assert!(values("bert.embeddings.LayerNorm.weight")
+        .iter()
+        .all(|&v| v == 1.0));
+    assert!(values("bert.encoder.layer.0.output.dense.bias")
+        .iter()
+        .all(|&v| v == 0.0));
+    let w = values("bert.encoder.layer.0.attention.self.query.weight");
+    let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+    assert!(std > 0.005 && std < 0.05, "std {std}");
+    assert_eq!(store.report().newly_initialized.len(), vars.len());
 }

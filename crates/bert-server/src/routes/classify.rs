@@ -51,7 +51,11 @@ pub async fn predict(
     )?;
     let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
     let logits = logits(&state, sequences, "inputs", truncate).await?;
-    let classifier = state.models.classifier.as_ref().expect("logits checked it");
+    let classifier = state
+        .models
+        .classifier
+        .as_ref()
+        .ok_or_else(|| state.models.missing(Task::Classify))?;
     let function = if request.raw_scores {
         ScoreFunction::None
     } else {

@@ -140,7 +140,10 @@ async fn embeddings(
         return Err(state.models.missing(Task::Embed));
     }
     let encodings = off_runtime(state, move |models| {
-        let embedder = models.embedder.as_ref().expect("checked above");
+        let embedder = models
+            .embedder
+            .as_ref()
+            .ok_or_else(|| models.missing(Task::Embed))?;
         encode_all(&texts, field, truncate, models.max_input_length, |t| {
             embedder.encode(t)
         })

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::commands::Command;
 use crate::error::ApiError;
 use crate::input::{check_count, texts, JsonBody};
 use crate::routes::off_runtime;
@@ -15,7 +16,7 @@ use crate::AppState;
 
 /// 200 once the model thread answers; 503 if it does not.
 pub async fn health(State(state): State<AppState>) -> Result<(), ApiError> {
-    state.worker.run(|_| Ok(())).await
+    state.worker.ask(|reply| Command::Ping { reply }).await
 }
 
 pub async fn info(State(state): State<AppState>) -> Json<Value> {

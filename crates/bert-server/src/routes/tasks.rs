@@ -9,11 +9,11 @@ use bert::search::{Mode, SearchHit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::commands::Command;
 use crate::error::ApiError;
-use crate::input::{check_count, encode_all, kind, texts, JsonBody};
+use crate::input::{check_count, kind, texts, JsonBody};
 use crate::models::Task;
 use crate::routes::off_runtime;
-use crate::worker::groups_by_tokens;
 use crate::AppState;
 
 /// Rows of masked-LM logits in one pass (each row is a vocabulary of floats).
@@ -60,30 +60,28 @@ pub async fn fill_mask(
     }
     let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
     let budget = FILL_MASK_TOKENS.min(state.config.max_batch_tokens);
-    let results = state
+    let predictions = state
         .worker
-        .run(move |models| {
-            let filler = models.filler.as_ref().expect("checked above");
-            let limit = models.max_input_length;
-            let encodings = encode_all(&texts, "inputs", truncate, limit, |t| filler.encode(t))?;
-            let mut predictions = Vec::with_capacity(texts.len());
-            for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-                predictions.extend(filler.predict(group, top_k)?);
-            }
-            Ok(texts
-                .into_iter()
-                .zip(predictions)
-                .map(|(text, mut masks)| FillMaskResult {
-                    text,
-                    predictions: if masks.len() == 1 {
-                        MaskPredictions::One(masks.remove(0))
-                    } else {
-                        MaskPredictions::Many(masks)
-                    },
-                })
-                .collect())
+        .ask(|reply| Command::FillMask {
+            texts: texts.clone(),
+            top_k,
+            truncate,
+            budget,
+            reply,
         })
         .await?;
+    let results = texts
+        .into_iter()
+        .zip(predictions)
+        .map(|(text, mut masks)| FillMaskResult {
+            text,
+            predictions: if masks.len() == 1 {
+                MaskPredictions::One(masks.remove(0))
+            } else {
+                MaskPredictions::Many(masks)
+            },
+        })
+        .collect();
     Ok(Json(results))
 }
 
@@ -124,28 +122,21 @@ pub async fn ner(
     let budget = state.config.max_batch_tokens;
     let entities = state
         .worker
-        .run(move |models| {
-            let tagger = models.tagger.as_ref().expect("checked above");
-            let limit = models.max_input_length;
-            let encodings = encode_all(&texts, "inputs", truncate, limit, |t| tagger.encode(t))?;
-            let mut entities = Vec::with_capacity(texts.len());
-            let mut done = 0;
-            for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-                let mine: Vec<&str> = texts[done..done + group.len()]
-                    .iter()
-                    .map(String::as_str)
-                    .collect();
-                entities.extend(tagger.tag(&mine, group, aggregation, &ignore)?);
-                done += group.len();
-            }
-            Ok(texts
-                .into_iter()
-                .zip(entities)
-                .map(|(text, entities)| NerResult { text, entities })
-                .collect())
+        .ask(|reply| Command::Ner {
+            texts: texts.clone(),
+            aggregation,
+            ignore_labels: ignore,
+            truncate,
+            budget,
+            reply,
         })
         .await?;
-    Ok(Json(entities))
+    let results = texts
+        .into_iter()
+        .zip(entities)
+        .map(|(text, entities)| NerResult { text, entities })
+        .collect();
+    Ok(Json(results))
 }
 
 #[derive(Deserialize)]
@@ -197,7 +188,10 @@ pub async fn qa(
     let windows = off_runtime(&state, {
         let (question, context) = (question.clone(), context.clone());
         move |models| {
-            let answerer = models.answerer.as_ref().expect("checked above");
+            let answerer = models
+                .answerer
+                .as_ref()
+                .ok_or_else(|| models.missing(Task::Qa))?;
             Ok(answerer.encode(&question, &context)?)
         }
     })
@@ -212,9 +206,11 @@ pub async fn qa(
     }
     let answers = state
         .worker
-        .run(move |models| {
-            let answerer = models.answerer.as_ref().expect("checked above");
-            Ok(answerer.answer_with(&context, &windows, &options)?)
+        .ask(|reply| Command::Answer {
+            context,
+            windows,
+            options,
+            reply,
         })
         .await?;
     let best = answers.first();
@@ -280,9 +276,11 @@ pub async fn search(
         .map_err(|e: String| ApiError::validation(format!("`mode`: {e}")))?;
     let hits = state
         .worker
-        .run(move |models| {
-            let searcher = models.searcher.as_ref().expect("checked above");
-            Ok(searcher.search_with(&query, top_k, mode)?)
+        .ask(|reply| Command::Search {
+            query,
+            top_k,
+            mode,
+            reply,
         })
         .await?;
     Ok(Json(hits))

@@ -10,7 +10,6 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::{Map, Value};
 
 use crate::batch::Batch;
-use crate::config::{BertConfig, ProblemType};
 use crate::error::Result;
 use crate::finetune::table::{Row, Table};
 use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
@@ -18,6 +17,7 @@ use crate::loss::sequence_classification_loss;
 use crate::metrics::{classification_report, multi_label_report, regression_report};
 use crate::model::{BertForSequenceClassification, Mode};
 use crate::tokenizer::{Encoding, Tokenizer};
+use crate::weights::config::{BertConfig, ProblemType};
 
 /// Which columns hold what.
 #[derive(Debug, Clone)]

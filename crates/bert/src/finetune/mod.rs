@@ -8,7 +8,7 @@ pub mod squad;
 pub mod table;
 pub mod trainer;
 
-use crate::model::Precision;
+use crate::nn::Precision;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -19,14 +19,14 @@ pub use qa::{QuestionAnsweringTask, SpanOptions};
 pub use table::Table;
 pub use trainer::{finetune, FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask};
 
-use crate::checkpoint::Checkpoint;
-use crate::config::{BertConfig, ProblemType};
 use crate::error::{Error, Result};
 use crate::model::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
 };
-use crate::params::ParamStore;
 use crate::tokenizer::{Tokenizer, Truncation};
+use crate::weights::checkpoint::Checkpoint;
+use crate::weights::config::{BertConfig, ProblemType};
+use crate::weights::params::ParamStore;
 
 /// What a classification fine-tune reads.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ fn trainable<M>(
     model_dir: &Path,
     config: &BertConfig,
     setup: WeightSetup,
-    build: impl FnOnce(&crate::params::Params, &BertConfig) -> Result<M>,
+    build: impl FnOnce(&crate::weights::params::Params, &BertConfig) -> Result<M>,
 ) -> Result<(ParamStore, M, Vec<String>)> {
     let store = ParamStore::new(Checkpoint::open(model_dir)?, &Device::Cpu, true, setup.seed)
         .with_precision(setup.precision);

@@ -19,13 +19,10 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde_json::{Map, Value};
 
-use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::files::write_file;
-use crate::model::Mode;
-use crate::params::ParamStore;
+use crate::files::write::write_file;
+use crate::nn::Mode;
 use crate::rng::{Rng, Stream};
-use crate::save::{copy_tokenizer, save_model};
 use crate::train::exchange::{exchange_gradients, step_totals};
 use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
 use crate::train::{
@@ -33,6 +30,9 @@ use crate::train::{
     trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule, MetricsLog, OutDir,
     StepMetrics, TrainerState, World,
 };
+use crate::weights::config::BertConfig;
+use crate::weights::params::ParamStore;
+use crate::weights::save::{copy_tokenizer, save_model};
 
 /// A fine-tuning task: its model, training examples and evaluation.
 pub trait FinetuneTask: Sync {

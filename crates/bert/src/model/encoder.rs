@@ -1,5 +1,5 @@
-//! The BERT encoder, block by block as in `transformers`' `modeling_bert.py`: embeddings, self-attention,
-//! feed-forward, the layer stack, the pooler, and `BertModel` over them.
+//! The BERT encoder, block by block as in `transformers`' `modeling_bert.py`: self-attention,
+//! feed-forward, the layer stack, the pooler, and `BertModel` over them and the embeddings.
 //!
 //! Dimension letters: B batch, T tokens, C hidden size, H heads, D = C / H head size, I intermediate size.
 //! Field names follow the checkpoint keys, so each `load` is a walk down the weight names.
@@ -7,143 +7,13 @@
 use candle_core::Tensor;
 
 use crate::batch::Batch;
-use crate::config::{BertConfig, HiddenAct};
 use crate::error::Result;
-use crate::model::attention::FusedAttention;
-use crate::model::embedding::{embedding_sum, fused_embeddings_apply, mapped_embedding_sum};
-use crate::model::ops::{
-    activation, attention_bias, softmax, Dropout, Init, LayerNorm, Linear, Mode,
-};
-use crate::params::Params;
-use crate::safetensors_file::MappedF32;
-
-/// Word, position and token-type embeddings, summed and normalised.
-#[derive(Debug, Clone)]
-pub struct BertEmbeddings {
-    tables: Tables,
-    layer_norm: LayerNorm,
-    dropout: Dropout,
-    /// The padding token, whose embedding gets no gradient (`nn.Embedding(padding_idx)`).
-    pad_token_id: Option<u32>,
-}
-
-/// The word (V, C), token-type (2, C) and position (P, C) tables, in that order.
-#[derive(Debug, Clone)]
-enum Tables {
-    Tensors([Tensor; 3]),
-    /// For inference on the CPU: in place in the memory-mapped checkpoint.
-    Mapped([MappedF32; 3]),
-}
-
-impl BertEmbeddings {
-    pub fn load(p: &Params, c: &BertConfig) -> Result<Self> {
-        let init = Init::Normal(c.initializer_range);
-        let tables = [
-            (
-                "word_embeddings",
-                c.vocab_size,
-                Init::Embedding {
-                    std: c.initializer_range,
-                    padding_idx: c.pad_token_id,
-                },
-            ),
-            ("token_type_embeddings", c.type_vocab_size, init),
-            ("position_embeddings", c.max_position_embeddings, init),
-        ];
-        let mut mapped = Vec::with_capacity(3);
-        for (name, rows, _) in &tables {
-            mapped.extend(p.pp(name).mapped(&[*rows, c.hidden_size], "weight")?);
-        }
-        let tables = match <[MappedF32; 3]>::try_from(mapped) {
-            Ok(mapped) => Tables::Mapped(mapped),
-            Err(_) => {
-                let get = |(name, rows, init): (&str, usize, Init)| {
-                    p.pp(name).get(&[rows, c.hidden_size], "weight", init)
-                };
-                let [words, types, positions] = tables;
-                Tables::Tensors([get(words)?, get(types)?, get(positions)?])
-            }
-        };
-        Ok(BertEmbeddings {
-            tables,
-            layer_norm: LayerNorm::load(&p.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
-            dropout: Dropout::new(c.hidden_dropout_prob),
-            pad_token_id: c.pad_token_id.map(|id| id as u32),
-        })
-    }
-
-    /// The word-embedding matrix, shared with the masked-LM decoder (copied out of the mapped
-    /// checkpoint for an inference model).
-    pub fn word_embeddings(&self) -> Result<Tensor> {
-        match &self.tables {
-            Tables::Tensors([words, ..]) => Ok(words.clone()),
-            Tables::Mapped([words, ..]) => Ok(Tensor::from_slice(
-                words.values(),
-                words.shape(),
-                &candle_core::Device::Cpu,
-            )?),
-        }
-    }
-
-    pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<Tensor> {
-        let x = match &self.tables {
-            Tables::Mapped([words, types, positions]) => mapped_embedding_sum(
-                [words, types, positions],
-                &batch.input_ids,
-                &batch.token_type_ids,
-            )?,
-            Tables::Tensors([words, types, positions])
-                if fused_embeddings_apply([words, types, positions]) =>
-            {
-                let pad = match mode {
-                    Mode::Train(_) => self.pad_token_id,
-                    _ => None,
-                };
-                embedding_sum(
-                    [words, types, positions],
-                    &batch.input_ids,
-                    &batch.token_type_ids,
-                    pad,
-                )?
-            }
-            Tables::Tensors(tables) => self.summed(tables, batch, mode)?,
-        };
-        let x = self.layer_norm.forward(&x, mode)?;
-        self.dropout.forward(&x, mode)
-    }
-
-    /// The three lookups and their sum through candle's ops (tables of other types or devices).
-    fn summed(&self, tables: &[Tensor; 3], batch: &Batch, mode: &Mode) -> Result<Tensor> {
-        let [word_embeddings, token_type_embeddings, position_embeddings] = tables;
-        let (b, t) = batch.input_ids.dims2()?;
-        let c = word_embeddings.dim(1)?;
-        let ids = batch.input_ids.flatten_all()?;
-        let words = word_embeddings.embedding(&ids)?; // (B*T, C)
-        let words = match (mode, self.pad_token_id) {
-            (Mode::Train(_), Some(pad)) => no_gradient_where(&words, &ids.eq(pad)?)?,
-            _ => words,
-        };
-        let types = token_type_embeddings.embedding(&batch.token_type_ids.flatten_all()?)?;
-        let positions = Tensor::arange(0u32, t as u32, batch.input_ids.device())?;
-        let positions = position_embeddings.embedding(&positions)?; // (T, C)
-        let x = (words + types)?.reshape((b, t, c))?;
-        Ok(x.broadcast_add(&positions)?) // (B, T, C)
-    }
-}
-
-/// `x` (N, C) with the rows where `rows` (N) is set cut off from the gradient.
-fn no_gradient_where(x: &Tensor, rows: &Tensor) -> Result<Tensor> {
-    if rows
-        .to_dtype(candle_core::DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?
-        == 0.0
-    {
-        return Ok(x.clone());
-    }
-    let mask = rows.unsqueeze(1)?.broadcast_as(x.shape())?;
-    Ok(mask.where_cond(&x.detach(), x)?)
-}
+use crate::kernels::{amx, cpu};
+use crate::model::embeddings::BertEmbeddings;
+use crate::nn::{activation, attention_bias, softmax, Dropout, LayerNorm, Linear, Mode, Precision};
+use crate::ops::attention::FusedAttention;
+use crate::weights::config::{BertConfig, HiddenAct};
+use crate::weights::params::Params;
 
 /// Multi-head scaled dot-product self-attention (`attention.self`).
 struct BertSelfAttention {
@@ -214,7 +84,7 @@ impl BertSelfAttention {
             dropout: Dropout::new(c.attention_probs_dropout_prob),
             num_heads: c.num_attention_heads,
             head_size: c.head_size(),
-            tiles: p.precision() != crate::model::Precision::F32 && crate::model::amx::available(),
+            tiles: p.precision() != Precision::F32 && amx::available(),
         })
     }
 
@@ -255,9 +125,7 @@ impl BertSelfAttention {
 
 /// Whether inference can take the one-op attention: f32 on a CPU with AVX-512.
 fn fused_attention_applies(x: &Tensor) -> bool {
-    x.device().is_cpu()
-        && x.dtype() == candle_core::DType::F32
-        && crate::model::gemm::fast_gemm_available()
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && cpu::fast_gemm_available()
 }
 
 /// A projection followed by dropout, a residual connection and LayerNorm (`attention.output`, `output`).
@@ -289,7 +157,7 @@ struct BertLayer {
     attention_output: BertResidualOutput,
     intermediate: Linear,
     output: BertResidualOutput,
-    act: crate::config::HiddenAct,
+    act: HiddenAct,
 }
 
 impl BertLayer {

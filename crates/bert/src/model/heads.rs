@@ -8,17 +8,18 @@
 use candle_core::{Tensor, D};
 
 use crate::batch::Batch;
-use crate::config::BertConfig;
 use crate::error::Result;
 use crate::model::encoder::BertModel;
-use crate::model::ops::{activation, Dropout, Init, LayerNorm, Linear, Mode};
-use crate::params::Params;
+use crate::nn::{activation, Dropout, LayerNorm, Linear, Mode};
+use crate::weights::config::BertConfig;
+use crate::weights::params::Init;
+use crate::weights::params::Params;
 
 /// `cls.predictions`: transform (dense, activation, LayerNorm) then the tied decoder with its own bias.
 pub struct BertLmPredictionHead {
     dense: Linear,
     layer_norm: LayerNorm,
-    act: crate::config::HiddenAct,
+    act: crate::weights::config::HiddenAct,
     decoder_weight: Tensor, // (V, C), the word embeddings unless untied
     bias: Tensor,           // (V)
 }

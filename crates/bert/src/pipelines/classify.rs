@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use crate::config::ProblemType;
 use crate::error::Result;
 use crate::model::{BertForSequenceClassification, Mode};
 use crate::pipelines::{mean, softmax, LongText, Pipeline, PipelineOptions};
 use crate::tokenizer::{Encoding, Tokenizer};
+use crate::weights::config::ProblemType;
 
 /// How logits become scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

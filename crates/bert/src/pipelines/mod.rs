@@ -8,7 +8,7 @@ mod fill_mask;
 mod ner;
 mod qa;
 
-use crate::model::Precision;
+use crate::nn::Precision;
 use std::path::Path;
 
 use candle_core::Device;
@@ -19,11 +19,11 @@ pub use fill_mask::{FillMask, MaskPrediction};
 pub use ner::{Aggregation, Entity, TokenClassifier};
 pub use qa::{Answer, QaOptions, QuestionAnswerer};
 
-use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::params::LoadReport;
-use crate::pretrained::Pretrained;
 use crate::tokenizer::{Encoding, Tokenizer, Truncation};
+use crate::weights::config::BertConfig;
+use crate::weights::params::LoadReport;
+use crate::weights::pretrained::Pretrained;
 
 /// What a pipeline does with a text longer than `max_length` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,7 +123,7 @@ impl<M> Pipeline<M> {
         dir: &Path,
         options: &PipelineOptions,
         preferred_max: Option<usize>,
-        build: impl FnOnce(&crate::params::Params, &BertConfig) -> Result<M>,
+        build: impl FnOnce(&crate::weights::params::Params, &BertConfig) -> Result<M>,
     ) -> Result<Self> {
         let device = Device::Cpu;
         let (tokenizer, max_length) = load_tokenizer(dir, options, preferred_max)?;

@@ -9,7 +9,7 @@
 //! every rank holds the same weights and the run equals one process with the global batch. Rank 0 alone
 //! writes checkpoints, metrics and reports events.
 
-use crate::model::Precision;
+use crate::nn::Precision;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,14 +17,10 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, D};
 use serde::Serialize;
 
-use crate::checkpoint::Checkpoint;
-use crate::config::BertConfig;
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy;
 use crate::model::{BertForPreTraining, Mode};
-use crate::params::ParamStore;
 use crate::pretraining::data::{PretrainBatch, PretrainData};
-use crate::save::{copy_tokenizer, save_model};
 use crate::train::exchange::{exchange_gradients, step_totals};
 use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
 use crate::train::{
@@ -32,6 +28,10 @@ use crate::train::{
     trainable_tensors, AdamW, AdamWConfig, CheckpointParts, LinearSchedule, MetricsLog, OutDir,
     StepMetrics, TrainerState, World,
 };
+use crate::weights::checkpoint::Checkpoint;
+use crate::weights::config::BertConfig;
+use crate::weights::params::ParamStore;
+use crate::weights::save::{copy_tokenizer, save_model};
 
 const ARCHITECTURE: &str = "BertForPreTraining";
 /// The held-out loss the loss curve draws.

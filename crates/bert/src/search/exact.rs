@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use crate::model::gemm::dot;
+use crate::kernels::gemm::dot;
 
 /// A row and its score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,7 +99,7 @@ mod tests {
         let mut all: Vec<Hit> = (0..rows)
             .map(|row| Hit {
                 row,
-                score: crate::model::gemm::dot_portable(
+                score: crate::kernels::gemm::dot_portable(
                     &vectors[row * dim..(row + 1) * dim],
                     &query,
                 ),

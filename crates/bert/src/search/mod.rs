@@ -91,7 +91,7 @@ impl Searcher {
         let recorded = &index.manifest.model;
         let model_dir = match model_dir {
             Some(d) => d.to_path_buf(),
-            None => crate::hub::resolve_model(&recorded.name, None)?,
+            None => crate::weights::hub::resolve_model(&recorded.name, None)?,
         };
         let pooling = recorded.pooling.parse().map_err(Error::InvalidInput)?;
         let options = EmbedOptions {

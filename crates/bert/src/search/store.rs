@@ -315,7 +315,7 @@ impl Writer {
         }
         Self::write_lexical(&dir, manifest.generation, manifest.rows)?;
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        crate::files::write_file(&dir.join(MANIFEST), &json)?;
+        crate::files::write::write_file(&dir.join(MANIFEST), &json)?;
         remove_other_generations(&dir, manifest.generation);
         Ok(())
     }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::config::BertConfig;
 use crate::error::{read_json, Error, Result};
-use crate::files::write_file;
-use crate::save::{copy_tokenizer, save_model, save_safetensors};
+use crate::files::safetensors_write::save_safetensors;
+use crate::files::write::write_file;
 use crate::train::AdamW;
+use crate::weights::config::BertConfig;
+use crate::weights::save::{copy_tokenizer, save_model};
 
 /// Where training stands: enough to continue exactly where it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

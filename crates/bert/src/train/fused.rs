@@ -11,7 +11,7 @@ use candle_core::{bail, CpuStorage, InplaceOp1, Layout, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::ops::with_f32_values;
+use crate::ops::with_f32_values;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;

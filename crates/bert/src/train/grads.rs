@@ -7,7 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::params::ParamStore;
+use crate::weights::params::ParamStore;
 
 /// The trainable tensors of a store, in name order.
 pub fn trainable_tensors(store: &ParamStore) -> Vec<Tensor> {

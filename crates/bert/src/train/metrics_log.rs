@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::files::write_file;
+use crate::files::write::write_file;
 use crate::plot::write_loss_curve;
 
 /// One logged training step.

@@ -60,7 +60,7 @@ impl Shards {
         work: impl Fn(usize) -> std::result::Result<T, E> + Sync,
     ) -> std::result::Result<Vec<T>, E> {
         if self.pools.is_empty() {
-            return Ok(vec![crate::model::on_worker(|| work(0))?]);
+            return Ok(vec![crate::kernels::on_worker(|| work(0))?]);
         }
         let work = &work;
         std::thread::scope(|scope| {

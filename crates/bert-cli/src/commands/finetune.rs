@@ -1,0 +1,204 @@
+//! `bert finetune`: reads labelled data, trains the checkpoint with a task head, and reports the
+//! evaluations as they come, with a progress line on stderr; SIGINT/SIGTERM stops it with the best model
+//! so far kept.
+
+use bert::finetune::WeightSetup;
+use bert::model::Precision;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bert::finetune::{
+    finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
+    FinetuneEvent, FinetuneOptions, Prepared, QaData, SpanOptions, TaggingData,
+};
+use bert::train::{AdamWConfig, World};
+use serde_json::{Map, Value};
+
+use crate::args::{FinetuneArgs, TaskKind};
+use crate::distributed::{self, StopNotice};
+use crate::progress::{stop_flag, Progress};
+
+/// `bert finetune`, on one process or on each rank of `mpirun -np N bert finetune`.
+pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
+    let shards = crate::threads::shards();
+    let world = distributed::join()?;
+    distributed::on_rank(&world, || run_on(args, &world, shards))
+}
+
+fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> {
+    let leader = world.is_leader();
+    let model_dir = if args.resume {
+        // The newest checkpoint holds the weights (task head included), config and tokenizer.
+        match bert::train::checkpoints(&args.out)?.pop() {
+            Some((_, dir)) => dir,
+            None => anyhow::bail!("--resume: {} holds no checkpoint", args.out.display()),
+        }
+    } else {
+        bert::weights::hub::resolve_model(&args.model, args.revision.as_deref())?
+    };
+    let mut options = options(&args, &model_dir);
+    options.world = world.clone();
+    options.shards = shards;
+    let setup = WeightSetup {
+        seed: args.seed,
+        precision: if args.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        },
+    };
+    let prepared = match args.task {
+        TaskKind::Classify => prepare_classification(
+            &model_dir,
+            &ClassificationData {
+                train: args.train.clone(),
+                eval: args.eval.clone(),
+                columns: Columns {
+                    text: args.text_column.clone(),
+                    text_pair: args.text_pair_column.clone(),
+                    label: args.label_column.clone(),
+                },
+                problem: args.problem_type.into(),
+                max_length: args.max_length,
+            },
+            setup,
+        )
+        .map(Prepared::boxed)?,
+        TaskKind::Ner => prepare_tagging(
+            &model_dir,
+            &TaggingData {
+                train: args.train.clone(),
+                eval: args.eval.clone(),
+                max_length: args.max_length,
+            },
+            setup,
+        )
+        .map(Prepared::boxed)?,
+        TaskKind::Qa => {
+            let (prepared, _) = prepare_qa(
+                &model_dir,
+                &QaData {
+                    train: args.train.clone(),
+                    eval: args.eval.clone(),
+                    max_length: args.max_length,
+                    doc_stride: args.doc_stride,
+                    spans: SpanOptions {
+                        n_best_size: args.n_best_size,
+                        max_answer_length: args.max_answer_length,
+                        null_score_diff_threshold: args.null_score_diff_threshold,
+                    },
+                },
+                setup,
+            )?;
+            prepared.boxed()
+        }
+    };
+    for note in prepared.notes.iter().filter(|_| leader) {
+        eprintln!("note: {note}");
+    }
+    if leader && !prepared.newly_initialized.is_empty() {
+        eprintln!(
+            "newly initialised (not in the checkpoint): {}",
+            prepared.newly_initialized.join(", ")
+        );
+    }
+    let stop = stop_flag(
+        "saving a checkpoint after this step",
+        StopNotice::new(world, &args.out),
+    )?;
+    let mut progress = Progress::new(args.log_every);
+    let outcome = finetune(
+        prepared.task.as_ref(),
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &stop,
+        &mut |event| match event {
+            FinetuneEvent::Started {
+                step,
+                max_steps,
+                parameters,
+                train_examples,
+            } => {
+                let unit = match args.task {
+                    TaskKind::Qa => "question/context windows",
+                    _ => "examples",
+                };
+                eprintln!("{train_examples} training {unit}");
+                progress.start(step, max_steps, parameters);
+            }
+            FinetuneEvent::Step(m) => progress.step(m),
+            FinetuneEvent::Eval {
+                step,
+                metrics,
+                best,
+            } => progress.note(&format!(
+                "eval at step {step}: {}{}",
+                summary(metrics),
+                if best { " (best so far: saved)" } else { "" }
+            )),
+            FinetuneEvent::Saved(path) => progress.note(&format!("saved {}", path.display())),
+            FinetuneEvent::EarlyStopped { step } => progress.note(&format!(
+                "early stopping at step {step}: no better {} for {} evaluations",
+                args.metric_for_best,
+                args.early_stopping_patience.unwrap_or(0)
+            )),
+        },
+    )
+    .with_context(|| format!("fine-tuning into {}", args.out.display()))?;
+    if !leader {
+        return Ok(match outcome.finished {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::from(130),
+        });
+    }
+    progress.finish();
+    if let Some(best) = &outcome.best {
+        eprintln!("best: {}", summary(best));
+    }
+    eprintln!("model in {}", args.out.display());
+    if !outcome.finished {
+        eprintln!(
+            "stopped at step {}; continue with the same command and --resume",
+            outcome.steps
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn options(args: &FinetuneArgs, model_dir: &std::path::Path) -> FinetuneOptions {
+    let mut options = FinetuneOptions::new(args.out.clone(), model_dir.to_path_buf());
+    options.epochs = args.epochs as usize;
+    options.max_steps = args.max_steps;
+    options.batch_size = args.batch_size as usize;
+    options.gradient_accumulation_steps = args.gradient_accumulation_steps as usize;
+    options.learning_rate = args.learning_rate;
+    options.warmup_ratio = args.warmup_ratio;
+    options.warmup_steps = args.warmup_steps;
+    options.optimizer = AdamWConfig {
+        weight_decay: args.weight_decay,
+        max_grad_norm: Some(args.max_grad_norm),
+        ..options.optimizer
+    };
+    options.eval_steps = args.eval_steps.map(|n| n as usize);
+    options.metric_for_best = args.metric_for_best.clone();
+    options.early_stopping_patience = args.early_stopping_patience.map(|n| n as usize);
+    options.log_every = args.log_every;
+    options.save_steps = args.save_steps;
+    options.save_total_limit = args.save_total_limit;
+    options.resume = args.resume;
+    options.seed = args.seed;
+    options.overwrite = args.overwrite;
+    options
+}
+
+/// The headline numbers of an evaluation, `name value` pairs.
+fn summary(metrics: &Map<String, Value>) -> String {
+    metrics
+        .iter()
+        .filter(|(k, v)| v.is_f64() && k.as_str() != "epoch")
+        .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(0.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

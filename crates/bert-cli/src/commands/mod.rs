@@ -1,0 +1,16 @@
+//! One module per subcommand, each with a `run(args)` that builds what the flags ask for from the
+//! library and writes the results: JSON Lines on stdout, progress and warnings on stderr.
+
+pub mod classify;
+pub mod embed;
+pub mod export;
+pub mod fill_mask;
+pub mod finetune;
+pub mod index;
+pub mod ner;
+pub mod pretrain;
+pub mod qa;
+pub mod search;
+pub mod serve;
+pub mod tokenize;
+pub mod vocab;

@@ -1,0 +1,202 @@
+//! The work that runs alone on the model thread, as typed commands: each names what to compute and
+//! carries the channel its answer goes back on. Routes build a command from a checked request; the
+//! model thread runs it here, against the loaded models, and a model the server does not hold is an
+//! error, not a panic.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bert::pipelines::{Aggregation, Answer, Entity, MaskPrediction, QaOptions};
+use bert::search::{Mode, SearchHit};
+use bert::Encoding;
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::input::encode_all;
+use crate::models::{Models, Task};
+use crate::worker::groups_by_tokens;
+
+/// Where a command's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A request for the model thread that runs alone (not merged with others into one batch).
+pub enum Command {
+    /// Answers once the model thread is free: the health check.
+    Ping { reply: Reply<()> },
+    /// Occupies the model thread until `release` fires (or is dropped), saying on `started` when it
+    /// has begun: a drill for queueing and admission limits, used by the tests.
+    Hold {
+        started: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+        reply: Reply<()>,
+    },
+    /// The likeliest tokens for each `[MASK]` of each text, forward passes of at most `budget`
+    /// padded tokens.
+    FillMask {
+        texts: Vec<String>,
+        top_k: usize,
+        truncate: bool,
+        budget: usize,
+        reply: Reply<Vec<Vec<Vec<MaskPrediction>>>>,
+    },
+    /// The entities of each text.
+    Ner {
+        texts: Vec<String>,
+        aggregation: Aggregation,
+        ignore_labels: Vec<String>,
+        truncate: bool,
+        budget: usize,
+        reply: Reply<Vec<Vec<Entity>>>,
+    },
+    /// Answers to a question from its encoded windows over `context`.
+    Answer {
+        context: String,
+        windows: Vec<Encoding>,
+        options: QaOptions,
+        reply: Reply<Vec<Answer>>,
+    },
+    /// The passages of the index nearest a query.
+    Search {
+        query: String,
+        top_k: usize,
+        mode: Mode,
+        reply: Reply<Vec<SearchHit>>,
+    },
+}
+
+impl Command {
+    /// Whether the client has gone, so that the command need not run.
+    pub fn abandoned(&self) -> bool {
+        match self {
+            Command::Ping { reply } | Command::Hold { reply, .. } => reply.is_closed(),
+            Command::FillMask { reply, .. } => reply.is_closed(),
+            Command::Ner { reply, .. } => reply.is_closed(),
+            Command::Answer { reply, .. } => reply.is_closed(),
+            Command::Search { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Runs the command and sends its answer; a panic becomes an error answer.
+    pub fn run(self, models: &Models) {
+        match self {
+            Command::Ping { reply } => answer(reply, || Ok(())),
+            Command::Hold {
+                started,
+                release,
+                reply,
+            } => answer(reply, || {
+                let _ = started.send(());
+                let _ = release.recv();
+                Ok(())
+            }),
+            Command::FillMask {
+                texts,
+                top_k,
+                truncate,
+                budget,
+                reply,
+            } => answer(reply, || fill_mask(models, &texts, top_k, truncate, budget)),
+            Command::Ner {
+                texts,
+                aggregation,
+                ignore_labels,
+                truncate,
+                budget,
+                reply,
+            } => answer(reply, || {
+                ner(
+                    models,
+                    &texts,
+                    aggregation,
+                    &ignore_labels,
+                    truncate,
+                    budget,
+                )
+            }),
+            Command::Answer {
+                context,
+                windows,
+                options,
+                reply,
+            } => answer(reply, || {
+                let answerer = models
+                    .answerer
+                    .as_ref()
+                    .ok_or_else(|| models.missing(Task::Qa))?;
+                Ok(answerer.answer_with(&context, &windows, &options)?)
+            }),
+            Command::Search {
+                query,
+                top_k,
+                mode,
+                reply,
+            } => answer(reply, || {
+                let searcher = models
+                    .searcher
+                    .as_ref()
+                    .ok_or_else(|| models.missing(Task::Search))?;
+                Ok(searcher.search_with(&query, top_k, mode)?)
+            }),
+        }
+    }
+}
+
+/// Sends what `work` gives, unless the client has gone; a panic in it is answered as an error.
+fn answer<T>(reply: Reply<T>, work: impl FnOnce() -> Result<T, ApiError>) {
+    if reply.is_closed() {
+        return;
+    }
+    let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Err(panicked()));
+    let _ = reply.send(result);
+}
+
+/// The error for a panic in the model code.
+pub fn panicked() -> ApiError {
+    ApiError::backend("the model failed on this input (a bug: please report it with the input)")
+}
+
+fn fill_mask(
+    models: &Models,
+    texts: &[String],
+    top_k: usize,
+    truncate: bool,
+    budget: usize,
+) -> Result<Vec<Vec<Vec<MaskPrediction>>>, ApiError> {
+    let filler = models
+        .filler
+        .as_ref()
+        .ok_or_else(|| models.missing(Task::FillMask))?;
+    let limit = models.max_input_length;
+    let encodings = encode_all(texts, "inputs", truncate, limit, |t| filler.encode(t))?;
+    let mut predictions = Vec::with_capacity(texts.len());
+    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
+        predictions.extend(filler.predict(group, top_k)?);
+    }
+    Ok(predictions)
+}
+
+fn ner(
+    models: &Models,
+    texts: &[String],
+    aggregation: Aggregation,
+    ignore_labels: &[String],
+    truncate: bool,
+    budget: usize,
+) -> Result<Vec<Vec<Entity>>, ApiError> {
+    let tagger = models
+        .tagger
+        .as_ref()
+        .ok_or_else(|| models.missing(Task::Ner))?;
+    let limit = models.max_input_length;
+    let encodings = encode_all(texts, "inputs", truncate, limit, |t| tagger.encode(t))?;
+    let mut entities = Vec::with_capacity(texts.len());
+    let mut done = 0;
+    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
+        let mine: Vec<&str> = texts[done..done + group.len()]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        entities.extend(tagger.tag(&mine, group, aggregation, ignore_labels)?);
+        done += group.len();
+    }
+    Ok(entities)
+}
