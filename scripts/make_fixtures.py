@@ -479,7 +479,8 @@ def pipeline_fixtures():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minilm", default=os.path.join(ROOT, "..", "shared", "models", "all-MiniLM-L6-v2"))
+    parser.add_argument("--minilm", default=os.path.join(os.environ.get("BERT_TEST_MODELS", ""), "all-MiniLM-L6-v2"),
+                        help="all-MiniLM-L6-v2 (default: $BERT_TEST_MODELS/all-MiniLM-L6-v2)")
     parser.add_argument("--skip-minilm", action="store_true", help="leave the MiniLM fixtures as they are")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -45,7 +45,7 @@ pub fn model_dir(args: &ModelArgs, bundled_ok: bool) -> Result<PathBuf> {
 }
 
 /// How warnings name the model.
-pub fn model_name(args: &ModelArgs) -> &str {
+fn model_name(args: &ModelArgs) -> &str {
     args.model.as_deref().unwrap_or("the bundled model")
 }
 
@@ -59,7 +59,7 @@ pub fn pipeline_options(args: &ModelArgs) -> PipelineOptions {
 
 /// Warns, as transformers does, about head weights the checkpoint did not have and checkpoint weights
 /// the model did not use.
-pub fn warn_about(report: &LoadReport, model: &str) {
+fn warn_about(report: &LoadReport, model: &str) {
     if !report.newly_initialized.is_empty() {
         eprintln!(
             "warning: weights not in the checkpoint at {model} were newly initialized: {}; \

@@ -64,18 +64,8 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether the client has gone, so that the command need not run.
-    pub fn abandoned(&self) -> bool {
-        match self {
-            Command::Ping { reply } | Command::Hold { reply, .. } => reply.is_closed(),
-            Command::FillMask { reply, .. } => reply.is_closed(),
-            Command::Ner { reply, .. } => reply.is_closed(),
-            Command::Answer { reply, .. } => reply.is_closed(),
-            Command::Search { reply, .. } => reply.is_closed(),
-        }
-    }
-
-    /// Runs the command and sends its answer; a panic becomes an error answer.
+    /// Runs the command and sends its answer, unless the client has gone; a panic becomes an error
+    /// answer.
     pub fn run(self, models: &Models) {
         match self {
             Command::Ping { reply } => answer(reply, || Ok(())),

@@ -94,4 +94,3 @@ pub use batch::Batch;
 pub use error::{Error, Result};
 pub use tokenizer::{Encoding, Tokenizer, Truncation};
 pub use weights::config::BertConfig;
-pub use weights::pretrained::Pretrained;

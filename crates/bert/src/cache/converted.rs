@@ -10,8 +10,8 @@
 //! hashes the checkpoint files' paths, sizes and modification times, so a changed checkpoint gets
 //! fresh copies; `<path>` is `amx` (tiles) or `emulated`; `<code>` hashes the file that converts and
 //! lays out the weights ([`crate::kernels::packed_layout`]), so that a build with another layout never
-//! reads them, and a build that writes its own removes the other builds' ones. A file that cannot be written or read is skipped: the layer is
-//! converted as before.
+//! reads them, and a build that writes its own removes the other builds' ones. A file that cannot be
+//! written or read is skipped: the layer is converted as before.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};

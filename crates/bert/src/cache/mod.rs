@@ -27,7 +27,8 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
-/// A name for a checkpoint's cached copies: FNV-1a of each source's canonical path, size and modification time.
+/// A name for a checkpoint's cached copies: FNV-1a of each source's canonical path, size and
+/// modification time.
 pub(crate) fn key(sources: &[PathBuf]) -> Option<String> {
     let mut ids = Vec::with_capacity(sources.len());
     for source in sources {

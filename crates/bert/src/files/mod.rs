@@ -6,5 +6,3 @@ pub mod hash;
 pub mod safetensors;
 pub mod safetensors_write;
 pub mod write;
-
-pub use write::{write_file, write_streamed};

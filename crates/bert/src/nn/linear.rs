@@ -76,9 +76,9 @@ impl Linear {
                 Held::Fixed(Arc::new(MappedLinear::new(weights, bias)?))
             }
             LinearWeights::Tensors { weight, bias } => {
-                let p = parts.first();
-                let bf16_products = p.is_some_and(|p| p.is_trainable())
-                    && p.is_some_and(|p| p.precision() == Precision::Bf16);
+                let bf16_products = parts
+                    .first()
+                    .is_some_and(|p| p.is_trainable() && p.precision() == Precision::Bf16);
                 Held::F32 {
                     weight,
                     bias,

@@ -29,23 +29,17 @@ pub(crate) fn f32_rows<'a>(
     layout: &Layout,
     op: &str,
 ) -> CResult<(&'a [f32], usize)> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: only f32 is supported")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: the input must be contiguous")
-    };
     let width = *layout.dims().last().unwrap_or(&1);
-    Ok((&data[start..end], width.max(1)))
+    Ok((contiguous_f32(storage, layout, op)?, width.max(1)))
 }
 
 /// The values of a contiguous f32 operand of the op named `op`.
 pub(crate) fn contiguous_f32<'a>(
-    storage: &'a candle_core::CpuStorage,
-    layout: &candle_core::Layout,
+    storage: &'a CpuStorage,
+    layout: &Layout,
     op: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let candle_core::CpuStorage::F32(data) = storage else {
+) -> CResult<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: only f32 is supported")
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
