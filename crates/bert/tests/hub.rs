@@ -3,6 +3,7 @@
 //! downloads into the standard cache, later uses download nothing, offline mode reads the cache only,
 //! and tokens are sent.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

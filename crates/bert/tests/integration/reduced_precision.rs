@@ -3,13 +3,12 @@
 //! all-MiniLM-L6-v2): every token state and every sentence embedding at cosine >= 0.99, as the
 //! issue's gate for int8 asks. The paths run on AMX where the CPU has it, emulated elsewhere.
 
-mod common;
-
+use crate::common;
+use crate::common::{fixture, minilm, reference};
 use bert::model::{BertModel, Mode, Precision};
 use bert::pipelines::{EmbedOptions, Embedder, PipelineOptions};
 use bert::weights::pretrained::Pretrained;
 use candle_core::Device;
-use common::{fixture, minilm, reference};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();

@@ -2,14 +2,12 @@
 //! by `scripts/make_fixtures.py`. Token ids must be identical; hidden states, pooled output, logits and
 //! losses within 1e-4.
 
-mod common;
-
+use crate::common::{assert_close, fixture, max_abs_diff, reference, Reference};
 use bert::loss;
 use bert::model::*;
 use bert::weights::pretrained::Pretrained;
 use bert::{Batch, Tokenizer};
 use candle_core::{Device, Tensor};
-use common::{assert_close, fixture, max_abs_diff, reference, Reference};
 
 const TOL: f32 = 1e-4;
 

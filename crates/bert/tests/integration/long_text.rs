@@ -1,10 +1,8 @@
 //! `--long-text chunk`: a text longer than the model takes is cut into overlapping windows whose
 //! results are averaged; a short text gives what truncation gives.
 
-mod common;
-
+use crate::common::{fixture, max_abs};
 use bert::pipelines::{EmbedOptions, Embedder, LongText, PipelineOptions, TextClassifier};
-use common::{fixture, max_abs};
 
 const LONG: &str = "the people of the north country wrote the story while the sun was hot and \
     the sea was far from the farm . each day they saw the city and the school , and each night \

@@ -1,10 +1,8 @@
 //! The token-classification pipeline against `transformers`' on the tiny NER checkpoint: every
 //! aggregation strategy gives the same entities, words, offsets and scores (1e-5).
 
-mod common;
-
+use crate::common::fixture;
 use bert::pipelines::{Aggregation, PipelineOptions, TokenClassifier};
-use common::fixture;
 use serde_json::Value;
 
 #[test]

@@ -2,10 +2,8 @@
 //! uncased) gives the same ids, token types and character offsets on varied text, pairs are truncated by
 //! each strategy as `transformers` truncates them, and `tokenizer.json` agrees with `vocab.txt`.
 
-mod common;
-
+use crate::common::fixture;
 use bert::{Tokenizer, Truncation};
-use common::fixture;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -2,10 +2,8 @@
 //! 600 varied lines, sentence embeddings within 1e-4 of sentence-transformers, and a padded batch equal
 //! to one text at a time.
 
-mod common;
-
+use crate::common::{fixture, minilm};
 use bert::pipelines::{load_tokenizer, EmbedOptions, Embedder, PipelineOptions};
-use common::{fixture, minilm};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

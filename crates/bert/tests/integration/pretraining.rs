@@ -2,12 +2,11 @@
 //! the same weights as an uninterrupted one, the output loads as a checkpoint, and bad corpora, bad
 //! vocabularies and an occupied output directory are clear errors.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::common::{fixture, max_abs_diff};
 use bert::model::BertForPreTraining;
 use bert::pretraining::data::{HoldOut, MaskingOptions, PretrainData};
 use bert::pretraining::trainer::{pretrain, Event, ModelInit, PretrainOptions};
@@ -19,7 +18,6 @@ use bert::weights::config::BertConfig;
 use bert::weights::pretrained::Pretrained;
 use bert::Tokenizer;
 use candle_core::{Device, Tensor};
-use common::{fixture, max_abs_diff};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bert-pretrain-{name}-{}", std::process::id()));

@@ -2,14 +2,12 @@
 //! truncated and corrupt safetensors, malformed config.json, weights whose shape disagrees with the
 //! config, and missing encoder weights.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::fixture;
 use bert::model::{BertForMaskedLM, BertModel};
 use bert::weights::pretrained::Pretrained;
 use candle_core::Device;
-use common::fixture;
 
 /// A scratch copy of a fixture directory, unique per test, removed when dropped.
 struct Scratch(PathBuf);

@@ -4,10 +4,9 @@
 //! The fine-tuning heads (sequence classification in its three problem types, token classification,
 //! question answering) match one step's loss and every gradient too.
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::common::{fixture, max_abs, max_abs_diff};
 use bert::loss::{pretraining_loss, sequence_classification_loss, span_loss, token_cross_entropy};
 use bert::model::{
     BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
@@ -20,7 +19,6 @@ use bert::weights::config::ProblemType;
 use bert::weights::params::ParamStore;
 use bert::{Batch, BertConfig};
 use candle_core::{DType, Device, Tensor};
-use common::{fixture, max_abs, max_abs_diff};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -2,10 +2,8 @@
 //! checkpoint: top-k answers, spans widened to words, the longest-answer limit, the impossible answer,
 //! and windows over a long context give the same answers, offsets and scores (1e-5).
 
-mod common;
-
+use crate::common::fixture;
 use bert::pipelines::{PipelineOptions, QaOptions, QuestionAnswerer};
-use common::fixture;
 use serde_json::Value;
 
 #[test]

@@ -4,11 +4,11 @@
 //! weights do. bf16 and int8 models convert straight from the mapping and give the same outputs as
 //! from the copied tensors; their converted layers are cached on disk and mapped by the next load.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::common;
+use crate::common::{assert_close, fixture, reference};
 use bert::cache::converted::PackedCache;
 use bert::model::{BertModel, Mode, Precision};
 use bert::weights::checkpoint::Checkpoint;
@@ -17,7 +17,6 @@ use bert::weights::params::ParamStore;
 use bert::weights::pretrained::Pretrained;
 use bert::Batch;
 use candle_core::{Device, Tensor};
-use common::{assert_close, fixture, reference};
 
 /// tiny-base re-saved by `bert::files::safetensors_write::save_safetensors` into `dir`.
 fn resaved(dir: &Path) {

@@ -2,10 +2,9 @@
 //! LayerNorm and softmax would silently give none), the differentiable path gives the inference numbers
 //! when dropout is off, and dropout is on and reproducible from a seed.
 
-mod common;
-
 use std::sync::Mutex;
 
+use crate::common::{fixture, max_abs_diff};
 use bert::loss;
 use bert::model::*;
 use bert::rng::Rng;
@@ -13,7 +12,6 @@ use bert::weights::checkpoint::Checkpoint;
 use bert::weights::params::ParamStore;
 use bert::{Batch, BertConfig, Tokenizer};
 use candle_core::{Device, Tensor};
-use common::{fixture, max_abs_diff};
 
 fn setup(name: &str, no_dropout: bool) -> (ParamStore, BertConfig, Batch) {
     let dir = fixture(name);

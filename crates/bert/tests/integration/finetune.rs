@@ -3,11 +3,10 @@
 //! runs are reproducible from the seed, and bad data files fail with errors that name the file, line and
 //! column.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use crate::common::fixture;
 use bert::finetune::{
     finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
     FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask, Prepared, QaData, SpanOptions,
@@ -15,7 +14,6 @@ use bert::finetune::{
 };
 use bert::pipelines::{PipelineOptions, TextClassifier};
 use bert::weights::config::ProblemType;
-use common::fixture;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bert-finetune-{name}-{}", std::process::id()));
