@@ -67,7 +67,7 @@
 //! ```
 
 // The layers, bottom to top; a module imports only from its own layer or those below
-// (`tests/layers.rs` checks this from the `use` lines).
+// (`tests/integration/layers.rs` checks this from the `use` lines).
 pub mod batch;
 pub mod cache;
 pub mod error;
