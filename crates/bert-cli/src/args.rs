@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use bert::model::Precision;
 use bert::pipelines::{Aggregation, ScoreFunction};
 use bert::pooling::Pooling;
+use bert::train::{AdamWConfig, EvalStrategy, TrainingOptions};
 use bert::Truncation;
 use clap::{Args, Parser, Subcommand};
 
@@ -67,8 +68,8 @@ impl Command {
     /// the line-by-line model commands shard, the others run each op on every thread.
     pub fn shards(&self) -> usize {
         match self {
-            Command::Pretrain(args) => args.shards,
-            Command::Finetune(args) => args.shards,
+            Command::Pretrain(args) => args.training.shards,
+            Command::Finetune(args) => args.training.shards,
             Command::Embed(_) | Command::FillMask(_) | Command::Classify(_) | Command::Ner(_) => 0,
             _ => 1,
         }
@@ -279,12 +280,6 @@ pub struct FinetuneArgs {
     /// best model. Without it, the last model is kept.
     #[arg(long)]
     pub eval: Option<PathBuf>,
-    /// Output directory: the best model, eval_results.json, metrics.jsonl, loss.png.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace an earlier run in --out.
-    #[arg(long)]
-    pub overwrite: bool,
     /// The column holding the text.
     #[arg(long, default_value = "text")]
     pub text_column: String,
@@ -313,36 +308,6 @@ pub struct FinetuneArgs {
     /// qa (SQuAD v2): predict no answer when the [CLS] score beats the best answer by more than this.
     #[arg(long, default_value_t = 0.0)]
     pub null_score_diff_threshold: f64,
-    /// Passes over the training data.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    pub epochs: u64,
-    /// Stop after this many optimizer steps instead (the learning rate decays to zero here).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Examples per batch (padded to the longest in the batch).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_size: u64,
-    /// Batches whose gradients are averaged before each optimizer step.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub gradient_accumulation_steps: u64,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-5)]
-    pub learning_rate: f64,
-    /// Share of the steps spent warming the learning rate up linearly.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup_ratio: f64,
-    /// Warm-up steps (overrides --warmup-ratio).
-    #[arg(long)]
-    pub warmup_steps: Option<usize>,
-    /// AdamW weight decay (not applied to biases and LayerNorm weights).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this.
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    /// Evaluate every N steps instead of at the end of each epoch.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub eval_steps: Option<u64>,
     /// The evaluation metric that picks the best model: loss (lower is better), accuracy, macro_f1,
     /// micro_f1, pearson, mse (classify); f1, precision, recall, accuracy (ner); exact_match, f1
     /// (qa).
@@ -351,32 +316,8 @@ pub struct FinetuneArgs {
     /// Stop after this many evaluations without a better --metric-for-best.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub early_stopping_patience: Option<u64>,
-    /// Seed of the new head's weights, the example order and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Cut each batch into this many shards trained at once, each on one thread (0: one per thread, at
-    /// most the batch size; 1: one shard whose ops use every thread). Whole steps per thread scale
-    /// better than threads inside each op. Dropout masks depend on the number of shards in all.
-    #[arg(long, default_value_t = 0)]
-    pub shards: usize,
-    /// Mixed precision, as transformers' `--bf16`: Linear layers multiply in bf16 with f32 sums (on the
-    /// CPU's AMX tile units where it has them; elsewhere the same rounding at f32 speed); weights,
-    /// gradients, optimizer state, LayerNorm, softmax and losses stay f32.
-    #[arg(long)]
-    pub bf16: bool,
-    /// Write a metrics.jsonl line every N steps.
-    #[arg(long, default_value_t = 10)]
-    pub log_every: usize,
-    /// Write a resumable checkpoint (model, optimizer state, position) every N steps (0: only when
-    /// interrupted).
-    #[arg(long, default_value_t = 500)]
-    pub save_steps: usize,
-    /// Keep this many newest checkpoints.
-    #[arg(long, default_value_t = 2)]
-    pub save_total_limit: usize,
-    /// Continue the run in --out from its newest checkpoint (same data and settings).
-    #[arg(long)]
-    pub resume: bool,
+    #[command(flatten)]
+    pub training: TrainingArgs,
 }
 
 #[derive(Args, Debug)]
@@ -406,9 +347,6 @@ pub struct PretrainArgs {
     /// Corpus files, directories or glob patterns: one sentence per line, a blank line between documents.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Output directory: checkpoints, metrics.jsonl, and the final model.
-    #[arg(long)]
-    pub out: PathBuf,
     /// Tokenizer directory (from `bert vocab`); default: the --model directory.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -437,73 +375,20 @@ pub struct PretrainArgs {
     /// Mask every piece of a word together.
     #[arg(long)]
     pub whole_word_masking: bool,
-    /// Instances per batch.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_size: u64,
-    /// Batches whose gradients are summed before each optimizer step.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub gradient_accumulation_steps: u64,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-4)]
-    pub learning_rate: f64,
-    /// Linear warm-up steps (default: 1% of --max-steps).
-    #[arg(long)]
-    pub warmup_steps: Option<usize>,
-    /// Optimizer steps; the learning rate decays to zero here.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_steps: u64,
-    /// Stop after this many passes over the corpus, if before --max-steps.
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// AdamW weight decay (not applied to biases and LayerNorm weights).
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this.
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    /// Seed of everything random: initial weights, instances, masks, dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Cut each batch into this many shards trained at once, each on one thread (0: one per thread, at
-    /// most the batch size; 1: one shard whose ops use every thread). Whole steps per thread scale
-    /// better than threads inside each op. Dropout masks depend on the number of shards in all.
-    #[arg(long, default_value_t = 0)]
-    pub shards: usize,
-    /// Mixed precision, as transformers' `--bf16`: Linear layers multiply in bf16 with f32 sums (on the
-    /// CPU's AMX tile units where it has them; elsewhere the same rounding at f32 speed); weights,
-    /// gradients, optimizer state, LayerNorm, softmax and losses stay f32.
-    #[arg(long)]
-    pub bf16: bool,
-    /// Evaluate on the held-out documents every N steps (0: at the end only).
-    #[arg(long, default_value_t = 500)]
-    pub eval_every: usize,
     /// Documents held out for evaluation (0: none).
     #[arg(long, default_value_t = 100)]
     pub eval_documents: usize,
     /// Hold out every N-th document (until --eval-documents are held out).
     #[arg(long, default_value_t = 20)]
     pub eval_stride: usize,
-    /// Save a checkpoint every N steps (0: at the end only).
-    #[arg(long, default_value_t = 1000)]
-    pub save_every: usize,
-    /// Keep this many newest checkpoints.
-    #[arg(long, default_value_t = 2)]
-    pub save_total_limit: usize,
-    /// Write a metrics.jsonl line every N steps.
-    #[arg(long, default_value_t = 10)]
-    pub log_every: usize,
-    /// Continue the run in --out from its newest checkpoint.
-    #[arg(long)]
-    pub resume: bool,
-    /// Replace an earlier run in --out.
-    #[arg(long)]
-    pub overwrite: bool,
     /// Documents kept around the current one for random next sentences (bounds memory).
     #[arg(long, default_value_t = 1000)]
     pub window_documents: usize,
     /// Instances held for shuffling (bounds memory).
     #[arg(long, default_value_t = 10_000)]
     pub shuffle_buffer: usize,
+    #[command(flatten)]
+    pub training: TrainingArgs,
 }
 
 /// `--size` values.
@@ -690,4 +575,137 @@ pub struct ClassifyArgs {
     pub function_to_apply: Option<ScoreFunction>,
     #[command(flatten)]
     pub long_text: LongTextArgs,
+}
+
+/// The training loop's flags, shared by `pretrain` and `finetune`, named as transformers'
+/// `TrainingArguments` (the older names still work as aliases). Where the commands' defaults differ,
+/// the help says both.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Training")]
+pub struct TrainingArgs {
+    /// Output directory: checkpoints, metrics.jsonl, loss.png and the model.
+    #[arg(long, visible_alias = "output-dir")]
+    pub out: PathBuf,
+    /// Replace an earlier run in --out.
+    #[arg(long, visible_alias = "overwrite-output-dir")]
+    pub overwrite: bool,
+    /// Continue the run in --out from its newest checkpoint (same data and settings).
+    #[arg(long)]
+    pub resume: bool,
+    /// Passes over the training data (finetune: default 3; pretrain: none, --max-steps ends the run).
+    /// With --max-steps too, whichever comes first.
+    #[arg(long, visible_alias = "num-train-epochs", value_parser = clap::value_parser!(u64).range(1..))]
+    pub epochs: Option<u64>,
+    /// Optimizer steps; the learning rate decays to zero here (pretrain: default 10000; finetune:
+    /// default --epochs over the data, and --max-steps alone overrides --epochs).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: Option<u64>,
+    /// Examples per batch on each process (pretrain: default 32 instances; finetune: 16).
+    #[arg(long, visible_alias = "per-device-train-batch-size", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// Batches whose gradients are summed before each optimizer step.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gradient_accumulation_steps: u64,
+    /// Peak learning rate (pretrain: default 1e-4; finetune: 5e-5).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Linear warm-up over this share of the steps.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_ratio: f64,
+    /// Linear warm-up steps; overrides --warmup-ratio (pretrain: default 1% of --max-steps).
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// AdamW weight decay, not applied to biases and LayerNorm weights (pretrain: default 0.01;
+    /// finetune: 0).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Clip the global gradient norm to this.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Evaluate every N steps, 0: at the end only (pretrain: default 500 on the held-out documents;
+    /// finetune: default at the end of each epoch).
+    #[arg(long, visible_alias = "eval-every")]
+    pub eval_steps: Option<usize>,
+    /// Write a resumable checkpoint (model, optimizer state, position) every N steps, 0: only at the
+    /// end or when interrupted (pretrain: default 1000; finetune: 500).
+    #[arg(long, visible_alias = "save-every")]
+    pub save_steps: Option<usize>,
+    /// Keep this many newest checkpoints.
+    #[arg(long, default_value_t = 2)]
+    pub save_total_limit: usize,
+    /// Write a metrics.jsonl line every N steps.
+    #[arg(long, visible_alias = "log-every", default_value_t = 10)]
+    pub logging_steps: usize,
+    /// Seed of everything random: initial and new head weights, example order, masks, dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Cut each batch into this many shards trained at once, each on one thread (0: one per thread, at
+    /// most the batch size; 1: one shard whose ops use every thread). Whole steps per thread scale
+    /// better than threads inside each op. Dropout masks depend on the number of shards in all.
+    #[arg(long, default_value_t = 0)]
+    pub shards: usize,
+    /// Mixed precision, as transformers' `--bf16`: Linear layers multiply in bf16 with f32 sums (on the
+    /// CPU's AMX tile units where it has them; elsewhere the same rounding at f32 speed); weights,
+    /// gradients, optimizer state, LayerNorm, softmax and losses stay f32.
+    #[arg(long)]
+    pub bf16: bool,
+}
+
+/// What a command's training defaults to where the flags are not given.
+pub struct TrainingDefaults {
+    pub epochs: Option<usize>,
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Warm-up as a share of the steps, when neither --warmup-steps nor --warmup-ratio is given.
+    pub warmup_share: f64,
+    pub weight_decay: f64,
+    pub eval_strategy: EvalStrategy,
+    pub save_steps: usize,
+}
+
+impl TrainingArgs {
+    /// The loop's settings from the flags, `defaults` where a flag is not given.
+    pub fn options(&self, defaults: TrainingDefaults, tokenizer_dir: PathBuf) -> TrainingOptions {
+        let mut options = TrainingOptions::new(self.out.clone(), tokenizer_dir);
+        options.max_steps = self.max_steps.map(|n| n as usize).or(defaults.max_steps);
+        // --max-steps alone overrides the default epochs.
+        options.epochs = match (self.epochs, self.max_steps) {
+            (Some(epochs), _) => Some(epochs as usize),
+            (None, Some(_)) => None,
+            (None, None) => defaults.epochs,
+        };
+        options.batch_size = self.batch_size.map_or(defaults.batch_size, |n| n as usize);
+        options.gradient_accumulation_steps = self.gradient_accumulation_steps as usize;
+        options.learning_rate = self.learning_rate.unwrap_or(defaults.learning_rate);
+        options.warmup_ratio = self.warmup_ratio;
+        options.warmup_steps = self.warmup_steps.or_else(|| {
+            let steps = options.max_steps?;
+            (self.warmup_ratio == 0.0 && defaults.warmup_share > 0.0)
+                .then(|| (steps as f64 * defaults.warmup_share) as usize)
+        });
+        options.optimizer = AdamWConfig {
+            weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+            max_grad_norm: Some(self.max_grad_norm),
+            ..options.optimizer
+        };
+        options.eval_strategy = match self.eval_steps {
+            Some(0) => EvalStrategy::No,
+            Some(n) => EvalStrategy::Steps(n),
+            None => defaults.eval_strategy,
+        };
+        options.logging_steps = self.logging_steps;
+        options.save_steps = self.save_steps.unwrap_or(defaults.save_steps);
+        options.save_total_limit = self.save_total_limit;
+        options.resume = self.resume;
+        options.overwrite = self.overwrite;
+        options.seed = self.seed;
+        options.shards = self.shards;
+        options.precision = if self.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        options
+    }
 }

@@ -2,19 +2,17 @@
 //! evaluations as they come, with a progress line on stderr; SIGINT/SIGTERM stops it with the best model
 //! so far kept.
 
-use bert::finetune::WeightSetup;
-use bert::model::Precision;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::{
-    finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
-    FinetuneEvent, FinetuneOptions, Prepared, QaData, SpanOptions, TaggingData,
+    prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns, Prepared,
+    QaData, SpanOptions, TaggingData, WeightSetup,
 };
-use bert::train::{AdamWConfig, World};
+use bert::train::{train, EvalStrategy, Event, TrainingOptions, World};
 use serde_json::{Map, Value};
 
-use crate::args::{FinetuneArgs, TaskKind};
+use crate::args::{FinetuneArgs, TaskKind, TrainingDefaults};
 use crate::distributed::{self, StopNotice};
 use crate::progress::{stop_flag, Progress};
 
@@ -27,11 +25,12 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
 
 fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> {
     let leader = world.is_leader();
-    let model_dir = if args.resume {
+    let out = &args.training.out;
+    let model_dir = if args.training.resume {
         // The newest checkpoint holds the weights (task head included), config and tokenizer.
-        match bert::train::checkpoints(&args.out)?.pop() {
+        match bert::train::checkpoints(out)?.pop() {
             Some((_, dir)) => dir,
-            None => anyhow::bail!("--resume: {} holds no checkpoint", args.out.display()),
+            None => anyhow::bail!("--resume: {} holds no checkpoint", out.display()),
         }
     } else {
         bert::weights::hub::resolve_model(&args.model, args.revision.as_deref())?
@@ -40,12 +39,8 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     options.world = world.clone();
     options.shards = shards;
     let setup = WeightSetup {
-        seed: args.seed,
-        precision: if args.bf16 {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        },
+        seed: options.seed,
+        precision: options.precision,
     };
     let prepared = match args.task {
         TaskKind::Classify => prepare_classification(
@@ -104,17 +99,17 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     }
     let stop = stop_flag(
         "saving a checkpoint after this step",
-        StopNotice::new(world, &args.out),
+        StopNotice::new(world, out),
     )?;
-    let mut progress = Progress::new(args.log_every);
-    let outcome = finetune(
+    let mut progress = Progress::new(options.logging_steps);
+    let outcome = train(
         prepared.task.as_ref(),
         &prepared.store,
         &prepared.config,
         &options,
         &stop,
         &mut |event| match event {
-            FinetuneEvent::Started {
+            Event::Started {
                 step,
                 max_steps,
                 parameters,
@@ -124,11 +119,11 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                     TaskKind::Qa => "question/context windows",
                     _ => "examples",
                 };
-                eprintln!("{train_examples} training {unit}");
+                eprintln!("{} training {unit}", train_examples.unwrap_or(0));
                 progress.start(step, max_steps, parameters);
             }
-            FinetuneEvent::Step(m) => progress.step(m),
-            FinetuneEvent::Eval {
+            Event::Step(m) => progress.step(m),
+            Event::Eval {
                 step,
                 metrics,
                 best,
@@ -137,15 +132,15 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                 summary(metrics),
                 if best { " (best so far: saved)" } else { "" }
             )),
-            FinetuneEvent::Saved(path) => progress.note(&format!("saved {}", path.display())),
-            FinetuneEvent::EarlyStopped { step } => progress.note(&format!(
+            Event::Saved(path) => progress.note(&format!("saved {}", path.display())),
+            Event::EarlyStopped { step } => progress.note(&format!(
                 "early stopping at step {step}: no better {} for {} evaluations",
                 args.metric_for_best,
                 args.early_stopping_patience.unwrap_or(0)
             )),
         },
     )
-    .with_context(|| format!("fine-tuning into {}", args.out.display()))?;
+    .with_context(|| format!("fine-tuning into {}", out.display()))?;
     if !leader {
         return Ok(match outcome.finished {
             true => ExitCode::SUCCESS,
@@ -156,7 +151,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     if let Some(best) = &outcome.best {
         eprintln!("best: {}", summary(best));
     }
-    eprintln!("model in {}", args.out.display());
+    eprintln!("model in {}", out.display());
     if !outcome.finished {
         eprintln!(
             "stopped at step {}; continue with the same command and --resume",
@@ -167,29 +162,22 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn options(args: &FinetuneArgs, model_dir: &std::path::Path) -> FinetuneOptions {
-    let mut options = FinetuneOptions::new(args.out.clone(), model_dir.to_path_buf());
-    options.epochs = args.epochs as usize;
-    options.max_steps = args.max_steps;
-    options.batch_size = args.batch_size as usize;
-    options.gradient_accumulation_steps = args.gradient_accumulation_steps as usize;
-    options.learning_rate = args.learning_rate;
-    options.warmup_ratio = args.warmup_ratio;
-    options.warmup_steps = args.warmup_steps;
-    options.optimizer = AdamWConfig {
-        weight_decay: args.weight_decay,
-        max_grad_norm: Some(args.max_grad_norm),
-        ..options.optimizer
+/// The loop's settings: the training flags with fine-tuning's defaults (transformers'), and the
+/// model kept by --metric-for-best.
+fn options(args: &FinetuneArgs, model_dir: &std::path::Path) -> TrainingOptions {
+    let defaults = TrainingDefaults {
+        epochs: Some(3),
+        max_steps: None,
+        batch_size: 16,
+        learning_rate: 5e-5,
+        warmup_share: 0.0,
+        weight_decay: 0.0,
+        eval_strategy: EvalStrategy::Epoch,
+        save_steps: 500,
     };
-    options.eval_steps = args.eval_steps.map(|n| n as usize);
-    options.metric_for_best = args.metric_for_best.clone();
+    let mut options = args.training.options(defaults, model_dir.to_path_buf());
+    options.metric_for_best = Some(args.metric_for_best.clone());
     options.early_stopping_patience = args.early_stopping_patience.map(|n| n as usize);
-    options.log_every = args.log_every;
-    options.save_steps = args.save_steps;
-    options.save_total_limit = args.save_total_limit;
-    options.resume = args.resume;
-    options.seed = args.seed;
-    options.overwrite = args.overwrite;
     options
 }
 

@@ -1,18 +1,17 @@
 //! `bert pretrain`: masked LM and next-sentence prediction on plain text, with a progress line on
 //! stderr and a checkpoint saved on SIGINT/SIGTERM; on one process or on each rank of `mpirun`.
 
-use bert::model::Precision;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bert::pretraining::data::{HoldOut, PretrainData};
-use bert::pretraining::trainer::{pretrain as run_pretraining, Event, ModelInit, PretrainOptions};
+use bert::pretraining::trainer::{pretrain, ModelInit};
 use bert::pretraining::{Corpus, InstanceConfig};
-use bert::train::{AdamWConfig, World};
+use bert::train::{EvalStrategy, Event, World};
 use bert::weights::config::BertConfig;
 use bert::Tokenizer;
 
-use crate::args::PretrainArgs;
+use crate::args::{PretrainArgs, TrainingDefaults};
 use crate::distributed::{self, StopNotice};
 use crate::progress::Progress;
 
@@ -63,57 +62,51 @@ fn pretrain_on(args: PretrainArgs, world: &World, shards: usize) -> Result<ExitC
             whole_word: args.whole_word_masking,
         },
         hold_out,
-        args.seed,
+        args.training.seed,
     )?;
-    let options = PretrainOptions {
-        out: args.out.clone(),
-        init,
-        tokenizer_dir,
-        batch_size: args.batch_size as usize,
-        gradient_accumulation_steps: args.gradient_accumulation_steps as usize,
-        learning_rate: args.learning_rate,
-        warmup_steps: args.warmup_steps.unwrap_or(args.max_steps as usize / 100),
-        max_steps: args.max_steps as usize,
-        epochs: args.epochs,
-        optimizer: AdamWConfig {
-            weight_decay: args.weight_decay,
-            max_grad_norm: Some(args.max_grad_norm),
-            ..Default::default()
-        },
-        eval_every: args.eval_every,
-        save_every: args.save_every,
-        save_total_limit: args.save_total_limit,
-        log_every: args.log_every,
-        resume: args.resume,
-        overwrite: args.overwrite,
-        seed: args.seed,
-        world: world.clone(),
-        shards,
-        precision: if args.bf16 {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        },
+    let defaults = TrainingDefaults {
+        epochs: None,
+        max_steps: Some(10_000),
+        batch_size: 32,
+        learning_rate: 1e-4,
+        warmup_share: 0.01,
+        weight_decay: 0.01,
+        eval_strategy: EvalStrategy::Steps(500),
+        save_steps: 1000,
     };
+    let mut options = args.training.options(defaults, tokenizer_dir);
+    options.metric_for_best = None; // the last model is kept
+    options.world = world.clone();
+    options.shards = shards;
     let stop = crate::progress::stop_flag(
         "saving a checkpoint after this step",
-        StopNotice::new(world, &args.out),
+        StopNotice::new(world, &args.training.out),
     )?;
-    let mut progress = Progress::new(args.log_every);
-    let outcome = run_pretraining(&data, &options, &stop, &mut |event| match event {
+    let mut progress = Progress::new(args.training.logging_steps);
+    let number = |metrics: &serde_json::Map<String, serde_json::Value>, key: &str| {
+        metrics
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let outcome = pretrain(&data, &init, &options, &stop, &mut |event| match event {
         Event::Started {
             step,
             max_steps,
             parameters,
+            ..
         } => progress.start(step, max_steps, parameters),
         Event::Step(m) => progress.step(m),
-        Event::Eval(e) => progress.note(&format!(
-            "eval at step {}: mlm loss {:.4}, mlm accuracy {:.4}, nsp accuracy {:.4}",
-            e.step, e.eval_mlm_loss, e.eval_mlm_accuracy, e.eval_nsp_accuracy
+        Event::Eval { step, metrics, .. } => progress.note(&format!(
+            "eval at step {step}: mlm loss {:.4}, mlm accuracy {:.4}, nsp accuracy {:.4}",
+            number(metrics, "eval_mlm_loss"),
+            number(metrics, "eval_mlm_accuracy"),
+            number(metrics, "eval_nsp_accuracy")
         )),
         Event::Saved(path) => progress.note(&format!("saved {}", path.display())),
+        Event::EarlyStopped { .. } => {}
     })
-    .with_context(|| format!("pretraining into {}", args.out.display()))?;
+    .with_context(|| format!("pretraining into {}", options.out.display()))?;
     if !world.is_leader() {
         return Ok(if outcome.finished {
             ExitCode::SUCCESS
@@ -131,16 +124,16 @@ fn pretrain_on(args: PretrainArgs, world: &World, shards: usize) -> Result<ExitC
     if !outcome.finished {
         eprintln!(
             "stopped at step {}; continue with the same command and --resume",
-            outcome.state.step
+            outcome.steps
         );
         return Ok(ExitCode::from(130));
     }
     eprintln!(
         "done: {} steps, {} tokens, {:.0}s; model in {}",
-        outcome.state.step,
-        outcome.state.tokens_seen,
-        outcome.state.elapsed_seconds,
-        args.out.display()
+        outcome.steps,
+        outcome.tokens,
+        outcome.seconds,
+        options.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

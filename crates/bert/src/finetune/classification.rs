@@ -12,11 +12,12 @@ use serde_json::{Map, Value};
 use crate::batch::Batch;
 use crate::error::Result;
 use crate::finetune::table::{Row, Table};
-use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
+use crate::finetune::trainer::FinetuneTask;
 use crate::loss::sequence_classification_loss;
 use crate::metrics::{classification_report, multi_label_report, regression_report};
 use crate::model::{BertForSequenceClassification, Mode};
 use crate::tokenizer::{Encoding, Tokenizer};
+use crate::train::{EvalBatch, TrainLoss};
 use crate::weights::config::{BertConfig, ProblemType};
 
 /// Which columns hold what.
@@ -252,6 +253,7 @@ impl FinetuneTask for ClassificationTask {
             rows: out.to_dtype(DType::F32)?.to_vec2::<f32>()?,
             loss_sum: f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64,
             loss_terms: indices.len(),
+            ..Default::default()
         })
     }
 

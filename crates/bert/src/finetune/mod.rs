@@ -1,5 +1,6 @@
 //! Fine-tuning a pretrained checkpoint on labelled data: data files as tables ([`table`]), the tasks
-//! ([`classification`]), and the one training loop they share ([`trainer`]).
+//! ([`classification`], [`ner`], [`qa`]), each a [`FinetuneTask`] ([`trainer`]) run on the one
+//! training loop ([`crate::train::train`]).
 
 pub mod classification;
 pub mod ner;
@@ -17,7 +18,7 @@ pub use classification::{ClassificationTask, Columns};
 pub use ner::TokenClassificationTask;
 pub use qa::{QuestionAnsweringTask, SpanOptions};
 pub use table::Table;
-pub use trainer::{finetune, FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask};
+pub use trainer::FinetuneTask;
 
 use crate::error::{Error, Result};
 use crate::model::{

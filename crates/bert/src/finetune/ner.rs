@@ -13,11 +13,12 @@ use serde_json::{Map, Value};
 
 use crate::batch::Batch;
 use crate::error::{read_to_string, Error, Result};
-use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
+use crate::finetune::trainer::FinetuneTask;
 use crate::loss::{token_cross_entropy, IGNORE_INDEX};
 use crate::metrics::entity_report;
 use crate::model::{BertForTokenClassification, Mode};
 use crate::tokenizer::{Encoding, Tokenizer};
+use crate::train::{EvalBatch, TrainLoss};
 
 /// One sentence: its words and their tags, and where it starts in its file.
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +287,7 @@ impl FinetuneTask for TokenClassificationTask {
                 .collect(),
             loss_sum,
             loss_terms: counted,
+            ..Default::default()
         })
     }
 

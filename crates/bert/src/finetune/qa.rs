@@ -14,11 +14,12 @@ use serde_json::{Map, Value};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::finetune::squad::{QaExample, SquadSet};
-use crate::finetune::trainer::{EvalBatch, FinetuneTask, TrainLoss};
+use crate::finetune::trainer::FinetuneTask;
 use crate::loss::span_loss;
 use crate::metrics::squad::{squad_report, Scored};
 use crate::model::{BertForQuestionAnswering, Mode};
 use crate::tokenizer::{Encoding, Tokenizer};
+use crate::train::{EvalBatch, TrainLoss};
 
 /// Span decoding settings (`transformers`' defaults: 20, 30, 0.0).
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +174,7 @@ impl FinetuneTask for QuestionAnsweringTask {
             rows: s.into_iter().zip(e).map(|(s, e)| [s, e].concat()).collect(),
             loss_sum: f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64,
             loss_terms: indices.len(),
+            ..Default::default()
         })
     }
 

@@ -167,8 +167,9 @@ impl PretrainData {
         )
     }
 
-    /// The fixed evaluation batches from held-out documents (none when nothing is held out).
-    pub fn eval_batches(&self, batch_size: usize, device: &Device) -> Result<Vec<PretrainBatch>> {
+    /// The fixed, masked evaluation instances from held-out documents (none when nothing is held
+    /// out).
+    pub fn eval_instances(&self) -> Result<Vec<MaskedInstance>> {
         if self.hold_out.count == 0 {
             return Ok(Vec::new());
         }
@@ -179,16 +180,12 @@ impl PretrainData {
                 self.hold_out.stride, self.hold_out.count
             ))
         })?;
-        let masked: Vec<MaskedInstance> = stream
+        stream
             .enumerate()
             .map(|(i, inst)| {
                 let mut rng = Rng::stream(self.seed, Stream::EvalMasks, i as u64);
                 inst.map(|inst| mask_instance(&inst, &self.masking, &mut rng))
             })
-            .collect::<Result<_>>()?;
-        masked
-            .chunks(batch_size)
-            .map(|chunk| self.collate(chunk, device))
             .collect()
     }
 

@@ -8,11 +8,14 @@ use std::sync::atomic::AtomicBool;
 
 use crate::common::fixture;
 use bert::finetune::{
-    finetune, prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns,
-    FinetuneEvent, FinetuneOptions, FinetuneOutcome, FinetuneTask, Prepared, QaData, SpanOptions,
-    TaggingData,
+    prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns, FinetuneTask,
+    Prepared, QaData, SpanOptions, TaggingData,
 };
 use bert::pipelines::{PipelineOptions, TextClassifier};
+use bert::train::{
+    train as finetune, EvalStrategy, Event as FinetuneEvent, Outcome as FinetuneOutcome,
+    TrainingOptions as FinetuneOptions,
+};
 use bert::weights::config::ProblemType;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -102,11 +105,11 @@ fn train(dir: &Path, out: &str) -> FinetuneOutcome {
     let data = data(dir);
     let prepared = prepare_classification(&fixture("tiny-base"), &data, 7).unwrap();
     let mut options = FinetuneOptions::new(dir.join(out), fixture("tiny-base"));
-    options.epochs = 20;
+    options.epochs = Some(20);
     options.batch_size = 8;
     options.learning_rate = 2e-3;
     options.warmup_ratio = 0.1;
-    options.metric_for_best = "accuracy".into();
+    options.metric_for_best = Some("accuracy".into());
     run(&prepared, &options, &mut |_| {})
 }
 
@@ -257,7 +260,7 @@ fn multi_label_and_pairs_from_json_lines() {
     // The pair is encoded as one [CLS] A [SEP] B [SEP] sequence.
     assert!(prepared.task.train.encodings[0].type_ids.contains(&1));
     let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
-    options.epochs = 1;
+    options.epochs = Some(1);
     let outcome = run(&prepared, &options, &mut |_| {});
     let best = outcome.best.unwrap();
     for key in ["accuracy", "micro_f1", "macro_f1", "loss"] {
@@ -300,10 +303,10 @@ fn tagger_learns_entities_and_reports_seqeval_scores() {
     let prepared = prepare_tagging(&fixture("tiny-base"), &data, 3).unwrap();
     assert_eq!(prepared.task.tags, ["B-LOC", "I-LOC", "O"]);
     let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
-    options.epochs = 30;
+    options.epochs = Some(30);
     options.batch_size = 2;
     options.learning_rate = 2e-3;
-    options.metric_for_best = "f1".into();
+    options.metric_for_best = Some("f1".into());
     let outcome = run(&prepared, &options, &mut |_| {});
     let best = outcome.best.unwrap();
     assert_eq!(best["f1"], 1.0, "{best:?}");
@@ -408,10 +411,10 @@ fn question_answering_learns_spans_and_reports_squad_scores() {
     assert_eq!(skipped.misplaced_answers, 6, "{skipped:?}");
     assert_eq!(skipped.training_questions, 3);
     let mut options = FinetuneOptions::new(dir.join("out"), fixture("tiny-base"));
-    options.epochs = 40;
+    options.epochs = Some(40);
     options.batch_size = 2;
     options.learning_rate = 3e-3;
-    options.metric_for_best = "exact_match".into();
+    options.metric_for_best = Some("exact_match".into());
     let outcome = run(&prepared, &options, &mut |_| {});
     let best = outcome.best.unwrap();
     // The answerable questions with a misplaced answer can still be answered; training saw the others.
@@ -465,7 +468,7 @@ fn early_stopping_ends_a_run_that_stops_improving() {
     // A learning rate of zero never improves the evaluation loss after the first evaluation.
     options.learning_rate = 0.0;
     options.batch_size = 4;
-    options.eval_steps = Some(1);
+    options.eval_strategy = EvalStrategy::Steps(1);
     options.early_stopping_patience = Some(2);
     let mut early = None;
     let mut evaluations = 0;
@@ -486,7 +489,7 @@ fn a_stopped_and_resumed_finetune_ends_where_an_uninterrupted_one_does() {
     let data = data(&dir);
     let options_for = |out: &str| {
         let mut o = FinetuneOptions::new(dir.join(out), fixture("tiny-base"));
-        o.epochs = 3;
+        o.epochs = Some(3);
         o.batch_size = 4;
         o.learning_rate = 2e-3;
         o.save_steps = 0;

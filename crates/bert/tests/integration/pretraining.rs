@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::common::{fixture, max_abs_diff};
 use bert::model::BertForPreTraining;
 use bert::pretraining::data::{HoldOut, MaskingOptions, PretrainData};
-use bert::pretraining::trainer::{pretrain, Event, ModelInit, PretrainOptions};
+use bert::pretraining::trainer::{pretrain as pretrain_from, ModelInit};
 use bert::pretraining::{Corpus, InstanceConfig};
 use bert::rng::Rng;
-use bert::train::AdamWConfig;
 use bert::train::StepMetrics;
+use bert::train::{AdamWConfig, EvalStrategy, Event, Outcome, TrainingOptions};
 use bert::weights::config::BertConfig;
 use bert::weights::pretrained::Pretrained;
 use bert::Tokenizer;
@@ -88,28 +88,52 @@ fn data(corpus: &Path) -> PretrainData {
     .unwrap()
 }
 
+/// Where a test run's weights start, and the loop's settings.
+struct PretrainOptions {
+    init: ModelInit,
+    training: TrainingOptions,
+}
+
+impl std::ops::Deref for PretrainOptions {
+    type Target = TrainingOptions;
+
+    fn deref(&self) -> &TrainingOptions {
+        &self.training
+    }
+}
+
+impl std::ops::DerefMut for PretrainOptions {
+    fn deref_mut(&mut self) -> &mut TrainingOptions {
+        &mut self.training
+    }
+}
+
+fn pretrain(
+    data: &PretrainData,
+    options: &PretrainOptions,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> bert::Result<Outcome> {
+    pretrain_from(data, &options.init, &options.training, stop, on_event)
+}
+
 fn options(out: &Path, max_steps: usize) -> PretrainOptions {
+    let mut training = TrainingOptions::new(out.to_path_buf(), fixture("tokenizer/uncased"));
+    training.epochs = None;
+    training.max_steps = Some(max_steps);
+    training.batch_size = 8;
+    training.gradient_accumulation_steps = 2;
+    training.learning_rate = 2e-3;
+    training.warmup_steps = Some(2);
+    training.optimizer = AdamWConfig::default();
+    training.eval_strategy = EvalStrategy::No;
+    training.metric_for_best = None;
+    training.save_steps = 0;
+    training.logging_steps = 1;
+    training.seed = 11;
     PretrainOptions {
-        out: out.to_path_buf(),
         init: ModelInit::Fresh(Box::new(tiny_config())),
-        tokenizer_dir: fixture("tokenizer/uncased"),
-        batch_size: 8,
-        gradient_accumulation_steps: 2,
-        learning_rate: 2e-3,
-        warmup_steps: 2,
-        max_steps,
-        epochs: None,
-        optimizer: AdamWConfig::default(),
-        eval_every: 0,
-        save_every: 0,
-        save_total_limit: 2,
-        log_every: 1,
-        resume: false,
-        overwrite: false,
-        seed: 11,
-        world: Default::default(),
-        shards: 0,
-        precision: Default::default(),
+        training,
     }
 }
 
@@ -350,7 +374,7 @@ fn resuming_with_other_settings_is_refused() {
     let data = data(&write_corpus(&dir, 20));
     let out = dir.join("out");
     let mut first = options(&out, 2);
-    first.save_every = 1;
+    first.save_steps = 1;
     run(&data, &first, None);
     let mut other = options(&out, 4);
     other.resume = true;
