@@ -682,7 +682,7 @@ impl TrainingArgs {
         options.warmup_steps = self.warmup_steps.or_else(|| {
             let steps = options.max_steps?;
             (self.warmup_ratio == 0.0 && defaults.warmup_share > 0.0)
-                .then(|| (steps as f64 * defaults.warmup_share) as usize)
+                .then_some((steps as f64 * defaults.warmup_share) as usize)
         });
         options.optimizer = AdamWConfig {
             weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),

@@ -22,7 +22,8 @@
 //!   classification (NER), extractive question answering, with `transformers`' post-processing.
 //! - Training: [`vocab`] (WordPiece) and [`pretraining`] (masked LM + next-sentence prediction from raw
 //!   text); [`finetune`] (classification, NER, SQuAD-style QA) with [`metrics`] (scikit-learn, seqeval,
-//!   SQuAD); both on [`train`] (AdamW, schedule, accumulation, checkpoints and exact resume).
+//!   SQuAD); both tasks of the one training loop in [`train`] (AdamW, schedule, accumulation, shards and
+//!   MPI, checkpoints and exact resume, evaluation, early stopping).
 //!
 //! # Example: load, tokenize, run, read the output
 //!
