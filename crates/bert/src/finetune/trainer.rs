@@ -104,19 +104,13 @@ impl<F: FinetuneTask + ?Sized> Task for F {
 
     fn settings(&self, options: &TrainingOptions, max_steps: usize) -> Value {
         let metric = options.metric_for_best.as_deref().unwrap_or("loss");
-        let mut settings = serde_json::json!({
-            "seed": options.seed,
-            "batch_size": options.batch_size,
-            "gradient_accumulation_steps": options.gradient_accumulation_steps,
-            "learning_rate": options.learning_rate,
-            "max_steps": max_steps,
-            "metric_for_best": metric.strip_prefix("eval_").unwrap_or(metric),
-            "train_examples": self.train_len(),
-        });
-        if options.world.is_distributed() {
-            settings["world_size"] = options.world.size().into();
-        }
-        settings
+        let mut settings = options.settings();
+        settings.insert("learning_rate".into(), options.learning_rate.into());
+        settings.insert("max_steps".into(), max_steps.into());
+        let metric = metric.strip_prefix("eval_").unwrap_or(metric);
+        settings.insert("metric_for_best".into(), metric.into());
+        settings.insert("train_examples".into(), self.train_len().into());
+        Value::Object(settings)
     }
 
     fn run_files(&self) -> &'static [&'static str] {

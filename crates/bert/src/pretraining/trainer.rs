@@ -170,23 +170,25 @@ impl Task for Pretraining<'_> {
     }
 
     fn settings(&self, options: &TrainingOptions, _max_steps: usize) -> Value {
-        let data = self.data;
-        let mut settings = serde_json::json!({
-            "seed": options.seed,
-            "batch_size": options.batch_size,
-            "gradient_accumulation_steps": options.gradient_accumulation_steps,
-            "max_seq_length": data.instances.max_seq_length,
-            "short_seq_prob": data.instances.short_seq_prob,
-            "masked_lm_prob": data.masking.masked_lm_prob,
-            "max_predictions_per_seq": data.masking.max_predictions_per_seq,
-            "whole_word_masking": data.masking.whole_word,
-            "eval_documents": data.hold_out.count,
-            "eval_stride": data.hold_out.stride,
+        let (instances, masking, hold_out) = (
+            &self.data.instances,
+            &self.data.masking,
+            &self.data.hold_out,
+        );
+        let mut settings = options.settings();
+        let data = serde_json::json!({
+            "max_seq_length": instances.max_seq_length,
+            "short_seq_prob": instances.short_seq_prob,
+            "masked_lm_prob": masking.masked_lm_prob,
+            "max_predictions_per_seq": masking.max_predictions_per_seq,
+            "whole_word_masking": masking.whole_word,
+            "eval_documents": hold_out.count,
+            "eval_stride": hold_out.stride,
         });
-        if options.world.is_distributed() {
-            settings["world_size"] = options.world.size().into();
+        if let Value::Object(data) = data {
+            settings.extend(data);
         }
-        settings
+        Value::Object(settings)
     }
 
     fn eval_loss_key(&self) -> &'static str {

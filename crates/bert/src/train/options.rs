@@ -122,6 +122,20 @@ impl TrainingOptions {
         }
     }
 
+    /// What every resumed run must share with the run it continues (a task adds its own): the seed,
+    /// the batch, the accumulation and, under MPI, the number of ranks.
+    pub fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut settings = serde_json::Map::new();
+        settings.insert("seed".into(), self.seed.into());
+        settings.insert("batch_size".into(), self.batch_size.into());
+        let accumulation = self.gradient_accumulation_steps;
+        settings.insert("gradient_accumulation_steps".into(), accumulation.into());
+        if self.world.is_distributed() {
+            settings.insert("world_size".into(), self.world.size().into());
+        }
+        settings
+    }
+
     /// The warm-up steps of a run of `total` steps.
     pub fn warmup(&self, total: usize) -> usize {
         self.warmup_steps
