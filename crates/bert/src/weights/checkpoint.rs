@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use crate::cache::{aligned_copy, cache_dir};
 use crate::error::{read_json, Error, Result};
 use crate::files::safetensors::{MappedF32, SafetensorsFiles};
+use crate::kernels::cpu;
 
 /// Where one checkpoint's tensors live.
 enum Store {
@@ -53,9 +54,13 @@ impl Checkpoint {
 
     /// As [`Checkpoint::open`], for f32 inference: safetensors files whose f32 tensors are not 64-byte
     /// aligned are read from their aligned copy in the cache ([`crate::cache::aligned`]), written on first
-    /// use, so that the weights are used in place.
+    /// use, so that the weights are used in place (only where they are: see
+    /// [`crate::weights::linear_weights`]).
     pub fn open_for_f32_inference(dir: &Path) -> Result<Self> {
         let checkpoint = Self::open(dir)?;
+        if !cpu::fast_gemm_available() {
+            return Ok(checkpoint);
+        }
         let (Store::Safetensors(files), Some(cache)) = (&checkpoint.store, cache_dir()) else {
             return Ok(checkpoint);
         };
