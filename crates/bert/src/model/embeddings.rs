@@ -83,15 +83,30 @@ impl BertEmbeddings {
     }
 
     pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<Tensor> {
+        self.forward_from(batch, 0, mode)
+    }
+
+    /// As [`BertEmbeddings::forward`], the tokens at positions `first_position..` (a decoder's new
+    /// tokens after those in its cache).
+    pub fn forward_from(&self, batch: &Batch, first_position: usize, mode: &Mode) -> Result<Tensor> {
         let x = match &self.tables {
             Tables::Mapped([words, types, positions]) => mapped_embedding_sum(
                 [words, types, positions],
                 &batch.input_ids,
                 &batch.token_type_ids,
+                first_position,
             )?,
             Tables::Tensors([words, types, positions])
                 if fused_embeddings_apply([words, types, positions]) =>
             {
+                let later;
+                let positions = if first_position == 0 {
+                    positions
+                } else {
+                    let rows = positions.dim(0)?.saturating_sub(first_position);
+                    later = positions.narrow(0, first_position.min(positions.dim(0)?), rows)?;
+                    &later
+                };
                 let pad = match mode {
                     Mode::Train(_) => self.pad_token_id,
                     _ => None,
@@ -103,14 +118,20 @@ impl BertEmbeddings {
                     pad,
                 )?
             }
-            Tables::Tensors(tables) => self.summed(tables, batch, mode)?,
+            Tables::Tensors(tables) => self.summed(tables, batch, first_position, mode)?,
         };
         let x = self.layer_norm.forward(&x, mode)?;
         self.dropout.forward(&x, mode)
     }
 
     /// The three lookups and their sum through candle's ops (tables of other types or devices).
-    fn summed(&self, tables: &[Tensor; 3], batch: &Batch, mode: &Mode) -> Result<Tensor> {
+    fn summed(
+        &self,
+        tables: &[Tensor; 3],
+        batch: &Batch,
+        first_position: usize,
+        mode: &Mode,
+    ) -> Result<Tensor> {
         let [word_embeddings, token_type_embeddings, position_embeddings] = tables;
         let (b, t) = batch.input_ids.dims2()?;
         let c = word_embeddings.dim(1)?;
@@ -121,7 +142,8 @@ impl BertEmbeddings {
             _ => words,
         };
         let types = token_type_embeddings.embedding(&batch.token_type_ids.flatten_all()?)?;
-        let positions = Tensor::arange(0u32, t as u32, batch.input_ids.device())?;
+        let first = first_position as u32;
+        let positions = Tensor::arange(first, first + t as u32, batch.input_ids.device())?;
         let positions = position_embeddings.embedding(&positions)?; // (T, C)
         let x = (words + types)?.reshape((b, t, c))?;
         Ok(x.broadcast_add(&positions)?) // (B, T, C)

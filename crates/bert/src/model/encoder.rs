@@ -9,8 +9,9 @@ use candle_core::Tensor;
 use crate::batch::Batch;
 use crate::error::Result;
 use crate::kernels::{amx, cpu};
+use crate::model::attention::Heads;
 use crate::model::embeddings::BertEmbeddings;
-use crate::nn::{activation, attention_bias, softmax, Dropout, LayerNorm, Linear, Mode, Precision};
+use crate::nn::{activation, attention_bias, Dropout, LayerNorm, Linear, Mode, Precision};
 use crate::ops::attention::FusedAttention;
 use crate::weights::config::{BertConfig, HiddenAct};
 use crate::weights::params::Params;
@@ -19,14 +20,13 @@ use crate::weights::params::Params;
 struct BertSelfAttention {
     projections: Projections,
     dropout: Dropout,
-    num_heads: usize,
-    head_size: usize,
+    heads: Heads,
     /// Whether inference attention runs on AMX tiles (models loaded in bf16 or int8).
     tiles: bool,
 }
 
 /// The query, key and value projections.
-enum Projections {
+pub(crate) enum Projections {
     /// Three layers, each with its own gradient (trainable models).
     Separate {
         query: Linear,
@@ -38,6 +38,21 @@ enum Projections {
 }
 
 impl Projections {
+    /// `query`, `key` and `value` under `p`: separate for training, stacked for inference.
+    pub(crate) fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        let (h, std) = (c.hidden_size, c.initializer_range);
+        let names = ["query", "key", "value"].map(|name| p.pp(name));
+        Ok(if p.is_trainable() {
+            Projections::Separate {
+                query: Linear::load(&names[0], h, h, std)?,
+                key: Linear::load(&names[1], h, h, std)?,
+                value: Linear::load(&names[2], h, h, std)?,
+            }
+        } else {
+            Projections::Stacked(Linear::load_stacked(&names, h, h, std)?)
+        })
+    }
+
     /// `(B, T, 3C)`: queries, keys and values side by side.
     fn stacked(&self, x: &Tensor) -> Result<Tensor> {
         match self {
@@ -50,7 +65,7 @@ impl Projections {
     }
 
     /// Queries, keys and values, `(B, T, C)` each.
-    fn each(&self, x: &Tensor) -> Result<[Tensor; 3]> {
+    pub(crate) fn each(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         match self {
             Projections::Separate { query, key, value } => {
                 Ok([query.forward(x)?, key.forward(x)?, value.forward(x)?])
@@ -68,41 +83,19 @@ impl Projections {
 
 impl BertSelfAttention {
     fn load(p: &Params, c: &BertConfig) -> Result<Self> {
-        let (h, std) = (c.hidden_size, c.initializer_range);
-        let names = ["query", "key", "value"].map(|name| p.pp(name));
-        let projections = if p.is_trainable() {
-            Projections::Separate {
-                query: Linear::load(&names[0], h, h, std)?,
-                key: Linear::load(&names[1], h, h, std)?,
-                value: Linear::load(&names[2], h, h, std)?,
-            }
-        } else {
-            Projections::Stacked(Linear::load_stacked(&names, h, h, std)?)
-        };
         Ok(BertSelfAttention {
-            projections,
+            projections: Projections::load(p, c)?,
             dropout: Dropout::new(c.attention_probs_dropout_prob),
-            num_heads: c.num_attention_heads,
-            head_size: c.head_size(),
+            heads: Heads::of(c),
             tiles: p.precision() != Precision::F32 && amx::available(),
         })
     }
 
-    /// (B, T, C) -> (B, H, T, D)
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        Ok(x.reshape((b, t, self.num_heads, self.head_size))?
-            .transpose(1, 2)?
-            .contiguous()?)
-    }
-
     fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let scale = 1.0 / (self.head_size as f64).sqrt();
         if !mode.is_train() && fused_attention_applies(x) {
             let op = FusedAttention {
-                heads: self.num_heads,
-                scale: scale as f32,
+                heads: self.heads.count,
+                scale: (1.0 / (self.heads.size as f64).sqrt()) as f32,
                 mask: bias.flatten_all()?.to_vec1()?,
                 tiles: self.tiles,
             };
@@ -110,16 +103,9 @@ impl BertSelfAttention {
             return Ok(qkv.apply_op1_no_bwd(&op)?);
         }
         let [q, k, v] = self.projections.each(x)?;
-        // Scaling the queries rather than the scores touches D values per token instead of T.
-        let q = (self.split_heads(&q)? * scale)?; // (B, H, T, D)
-        let k = self.split_heads(&k)?;
-        let v = self.split_heads(&v)?;
-        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
-        let scores = scores.broadcast_add(bias)?;
-        let probs = softmax(&scores, mode)?;
-        let probs = self.dropout.forward(&probs, mode)?;
-        let context = probs.matmul(&v)?; // (B, H, T, D)
-        Ok(context.transpose(1, 2)?.reshape((b, t, c))?)
+        let [q, k, v] = [q, k, v].map(|x| self.heads.split(&x));
+        self.heads
+            .attend(&q?, &k?, &v?, Some(bias), &self.dropout, mode)
     }
 }
 
@@ -129,43 +115,56 @@ fn fused_attention_applies(x: &Tensor) -> bool {
 }
 
 /// A projection followed by dropout, a residual connection and LayerNorm (`attention.output`, `output`).
-struct BertResidualOutput {
+pub(crate) struct BertResidualOutput {
     dense: Linear,
     layer_norm: LayerNorm,
     dropout: Dropout,
 }
 
 impl BertResidualOutput {
-    fn load(p: &Params, c: &BertConfig, in_dim: usize) -> Result<Self> {
+    pub(crate) fn load(p: &Params, c: &BertConfig, in_dim: usize) -> Result<Self> {
+        Self::load_with(p, c, in_dim, Linear::load, LayerNorm::load)
+    }
+
+    /// As [`BertResidualOutput::load`], newly initialised where the checkpoint lacks it (the
+    /// cross-attention of a decoder warm-started from an encoder).
+    pub(crate) fn load_or_init(p: &Params, c: &BertConfig, in_dim: usize) -> Result<Self> {
+        Self::load_with(p, c, in_dim, Linear::load_or_init, LayerNorm::load_or_init)
+    }
+
+    fn load_with(
+        p: &Params,
+        c: &BertConfig,
+        in_dim: usize,
+        linear: fn(&Params, usize, usize, f64) -> Result<Linear>,
+        layer_norm: fn(&Params, usize, f64) -> Result<LayerNorm>,
+    ) -> Result<Self> {
         Ok(BertResidualOutput {
-            dense: Linear::load(&p.pp("dense"), in_dim, c.hidden_size, c.initializer_range)?,
-            layer_norm: LayerNorm::load(&p.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+            dense: linear(&p.pp("dense"), in_dim, c.hidden_size, c.initializer_range)?,
+            layer_norm: layer_norm(&p.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
             dropout: Dropout::new(c.hidden_dropout_prob),
         })
     }
 
-    fn forward(&self, x: &Tensor, residual: &Tensor, mode: &Mode) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, residual: &Tensor, mode: &Mode) -> Result<Tensor> {
         let x = self.dense.forward(x)?;
         let x = self.dropout.forward(&x, mode)?;
         self.layer_norm.forward(&(x + residual)?, mode)
     }
 }
 
-/// One Transformer layer: self-attention then the feed-forward block, each with a residual.
-struct BertLayer {
-    attention: BertSelfAttention,
-    attention_output: BertResidualOutput,
+/// The feed-forward block: `intermediate` (dense and activation) then `output` (dense, dropout,
+/// residual, LayerNorm).
+pub(crate) struct FeedForward {
     intermediate: Linear,
     output: BertResidualOutput,
     act: HiddenAct,
 }
 
-impl BertLayer {
-    fn load(p: &Params, c: &BertConfig) -> Result<Self> {
-        let attention = p.pp("attention");
-        Ok(BertLayer {
-            attention: BertSelfAttention::load(&attention.pp("self"), c)?,
-            attention_output: BertResidualOutput::load(&attention.pp("output"), c, c.hidden_size)?,
+impl FeedForward {
+    /// Loads `intermediate.dense` and `output` under `p` (a layer).
+    pub(crate) fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        Ok(FeedForward {
             intermediate: Linear::load(
                 &p.pp("intermediate").pp("dense"),
                 c.hidden_size,
@@ -177,15 +176,37 @@ impl BertLayer {
         })
     }
 
+    pub(crate) fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let inner = match (mode, self.act) {
+            // Inference: the activation applied as the product is stored.
+            (Mode::Eval, HiddenAct::Gelu) => self.intermediate.forward_gelu(x)?,
+            _ => activation(&self.intermediate.forward(x)?, self.act)?,
+        }; // (B, T, I)
+        self.output.forward(&inner, x, mode)
+    }
+}
+
+/// One Transformer layer: self-attention then the feed-forward block, each with a residual.
+struct BertLayer {
+    attention: BertSelfAttention,
+    attention_output: BertResidualOutput,
+    feed_forward: FeedForward,
+}
+
+impl BertLayer {
+    fn load(p: &Params, c: &BertConfig) -> Result<Self> {
+        let attention = p.pp("attention");
+        Ok(BertLayer {
+            attention: BertSelfAttention::load(&attention.pp("self"), c)?,
+            attention_output: BertResidualOutput::load(&attention.pp("output"), c, c.hidden_size)?,
+            feed_forward: FeedForward::load(p, c)?,
+        })
+    }
+
     fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
         let attended = self.attention.forward(x, bias, mode)?;
         let x = self.attention_output.forward(&attended, x, mode)?; // (B, T, C)
-        let inner = match (mode, self.act) {
-            // Inference: the activation applied as the product is stored.
-            (Mode::Eval, HiddenAct::Gelu) => self.intermediate.forward_gelu(&x)?,
-            _ => activation(&self.intermediate.forward(&x)?, self.act)?,
-        }; // (B, T, I)
-        self.output.forward(&inner, &x, mode)
+        self.feed_forward.forward(&x, mode)
     }
 }
 

@@ -25,7 +25,7 @@ pub struct BertLmPredictionHead {
 }
 
 impl BertLmPredictionHead {
-    fn load(p: &Params, c: &BertConfig, word_embeddings: &Tensor) -> Result<Self> {
+    pub(crate) fn load(p: &Params, c: &BertConfig, word_embeddings: &Tensor) -> Result<Self> {
         let transform = p.pp("transform");
         let h = c.hidden_size;
         Ok(BertLmPredictionHead {
@@ -45,7 +45,7 @@ impl BertLmPredictionHead {
     }
 
     /// (B, T, C) -> (B, T, V)
-    fn forward(&self, hidden: &Tensor, mode: &Mode) -> Result<Tensor> {
+    pub(crate) fn forward(&self, hidden: &Tensor, mode: &Mode) -> Result<Tensor> {
         let x = activation(&self.dense.forward(hidden)?, self.act)?;
         let x = self.layer_norm.forward(&x, mode)?;
         let logits = x.broadcast_matmul(&self.decoder_weight.t()?)?;

@@ -170,17 +170,21 @@ pub fn embedding_sum(
 }
 
 /// As [`embedding_sum`], for inference from `(rows, C)` tables in place in a memory-mapped checkpoint:
-/// loading then copies none of the word table's values.
+/// loading then copies none of the word table's values. Positions count from `first_position` (the
+/// tokens a decoder has already seen).
 pub fn mapped_embedding_sum(
     [words, types, positions]: [&MappedF32; 3],
     input_ids: &Tensor,
     token_type_ids: &Tensor,
+    first_position: usize,
 ) -> Result<Tensor> {
     let op = EmbeddingSum::new(input_ids, token_type_ids, None)?;
     let rows = |t: &MappedF32| t.shape()[0];
-    op.check(rows(words), rows(types), rows(positions))?;
+    let position_rows = rows(positions).saturating_sub(first_position);
+    op.check(rows(words), rows(types), position_rows)?;
     let c = words.shape()[1];
-    let out = op.sum(words.values(), types.values(), positions.values(), c);
+    let positions = &positions.values()[first_position.min(rows(positions)) * c..];
+    let out = op.sum(words.values(), types.values(), positions, c);
     Ok(Tensor::from_vec(
         out,
         (op.batch, op.seq_len, c),

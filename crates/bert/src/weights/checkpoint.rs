@@ -180,7 +180,9 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
 /// `bert.` prefix when the file has none (a bare `BertModel`), buffers such as `position_ids` are dropped,
 /// and the masked-LM bias is found under either of its two names.
 fn canonical_names(raw: Vec<String>) -> BTreeMap<String, String> {
-    let has_prefix = raw.iter().any(|n| n.starts_with("bert."));
+    // An encoder-decoder's `encoder.*` is its encoder, not a prefix-less BERT's layer stack.
+    let encoder_decoder = raw.iter().any(|n| n.starts_with("decoder.bert."));
+    let has_prefix = encoder_decoder || raw.iter().any(|n| n.starts_with("bert."));
     let mut names = BTreeMap::new();
     for name in raw {
         if name.ends_with("position_ids") {
@@ -200,13 +202,16 @@ fn canonical_names(raw: Vec<String>) -> BTreeMap<String, String> {
         }
         names.insert(canonical, name);
     }
-    if !names.contains_key("cls.predictions.bias") {
-        if let Some(raw) = names.get("cls.predictions.decoder.bias").cloned() {
-            names.insert("cls.predictions.bias".into(), raw);
+    for head in ["cls.predictions", "decoder.cls.predictions"] {
+        let (bias, decoder_bias) = (format!("{head}.bias"), format!("{head}.decoder.bias"));
+        if !names.contains_key(&bias) {
+            if let Some(raw) = names.get(&decoder_bias).cloned() {
+                names.insert(bias, raw);
+            }
         }
+        // The decoder bias is the same parameter as `cls.predictions.bias`.
+        names.remove(&decoder_bias);
     }
-    // The decoder bias is the same parameter as `cls.predictions.bias`.
-    names.remove("cls.predictions.decoder.bias");
     names
 }
 

@@ -1,7 +1,8 @@
 //! `BertConfig`: the model's `config.json`, with every BERT key and the defaults `transformers` uses.
 //!
-//! Settings this toolkit does not implement (relative position embeddings, decoder mode, another model
-//! type) are rejected when the file is read, naming the key, rather than silently giving other numbers.
+//! Settings this toolkit does not implement (relative position embeddings, another model type) are
+//! rejected when the file is read, naming the key, rather than silently giving other numbers. A decoder
+//! (`is_decoder`, with `add_cross_attention` in an encoder-decoder) is a BERT config too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -155,12 +156,15 @@ impl BertConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: BertConfig = read_json(path)?;
-        config.validate(path)?;
+        config.validate(path, "")?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
-        let unsupported = |key: &str, message: String| Err(Error::config(path, key, message));
+    /// Checks the settings; errors name the key with `section` before it (`decoder.` in an
+    /// encoder-decoder's config).
+    pub(crate) fn validate(&self, path: &Path, section: &str) -> Result<()> {
+        let unsupported =
+            |key: &str, message: String| Err(Error::config(path, &format!("{section}{key}"), message));
         if self.model_type != "bert" {
             return unsupported(
                 "model_type",
@@ -176,13 +180,11 @@ impl BertConfig {
                 ),
             );
         }
-        if self.is_decoder || self.add_cross_attention {
-            let key = if self.is_decoder {
-                "is_decoder"
-            } else {
-                "add_cross_attention"
-            };
-            return unsupported(key, "decoder models are not supported".into());
+        if self.add_cross_attention && !self.is_decoder {
+            return unsupported(
+                "add_cross_attention",
+                "cross-attention needs a decoder (`is_decoder: true`)".into(),
+            );
         }
         for (key, value) in [
             ("hidden_size", self.hidden_size),

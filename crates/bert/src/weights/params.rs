@@ -345,6 +345,29 @@ impl<'a> Params<'a> {
     pub fn tie(&self, name: &str) {
         lock(&self.store.tied).insert(self.full(name));
     }
+
+    /// As [`Params::tie`] for every checkpoint tensor under this path whose name (from here) passes
+    /// `shared`.
+    pub fn tie_where(&self, shared: impl Fn(&str) -> bool) {
+        let Some(checkpoint) = &self.store.checkpoint else {
+            return;
+        };
+        let prefix = format!("{}.", self.prefix);
+        let names = checkpoint
+            .names()
+            .filter(|name| name.strip_prefix(&prefix).is_some_and(&shared))
+            .map(String::from);
+        lock(&self.store.tied).extend(names);
+    }
+
+    /// Whether the checkpoint has the tensor `name` under this path.
+    pub fn has(&self, name: &str) -> bool {
+        let name = self.full(name);
+        self.store
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.contains(&name))
+    }
 }
 
 /// The name of the layer over `parts`: their paths, joined by `+` when stacked.
