@@ -74,6 +74,7 @@ pub mod cache;
 pub mod error;
 pub mod files;
 pub mod finetune;
+pub mod generation;
 pub mod kernels;
 pub mod loss;
 pub mod metrics;

@@ -128,7 +128,11 @@ impl CausalSelfAttention {
         mode: &Mode,
     ) -> Result<Tensor> {
         let [q, k, v] = self.projections.each(x)?;
-        let (q, mut k, mut v) = (self.heads.split(&q)?, self.heads.split(&k)?, self.heads.split(&v)?);
+        let (q, mut k, mut v) = (
+            self.heads.split(&q)?,
+            self.heads.split(&k)?,
+            self.heads.split(&v)?,
+        );
         if let Some(slot) = past {
             if let Some(cached) = slot.as_ref() {
                 k = Tensor::cat(&[&cached.keys, &k], 2)?;
@@ -155,7 +159,11 @@ struct CrossAttention {
 impl CrossAttention {
     fn load(p: &Params, c: &BertConfig, new: bool) -> Result<Self> {
         let (h, std) = (c.hidden_size, c.initializer_range);
-        let load = if new { Linear::load_or_init } else { Linear::load };
+        let load = if new {
+            Linear::load_or_init
+        } else {
+            Linear::load
+        };
         Ok(CrossAttention {
             query: load(&p.pp("query"), h, h, std)?,
             key: load(&p.pp("key"), h, h, std)?,
@@ -172,7 +180,13 @@ impl CrossAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, source: &KeyValues, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        source: &KeyValues,
+        bias: &Tensor,
+        mode: &Mode,
+    ) -> Result<Tensor> {
         let q = self.heads.split(&self.query.forward(x)?)?;
         let bias = Some(bias);
         (self.heads).attend(&q, &source.keys, &source.values, bias, &self.dropout, mode)
@@ -232,7 +246,10 @@ pub struct BertDecoder {
 
 impl BertDecoder {
     fn load(p: &Params, shared: &Params, c: &BertConfig, new_cross: bool) -> Result<Self> {
-        let (own, theirs) = (p.pp("encoder").pp("layer"), shared.pp("encoder").pp("layer"));
+        let (own, theirs) = (
+            p.pp("encoder").pp("layer"),
+            shared.pp("encoder").pp("layer"),
+        );
         let layers = (0..c.num_hidden_layers)
             .map(|i| BertDecoderLayer::load(&own.pp(i), &theirs.pp(i), c, new_cross))
             .collect::<Result<Vec<_>>>()?;
@@ -344,7 +361,9 @@ impl BertLMHeadModel {
             token_type_ids: input_ids.zeros_like()?,
             attention_mask: input_ids.ones_like()?.to_dtype(DType::F32)?,
         };
-        self.bert.embeddings.forward_from(&batch, first_position, mode)
+        self.bert
+            .embeddings
+            .forward_from(&batch, first_position, mode)
     }
 }
 

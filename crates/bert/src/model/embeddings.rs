@@ -88,7 +88,12 @@ impl BertEmbeddings {
 
     /// As [`BertEmbeddings::forward`], the tokens at positions `first_position..` (a decoder's new
     /// tokens after those in its cache).
-    pub fn forward_from(&self, batch: &Batch, first_position: usize, mode: &Mode) -> Result<Tensor> {
+    pub fn forward_from(
+        &self,
+        batch: &Batch,
+        first_position: usize,
+        mode: &Mode,
+    ) -> Result<Tensor> {
         let x = match &self.tables {
             Tables::Mapped([words, types, positions]) => mapped_embedding_sum(
                 [words, types, positions],

@@ -15,8 +15,8 @@ pub use crate::kernels::on_worker;
 pub use crate::nn::{Mode, Precision};
 pub use decoder::{BertLMHeadModel, DecoderCache, EncoderStates};
 pub use embeddings::BertEmbeddings;
-pub use encoder_decoder::EncoderDecoderModel;
 pub use encoder::{BertModel, BertOutput, BertPooler};
+pub use encoder_decoder::EncoderDecoderModel;
 pub use heads::{
     BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining, BertForQuestionAnswering,
     BertForSequenceClassification, BertForTokenClassification, PreTrainingOutput,

@@ -163,8 +163,9 @@ impl BertConfig {
     /// Checks the settings; errors name the key with `section` before it (`decoder.` in an
     /// encoder-decoder's config).
     pub(crate) fn validate(&self, path: &Path, section: &str) -> Result<()> {
-        let unsupported =
-            |key: &str, message: String| Err(Error::config(path, &format!("{section}{key}"), message));
+        let unsupported = |key: &str, message: String| {
+            Err(Error::config(path, &format!("{section}{key}"), message))
+        };
         if self.model_type != "bert" {
             return unsupported(
                 "model_type",

@@ -123,8 +123,16 @@ impl EncoderDecoderConfig {
     fn check_shareable(&self, path: &Path) -> Result<()> {
         let (e, d) = (&self.encoder, &self.decoder);
         for (key, a, b) in [
-            ("num_hidden_layers", e.num_hidden_layers, d.num_hidden_layers),
-            ("intermediate_size", e.intermediate_size, d.intermediate_size),
+            (
+                "num_hidden_layers",
+                e.num_hidden_layers,
+                d.num_hidden_layers,
+            ),
+            (
+                "intermediate_size",
+                e.intermediate_size,
+                d.intermediate_size,
+            ),
             ("vocab_size", e.vocab_size, d.vocab_size),
             (
                 "max_position_embeddings",
@@ -186,12 +194,18 @@ mod tests {
             r#"{"model_type": "encoder-decoder", "encoder": {"hidden_size": 10}, "decoder": {}}"#,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`encoder.num_attention_heads`"), "{err}");
+        assert!(
+            err.to_string().contains("`encoder.num_attention_heads`"),
+            "{err}"
+        );
         let err = parse(
             r#"{"model_type": "encoder-decoder", "encoder": {}, "tie_encoder_decoder": true,
                 "decoder": {"is_decoder": true, "add_cross_attention": true, "num_hidden_layers": 3}}"#,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`decoder.num_hidden_layers`"), "{err}");
+        assert!(
+            err.to_string().contains("`decoder.num_hidden_layers`"),
+            "{err}"
+        );
     }
 }

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["tokenizer"],
     &["batch"],
     &["model"],
-    &["loss", "pooling", "metrics", "plot"],
+    &["loss", "pooling", "metrics", "plot", "generation"],
     &["pipelines", "train"],
     &["search", "pretraining", "finetune"],
     &["vocab"],
