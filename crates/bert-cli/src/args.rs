@@ -7,6 +7,7 @@ use bert::pipelines::{Aggregation, ScoreFunction};
 use bert::pooling::Pooling;
 use bert::train::{AdamWConfig, EvalStrategy, TrainingOptions};
 use bert::Truncation;
+use bert::generation::{EarlyStopping, GenerationOverrides};
 use clap::{Args, Parser, Subcommand};
 
 /// Run BERT models from the Hugging Face world: tokenize, embed, fill masks, classify.
@@ -32,6 +33,9 @@ pub enum Command {
     FillMask(FillMaskArgs),
     /// Classify texts or text pairs with a sequence-classification checkpoint.
     Classify(ClassifyArgs),
+    /// Generate text from text with a BERT2BERT encoder-decoder (translation, dialogue replies):
+    /// greedy decoding, beam search or sampling, as transformers' generate().
+    Generate(GenerateArgs),
     /// Find entities (NER, slot filling) with a token-classification checkpoint.
     Ner(NerArgs),
     /// Answer questions from a context with an extractive question-answering checkpoint.
@@ -512,6 +516,82 @@ pub struct FillMaskArgs {
     /// Predictions per [MASK] token.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub top_k: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+}
+
+/// How to decode; each flag left out keeps the checkpoint's generation_config.json (or
+/// transformers' default).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DecodingArgs {
+    /// Beams of beam search; 1 decodes greedily (or samples with --do-sample). Default 1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub num_beams: Option<u64>,
+    /// Tokens to generate at most, the end token included. Default: up to 20 tokens in all.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_new_tokens: Option<u64>,
+    /// The end token is forbidden before this many tokens.
+    #[arg(long)]
+    pub min_new_tokens: Option<u64>,
+    /// Beam scores are divided by length ** this: above 0 favours longer outputs, below 0 shorter.
+    /// Default 1.0.
+    #[arg(long, allow_hyphen_values = true)]
+    pub length_penalty: Option<f32>,
+    /// When beam search stops: false (when the best running beam can no longer win, judged at its
+    /// length), true (once --num-beams outputs are finished) or never. Default false.
+    #[arg(long)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// No n-gram of this many tokens appears twice in an output (0: no constraint).
+    #[arg(long)]
+    pub no_repeat_ngram_size: Option<u64>,
+    /// Sample each token from the model's distribution (with --top-k, --top-p, --temperature)
+    /// instead of taking the likeliest.
+    #[arg(long)]
+    pub do_sample: bool,
+    /// Sampling: only among the K likeliest tokens (0: all). Default 50.
+    #[arg(long)]
+    pub top_k: Option<u64>,
+    /// Sampling: only among the likeliest tokens whose probabilities add up to P. Default 1.0.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Sampling: logits are divided by T (below 1 more predictable, above 1 more varied). Default 1.0.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Seed of sampling: the same seed gives the same outputs. Default 0.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Outputs per input (at most --num-beams with beam search), listed under "sequences".
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub num_return_sequences: Option<u64>,
+}
+
+impl DecodingArgs {
+    /// The flags given, as overrides of the checkpoint's settings.
+    pub fn overrides(&self) -> GenerationOverrides {
+        let size = |v: Option<u64>| v.map(|v| v as usize);
+        GenerationOverrides {
+            max_new_tokens: size(self.max_new_tokens),
+            min_new_tokens: size(self.min_new_tokens),
+            num_beams: size(self.num_beams),
+            length_penalty: self.length_penalty,
+            early_stopping: self.early_stopping,
+            no_repeat_ngram_size: size(self.no_repeat_ngram_size),
+            do_sample: self.do_sample.then_some(true),
+            top_k: size(self.top_k),
+            top_p: self.top_p,
+            temperature: self.temperature,
+            num_return_sequences: size(self.num_return_sequences),
+            seed: self.seed,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

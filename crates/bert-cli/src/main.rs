@@ -41,6 +41,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Embed(args) => commands::embed::run(args),
         Command::FillMask(args) => commands::fill_mask::run(args),
         Command::Classify(args) => commands::classify::run(args),
+        Command::Generate(args) => commands::generate::run(args),
         Command::Ner(args) => commands::ner::run(args),
         Command::Qa(args) => commands::qa::run(args),
         Command::Vocab(args) => commands::vocab::run(args),

@@ -6,6 +6,7 @@ pub mod embed;
 pub mod export;
 pub mod fill_mask;
 pub mod finetune;
+pub mod generate;
 pub mod index;
 pub mod ner;
 pub mod pretrain;

@@ -202,6 +202,46 @@ impl GenerationConfig {
     }
 }
 
+/// Settings given for one call (command-line flags, a request's `parameters`), each replacing the
+/// checkpoint's when present. Unknown keys are refused, naming them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationOverrides {
+    pub max_new_tokens: Option<usize>,
+    pub min_new_tokens: Option<usize>,
+    pub num_beams: Option<usize>,
+    pub length_penalty: Option<f32>,
+    pub early_stopping: Option<EarlyStopping>,
+    pub no_repeat_ngram_size: Option<usize>,
+    pub do_sample: Option<bool>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub temperature: Option<f32>,
+    pub num_return_sequences: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl GenerationOverrides {
+    /// `base` with these settings in place of its own, checked.
+    pub fn apply(&self, base: &GenerationConfig) -> Result<GenerationConfig> {
+        let mut c = base.clone();
+        c.max_new_tokens = self.max_new_tokens.or(c.max_new_tokens);
+        c.min_new_tokens = self.min_new_tokens.or(c.min_new_tokens);
+        c.num_beams = self.num_beams.unwrap_or(c.num_beams);
+        c.length_penalty = self.length_penalty.unwrap_or(c.length_penalty);
+        c.early_stopping = self.early_stopping.unwrap_or(c.early_stopping);
+        c.no_repeat_ngram_size = self.no_repeat_ngram_size.unwrap_or(c.no_repeat_ngram_size);
+        c.do_sample = self.do_sample.unwrap_or(c.do_sample);
+        c.top_k = self.top_k.unwrap_or(c.top_k);
+        c.top_p = self.top_p.unwrap_or(c.top_p);
+        c.temperature = self.temperature.unwrap_or(c.temperature);
+        c.num_return_sequences = self.num_return_sequences.unwrap_or(c.num_return_sequences);
+        c.seed = self.seed.or(c.seed);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

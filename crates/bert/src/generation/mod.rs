@@ -9,7 +9,7 @@ pub mod config;
 pub mod greedy;
 pub mod scores;
 
-pub use config::{EarlyStopping, GenerationConfig};
+pub use config::{EarlyStopping, GenerationConfig, GenerationOverrides};
 
 use crate::batch::Batch;
 use crate::error::Result;

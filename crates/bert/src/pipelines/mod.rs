@@ -5,6 +5,7 @@
 mod classify;
 mod embed;
 mod fill_mask;
+mod generate;
 mod ner;
 mod qa;
 
@@ -16,12 +17,14 @@ use candle_core::Device;
 pub use classify::{Classification, ClassificationScore, ScoreFunction, TextClassifier};
 pub use embed::{EmbedOptions, Embedder};
 pub use fill_mask::{FillMask, MaskPrediction};
+pub use generate::{GeneratedText, Generator};
 pub use ner::{Aggregation, Entity, TokenClassifier};
 pub use qa::{Answer, QaOptions, QuestionAnswerer};
 
 use crate::error::{Error, Result};
 use crate::tokenizer::{Encoding, Tokenizer, Truncation};
 use crate::weights::config::BertConfig;
+use crate::weights::encoder_decoder_config::{is_encoder_decoder, EncoderDecoderConfig};
 use crate::weights::params::LoadReport;
 use crate::weights::pretrained::Pretrained;
 
@@ -79,10 +82,13 @@ pub fn load_tokenizer(
 ) -> Result<(Tokenizer, usize)> {
     let tokenizer = Tokenizer::from_dir(dir)?;
     let config_path = dir.join("config.json");
-    let model_max = if config_path.exists() {
-        Some(BertConfig::from_file(&config_path)?.max_position_embeddings)
-    } else {
+    let model_max = if !config_path.exists() {
         None
+    } else if is_encoder_decoder(&config_path)? {
+        let config = EncoderDecoderConfig::from_file(&config_path)?;
+        Some(config.encoder.max_position_embeddings)
+    } else {
+        Some(BertConfig::from_file(&config_path)?.max_position_embeddings)
     };
     let max_length = match (options.max_length, model_max) {
         (Some(n), Some(limit)) if n > limit => {
