@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use bert::generation::{EarlyStopping, GenerationOverrides};
 use bert::model::Precision;
 use bert::pipelines::{Aggregation, ScoreFunction};
 use bert::pooling::Pooling;
 use bert::train::{AdamWConfig, EvalStrategy, TrainingOptions};
 use bert::Truncation;
-use bert::generation::{EarlyStopping, GenerationOverrides};
 use clap::{Args, Parser, Subcommand};
 
 /// Run BERT models from the Hugging Face world: tokenize, embed, fill masks, classify.
@@ -38,6 +38,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Find entities (NER, slot filling) with a token-classification checkpoint.
     Ner(NerArgs),
+    /// Score generated text against references, one sentence a line: BLEU and chrF as sacreBLEU
+    /// computes them, BERTScore as the bert-score package; prints one JSON object.
+    Score(ScoreArgs),
     /// Answer questions from a context with an extractive question-answering checkpoint.
     Qa(QaArgs),
     /// Train a WordPiece vocabulary on text files; writes vocab.txt, tokenizer.json and
@@ -592,6 +595,47 @@ impl DecodingArgs {
             seed: self.seed,
         }
     }
+}
+
+/// `bert score --metric` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextMetric {
+    /// Corpus BLEU: 13a tokenization, n-grams up to 4, exp smoothing (sacreBLEU's defaults).
+    Bleu,
+    /// Corpus chrF: character 6-grams, beta 2 (sacreBLEU's defaults).
+    Chrf,
+    /// BERTScore: greedy cosine matching of one layer's token states (needs --model).
+    Bertscore,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[arg(long, value_enum)]
+    pub metric: TextMetric,
+    /// Reference sentences, one a line.
+    #[arg(long)]
+    pub references: PathBuf,
+    /// Generated sentences, one a line, line for line with --references.
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Add each line's score (sentence BLEU, sentence chrF, or BERTScore per pair) under "lines".
+    #[arg(long)]
+    pub per_line: bool,
+    /// BERTScore: the BERT checkpoint whose states are compared (a directory or a Hub id).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Hub revision of --model.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// BERTScore: the layer whose states are compared (default: the last).
+    #[arg(long)]
+    pub num_layers: Option<usize>,
+    /// BERTScore: weight tokens by inverse document frequency over the references.
+    #[arg(long)]
+    pub idf: bool,
+    /// BERTScore: rescale with this baseline file (bert-score's `LAYER,P,R,F` rows).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

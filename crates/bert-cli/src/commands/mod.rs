@@ -11,6 +11,7 @@ pub mod index;
 pub mod ner;
 pub mod pretrain;
 pub mod qa;
+pub mod score;
 pub mod search;
 pub mod serve;
 pub mod tokenize;

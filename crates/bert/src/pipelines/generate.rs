@@ -56,7 +56,10 @@ impl Generator {
         let pretrained: Pretrained<_, EncoderDecoderConfig> =
             Pretrained::load_as(dir, &device, options.precision, EncoderDecoderModel::load)?;
         let vocab = tokenizer.vocab_size();
-        for (side, config) in [("encoder", &pretrained.config.encoder), ("decoder", &pretrained.config.decoder)] {
+        for (side, config) in [
+            ("encoder", &pretrained.config.encoder),
+            ("decoder", &pretrained.config.decoder),
+        ] {
             if vocab > config.vocab_size {
                 return Err(Error::Tokenizer {
                     path: dir.to_path_buf(),
