@@ -11,8 +11,10 @@ It writes, under crates/bert/tests/fixtures/:
   tiny-seq2seq/         a random encoder-decoder (separate encoder and decoder weights), as
                         `EncoderDecoderModel.save_pretrained` writes it, with a tokenizer
   tiny-seq2seq-shared/  the same with `tie_encoder_decoder` (the decoder's BERT is the encoder: BERTShare)
-  */reference.json      a padded batch of sources and targets, the logits and the loss of teacher forcing,
-                        and the token ids `generate()` gives for greedy and beam-search settings
+  */reference.json      a padded batch of sources and targets, the logits and the loss of teacher forcing
+                        (and with label smoothing 0.1, as `Seq2SeqTrainer` computes it), and the token ids
+                        `generate()` gives for greedy and beam-search settings
+  tiny-seq2seq/grads.safetensors  every parameter's gradient of the teacher-forcing loss (dropout off)
 """
 import json
 import os
@@ -20,6 +22,8 @@ import shutil
 import tempfile
 
 import torch
+from safetensors.torch import save_file
+from transformers.trainer_pt_utils import LabelSmoother
 from transformers import BertConfig, BertLMHeadModel, BertModel, EncoderDecoderConfig, EncoderDecoderModel
 
 from make_fixtures import OUT, dump, init_randomly, tiny_vocab, write_tokenizer
@@ -126,16 +130,23 @@ def target_labels(tok, targets):
     return labels.masked_fill(labels == 0, -100)
 
 
-def teacher_forcing(model, tok):
+def teacher_forcing(model, tok, grads_file=None):
     enc = tok(SOURCES, padding=True, return_tensors="pt")
     labels = target_labels(tok, TARGETS)
-    with torch.no_grad():
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+    model.zero_grad()
+    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+    out.loss.backward()
+    grads = {n: p.grad.detach().clone().contiguous() for n, p in model.named_parameters()}
+    grads["loss"] = out.loss.detach().reshape(1)
+    if grads_file:
+        save_file(grads, grads_file)
+    smoothed = LabelSmoother(epsilon=0.1)({"logits": out.logits.detach()}, labels, shift_labels=False)
     return {
+        "loss_label_smoothing_0.1": float(smoothed),
         "input_ids": enc["input_ids"].tolist(),
         "attention_mask": enc["attention_mask"].tolist(),
         "labels": labels.tolist(),
-        "logits": dump(out.logits),
+        "logits": dump(out.logits.detach()),
         "loss": float(out.loss),
     }
 
@@ -152,13 +163,14 @@ def generations(model, tok):
     return cases
 
 
-def write(name, model, tok):
+def write(name, model, tok, grads=False):
     directory = os.path.join(OUT, name)
     shutil.rmtree(directory, ignore_errors=True)
     model.eval()
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
-    reference = {"sources": SOURCES, "targets": TARGETS, "teacher_forcing": teacher_forcing(model, tok)}
+    reference = {"sources": SOURCES, "targets": TARGETS, "teacher_forcing": teacher_forcing(
+        model, tok, os.path.join(directory, "grads.safetensors") if grads else None)}
     reference["generate"] = generations(model, tok)
     with open(os.path.join(directory, "reference.json"), "w") as f:
         json.dump(reference, f)
@@ -169,7 +181,7 @@ def main():
     vocab = tiny_vocab()
     with tempfile.TemporaryDirectory() as scratch:
         tok = write_tokenizer(scratch, vocab, lowercase=True)
-    write("tiny-seq2seq", train_a_little(build(vocab, tie=False, seed=11, layers=3), tok), tok)
+    write("tiny-seq2seq", train_a_little(build(vocab, tie=False, seed=11, layers=3), tok), tok, grads=True)
     shared = train_a_little(build(vocab, tie=True, seed=12, layers=2), tok)
     write("tiny-seq2seq-shared", untied_copy(shared, vocab), tok)
 

@@ -52,7 +52,7 @@ pub enum Command {
     /// Fine-tune a checkpoint on labelled data (text classification: sentiment, intent, NLI; token
     /// classification: NER, slot filling; extractive question answering: SQuAD); writes the best
     /// model as a Hugging Face checkpoint directory with eval_results.json.
-    Finetune(FinetuneArgs),
+    Finetune(Box<FinetuneArgs>),
     /// Serve the model over HTTP: text-embeddings-inference's routes (/embed, /predict, /rerank,
     /// /tokenize, /info, /health, /metrics), OpenAI's /v1/embeddings, and /fill-mask, /ner, /qa.
     /// Stops on Ctrl-C or SIGTERM after answering the requests in flight.
@@ -243,6 +243,9 @@ pub enum TaskKind {
     Ner,
     /// Extractive question answering, from SQuAD v1.1 or v2.0 JSON.
     Qa,
+    /// Sequence to sequence (translation, dialogue replies) with a BERT2BERT encoder-decoder,
+    /// warm-started from --model when it is a BERT checkpoint.
+    Seq2seq,
 }
 
 /// `--problem-type` values.
@@ -281,12 +284,46 @@ pub struct FinetuneArgs {
     /// Training data. classify: CSV or TSV with a header row, or JSON Lines (by extension: .csv,
     /// .tsv, .jsonl). ner: CoNLL (a token per line, the tag in the last column, a blank line between
     /// sentences) or JSON Lines {"tokens": [...], "tags": [...]}. qa: SQuAD v1.1 or v2.0 JSON.
+    /// seq2seq: a table with --source-column and --target-column, or with --train-target a text file
+    /// of sources, one a line.
     #[arg(long)]
     pub train: PathBuf,
     /// Evaluation data, same format; scored each epoch (or every --eval-steps) and used to pick the
     /// best model. Without it, the last model is kept.
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// seq2seq: the targets of --train, a text file line for line with it.
+    #[arg(long)]
+    pub train_target: Option<PathBuf>,
+    /// seq2seq: the targets of --eval, a text file line for line with it.
+    #[arg(long, requires = "eval")]
+    pub eval_target: Option<PathBuf>,
+    /// seq2seq: the column holding the source text.
+    #[arg(long, default_value = "source")]
+    pub source_column: String,
+    /// seq2seq: the column holding the target text.
+    #[arg(long, default_value = "target")]
+    pub target_column: String,
+    /// seq2seq: target tokens at most, [CLS] and [SEP] included (default 128, or the decoder's
+    /// maximum); --max-length bounds the sources.
+    #[arg(long)]
+    pub max_target_length: Option<usize>,
+    /// seq2seq: label smoothing epsilon (transformers' label_smoothing_factor).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing_factor: f64,
+    /// seq2seq: beams when evaluation generates (1: greedy).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub generation_num_beams: u64,
+    /// seq2seq: tokens evaluation generates at most (default: as many as the longest training
+    /// target).
+    #[arg(long)]
+    pub generation_max_new_tokens: Option<usize>,
+    /// seq2seq warm start: the BERT checkpoint the decoder starts from (default: --model).
+    #[arg(long)]
+    pub decoder_model: Option<PathBuf>,
+    /// seq2seq warm start: the decoder shares the encoder's weights (Rothe et al.'s BERTShare).
+    #[arg(long)]
+    pub tie_encoder_decoder: bool,
     /// The column holding the text.
     #[arg(long, default_value = "text")]
     pub text_column: String,
@@ -317,7 +354,7 @@ pub struct FinetuneArgs {
     pub null_score_diff_threshold: f64,
     /// The evaluation metric that picks the best model: loss (lower is better), accuracy, macro_f1,
     /// micro_f1, pearson, mse (classify); f1, precision, recall, accuracy (ner); exact_match, f1
-    /// (qa).
+    /// (qa); bleu, chrf (seq2seq).
     #[arg(long, default_value = "loss")]
     pub metric_for_best: String,
     /// Stop after this many evaluations without a better --metric-for-best.

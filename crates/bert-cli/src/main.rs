@@ -47,7 +47,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Qa(args) => commands::qa::run(args),
         Command::Vocab(args) => commands::vocab::run(args),
         Command::Pretrain(args) => commands::pretrain::run(args),
-        Command::Finetune(args) => commands::finetune::run(args),
+        Command::Finetune(args) => commands::finetune::run(*args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),

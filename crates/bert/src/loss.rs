@@ -44,6 +44,34 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     Ok((total.neg()? / f64::from(count.max(1.0)))?)
 }
 
+/// Cross-entropy with label smoothing, as `transformers`' `LabelSmoother`: `(1 - epsilon)` times the
+/// mean negative log-likelihood plus `epsilon` times the mean over tokens and classes of `-log p`, over
+/// the labels that are not [`IGNORE_INDEX`]. `epsilon` 0 is [`cross_entropy`].
+pub fn label_smoothed_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    epsilon: f64,
+) -> Result<Tensor> {
+    let nll = cross_entropy(logits, labels)?;
+    if epsilon == 0.0 {
+        return Ok(nll);
+    }
+    let (n, k) = logits.dims2()?;
+    let valid: Vec<f32> = labels
+        .to_dtype(DType::I64)?
+        .flatten_all()?
+        .to_vec1::<i64>()?
+        .iter()
+        .map(|&l| f32::from(u8::from(l != IGNORE_INDEX)))
+        .collect();
+    let active = valid.iter().sum::<f32>().max(1.0);
+    let valid = Tensor::from_vec(valid, n, logits.device())?.to_dtype(logits.dtype())?;
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let summed = log_probs.sum(D::Minus1)?.neg()?; // (N)
+    let smooth = ((summed * valid)?.sum_all()? / f64::from(active * k as f32))?;
+    Ok(((nll * (1.0 - epsilon))? + (smooth * epsilon)?)?)
+}
+
 /// Mean squared error.
 pub fn mse(predictions: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let targets = targets

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::{
-    prepare_classification, prepare_qa, prepare_tagging, ClassificationData, Columns, Prepared,
-    QaData, SpanOptions, TaggingData, WeightSetup,
+    prepare_classification, prepare_qa, prepare_seq2seq, prepare_tagging, ClassificationData,
+    Columns, PairColumns, PairFile, Prepared, QaData, Seq2SeqData, SpanOptions, TaggingData,
+    WeightSetup,
 };
 use bert::train::{train, EvalStrategy, Event, TrainingOptions, World};
 use serde_json::{Map, Value};
@@ -87,6 +88,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
             )?;
             prepared.boxed()
         }
+        TaskKind::Seq2seq => prepare_seq2seq(&model_dir, &seq2seq_data(&args), setup)?.boxed(),
     };
     for note in prepared.notes.iter().filter(|_| leader) {
         eprintln!("note: {note}");
@@ -105,7 +107,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     let outcome = train(
         prepared.task.as_ref(),
         &prepared.store,
-        &prepared.config,
+        prepared.config.as_ref(),
         &options,
         &stop,
         &mut |event| match event {
@@ -117,6 +119,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
             } => {
                 let unit = match args.task {
                     TaskKind::Qa => "question/context windows",
+                    TaskKind::Seq2seq => "source -> target pairs",
                     _ => "examples",
                 };
                 eprintln!("{} training {unit}", train_examples.unwrap_or(0));
@@ -160,6 +163,35 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--task seq2seq` reads: a table, or sources and targets line for line.
+fn seq2seq_data(args: &FinetuneArgs) -> Seq2SeqData {
+    let file = |path: &std::path::Path, target: &Option<std::path::PathBuf>| match target {
+        Some(target) => PairFile::Aligned {
+            source: path.to_path_buf(),
+            target: target.clone(),
+        },
+        None => PairFile::Table(path.to_path_buf()),
+    };
+    Seq2SeqData {
+        train: file(&args.train, &args.train_target),
+        eval: args
+            .eval
+            .as_deref()
+            .map(|eval| file(eval, &args.eval_target)),
+        columns: PairColumns {
+            source: args.source_column.clone(),
+            target: args.target_column.clone(),
+        },
+        max_source_length: args.max_length,
+        max_target_length: args.max_target_length,
+        label_smoothing: args.label_smoothing_factor,
+        generation_num_beams: args.generation_num_beams as usize,
+        generation_max_new_tokens: args.generation_max_new_tokens,
+        decoder_model: args.decoder_model.clone(),
+        tie_encoder_decoder: args.tie_encoder_decoder,
+    }
 }
 
 /// The loop's settings: the training flags with fine-tuning's defaults (transformers'), and the

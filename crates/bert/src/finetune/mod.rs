@@ -1,10 +1,12 @@
 //! Fine-tuning a pretrained checkpoint on labelled data: data files as tables ([`table`]), the tasks
-//! ([`classification`], [`ner`], [`qa`]), each a [`FinetuneTask`] ([`trainer`]) run on the one
+//! ([`classification`], [`ner`], [`qa`], and sequence-to-sequence generation with a warm-started
+//! BERT2BERT encoder-decoder, [`seq2seq`]), each a [`FinetuneTask`] ([`trainer`]) run on the one
 //! training loop ([`crate::train::train`]).
 
 pub mod classification;
 pub mod ner;
 pub mod qa;
+pub mod seq2seq;
 pub mod squad;
 pub mod table;
 pub mod trainer;
@@ -17,17 +19,22 @@ use candle_core::Device;
 pub use classification::{ClassificationTask, Columns};
 pub use ner::TokenClassificationTask;
 pub use qa::{QuestionAnsweringTask, SpanOptions};
+pub use seq2seq::{PairColumns, PairFile, Seq2SeqTask};
 pub use table::Table;
 pub use trainer::FinetuneTask;
 
 use crate::error::{Error, Result};
+use crate::generation::GenerationConfig;
 use crate::model::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+    EncoderDecoderModel,
 };
 use crate::tokenizer::{Tokenizer, Truncation};
 use crate::weights::checkpoint::Checkpoint;
 use crate::weights::config::{BertConfig, ProblemType};
+use crate::weights::encoder_decoder_config::{is_encoder_decoder, EncoderDecoderConfig};
 use crate::weights::params::ParamStore;
+use crate::weights::save::SavedConfig;
 
 /// What a classification fine-tune reads.
 #[derive(Debug, Clone)]
@@ -42,8 +49,8 @@ pub struct ClassificationData {
 }
 
 /// A model ready to fine-tune: its config (with the task's labels), its trainable weights, the task.
-pub struct Prepared<T> {
-    pub config: BertConfig,
+pub struct Prepared<T, C = BertConfig> {
+    pub config: C,
     pub store: ParamStore,
     pub task: T,
     /// Weights the checkpoint lacked, newly initialised (the task head, usually).
@@ -53,11 +60,11 @@ pub struct Prepared<T> {
     pub notes: Vec<String>,
 }
 
-impl<T: FinetuneTask + 'static> Prepared<T> {
-    /// The same, with the task behind a pointer (to pick the task at run time).
-    pub fn boxed(self) -> Prepared<Box<dyn FinetuneTask>> {
+impl<T: FinetuneTask + 'static, C: SavedConfig + 'static> Prepared<T, C> {
+    /// The same, with the task and config behind pointers (to pick the task at run time).
+    pub fn boxed(self) -> Prepared<Box<dyn FinetuneTask>, Box<dyn SavedConfig>> {
         Prepared {
-            config: self.config,
+            config: Box::new(self.config),
             store: self.store,
             task: Box::new(self.task),
             newly_initialized: self.newly_initialized,
@@ -367,4 +374,161 @@ pub fn prepare_qa(
         notes,
     };
     Ok((prepared, skipped))
+}
+
+/// What a sequence-to-sequence fine-tune reads and how it evaluates.
+#[derive(Debug, Clone)]
+pub struct Seq2SeqData {
+    pub train: PairFile,
+    pub eval: Option<PairFile>,
+    pub columns: PairColumns,
+    /// Source tokens at most (default 128, or the encoder's maximum if smaller).
+    pub max_source_length: Option<usize>,
+    /// Target tokens at most, `[CLS]` and `[SEP]` included (default 128, or the decoder's maximum).
+    pub max_target_length: Option<usize>,
+    /// Label smoothing's epsilon (0: none).
+    pub label_smoothing: f64,
+    /// Beams of evaluation's generation (1: greedy).
+    pub generation_num_beams: usize,
+    /// Tokens evaluation generates at most (default: as many as the longest training target has).
+    pub generation_max_new_tokens: Option<usize>,
+    /// Warm start: the BERT checkpoint the decoder starts from (default: the encoder's).
+    pub decoder_model: Option<PathBuf>,
+    /// Warm start: the decoder shares the encoder's weights (BERTShare).
+    pub tie_encoder_decoder: bool,
+}
+
+/// Reads the pairs and loads the encoder-decoder to train: an encoder-decoder checkpoint as it is, or
+/// one warm-started from BERT checkpoints (`model_dir` for the encoder, `decoder_model` or the same for
+/// the decoder), its cross-attention newly initialised.
+pub fn prepare_seq2seq(
+    model_dir: &Path,
+    data: &Seq2SeqData,
+    setup: impl Into<WeightSetup>,
+) -> Result<Prepared<Seq2SeqTask, EncoderDecoderConfig>> {
+    let setup = setup.into();
+    let config_path = model_dir.join("config.json");
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let (config, checkpoint, warm) = if is_encoder_decoder(&config_path)? {
+        let config = EncoderDecoderConfig::from_file(&config_path)?;
+        (config, Checkpoint::open(model_dir)?, false)
+    } else {
+        let decoder_dir = data.decoder_model.as_deref().unwrap_or(model_dir);
+        let config =
+            warm_start_config(model_dir, decoder_dir, &tokenizer, data.tie_encoder_decoder)?;
+        let checkpoint =
+            Checkpoint::warm_start(Checkpoint::open(model_dir)?, Checkpoint::open(decoder_dir)?);
+        (config, checkpoint, true)
+    };
+    let source_length =
+        checked_max_length(&config.encoder, data.max_source_length, DEFAULT_MAX_LENGTH)?;
+    let target_length =
+        checked_max_length(&config.decoder, data.max_target_length, DEFAULT_MAX_LENGTH)?;
+    let sources = tokenizer
+        .clone()
+        .with_truncation(source_length, Truncation::LongestFirst)?;
+    let targets = tokenizer
+        .clone()
+        .with_truncation(target_length, Truncation::LongestFirst)?;
+    let train = seq2seq::PairSet::new(
+        &seq2seq::read_pairs(&data.train, &data.columns)?,
+        &sources,
+        &targets,
+    )?;
+    let eval = match &data.eval {
+        Some(file) => Some(seq2seq::PairSet::new(
+            &seq2seq::read_pairs(file, &data.columns)?,
+            &sources,
+            &targets,
+        )?),
+        None => None,
+    };
+    let mut notes = Vec::new();
+    for (what, set) in [("training", Some(&train)), ("evaluation", eval.as_ref())] {
+        let Some(set) = set else { continue };
+        notes.extend(truncation_note(
+            &format!("{what} sources"),
+            set.truncated_sources,
+            set.len(),
+            "",
+        ));
+        notes.extend(truncation_note(
+            &format!("{what} targets"),
+            set.truncated_targets,
+            set.len(),
+            "",
+        ));
+    }
+    let store =
+        ParamStore::new(checkpoint, &Device::Cpu, true, setup.seed).with_precision(setup.precision);
+    let model = if warm {
+        EncoderDecoderModel::warm_start(&store.root(), &config)?
+    } else {
+        EncoderDecoderModel::load(&store.root(), &config)?
+    };
+    let newly_initialized = store.report().newly_initialized;
+    let ids = seq2seq::SpecialIds {
+        start: config.decoder_start_token_id.unwrap_or(tokenizer.pad_id()),
+        pad: config.pad_token_id.unwrap_or(tokenizer.pad_id()),
+    };
+    let longest = train.labels.iter().map(Vec::len).max().unwrap_or(1);
+    let generation = GenerationConfig {
+        num_beams: data.generation_num_beams,
+        max_new_tokens: Some(data.generation_max_new_tokens.unwrap_or(longest)),
+        decoder_start_token_id: Some(ids.start),
+        pad_token_id: Some(ids.pad),
+        eos_token_id: config.eos_token_id.into_iter().collect(),
+        ..GenerationConfig::default()
+    };
+    generation.validate()?;
+    Ok(Prepared {
+        config,
+        store,
+        task: Seq2SeqTask {
+            model,
+            tokenizer,
+            train,
+            eval,
+            ids,
+            label_smoothing: data.label_smoothing,
+            generation,
+        },
+        newly_initialized,
+        notes,
+    })
+}
+
+/// The encoder-decoder config of a warm start from BERT checkpoints: `[CLS]` starts, `[PAD]` pads,
+/// `[SEP]` ends (Rothe et al.); one tokenizer serves both sides, so their vocabularies must agree.
+fn warm_start_config(
+    encoder_dir: &Path,
+    decoder_dir: &Path,
+    tokenizer: &Tokenizer,
+    tie: bool,
+) -> Result<EncoderDecoderConfig> {
+    let encoder = BertConfig::from_file(&encoder_dir.join("config.json"))?;
+    let decoder = BertConfig::from_file(&decoder_dir.join("config.json"))?;
+    if encoder.vocab_size != decoder.vocab_size {
+        return Err(Error::config(
+            decoder_dir.join("config.json"),
+            "vocab_size",
+            format!(
+                "{} differs from the encoder's {}: one tokenizer must serve both",
+                decoder.vocab_size, encoder.vocab_size
+            ),
+        ));
+    }
+    let special = tokenizer.special_tokens();
+    let id = |token: &str| {
+        tokenizer
+            .token_to_id(token)
+            .ok_or_else(|| Error::Tokenizer {
+                path: encoder_dir.to_path_buf(),
+                message: format!("no `{token}` token, which a warm-started decoder needs"),
+            })
+    };
+    let ids = [id(&special.cls)?, id(&special.pad)?, id(&special.sep)?];
+    let config = EncoderDecoderConfig::warm_start(encoder, decoder, ids, tie);
+    config.validate(&encoder_dir.join("config.json"))?;
+    Ok(config)
 }

@@ -188,7 +188,7 @@ mod tests {
         let draws = |seed| {
             let mut rng = Rng::new(seed);
             (0..20)
-                .map(|_| sample(&config, &mut vec![0.0, 1.0, 0.5], &mut rng))
+                .map(|_| sample(&config, &mut [0.0, 1.0, 0.5], &mut rng))
                 .collect::<Vec<_>>()
         };
         assert_eq!(draws(7), draws(7));

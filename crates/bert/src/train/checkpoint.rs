@@ -12,8 +12,7 @@ use crate::error::{read_json, Error, Result};
 use crate::files::safetensors_write::save_safetensors;
 use crate::files::write::write_file;
 use crate::train::AdamW;
-use crate::weights::config::BertConfig;
-use crate::weights::save::{copy_tokenizer, save_model};
+use crate::weights::save::{copy_tokenizer, save_model, SavedConfig};
 
 /// Where training stands: enough to continue exactly where it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,7 +38,7 @@ pub struct TrainerState {
 
 /// What a checkpoint directory holds besides the model.
 pub struct CheckpointParts<'a> {
-    pub config: &'a BertConfig,
+    pub config: &'a dyn SavedConfig,
     pub architecture: &'a str,
     pub vars: &'a BTreeMap<String, Var>,
     pub optimizer: &'a AdamW,

@@ -31,9 +31,8 @@ use crate::train::{
     trainable_tensors, AdamW, CheckpointParts, LinearSchedule, MetricsLog, OutDir, StepMetrics,
     TrainerState, World,
 };
-use crate::weights::config::BertConfig;
 use crate::weights::params::ParamStore;
-use crate::weights::save::{copy_tokenizer, save_model};
+use crate::weights::save::{copy_tokenizer, save_model, SavedConfig};
 
 /// What the loop reports while it runs (on rank 0 only).
 pub enum Event<'a> {
@@ -78,7 +77,7 @@ pub struct Outcome {
 pub fn train<T: Task + ?Sized>(
     task: &T,
     store: &ParamStore,
-    config: &BertConfig,
+    config: &dyn SavedConfig,
     options: &TrainingOptions,
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
@@ -130,7 +129,7 @@ pub fn train<T: Task + ?Sized>(
 struct Run<'a, T: Task + ?Sized> {
     task: &'a T,
     store: &'a ParamStore,
-    config: &'a BertConfig,
+    config: &'a dyn SavedConfig,
     options: &'a TrainingOptions,
     optimizer: AdamW,
     vars: Vec<Tensor>,
@@ -161,7 +160,7 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
     fn new(
         task: &'a T,
         store: &'a ParamStore,
-        config: &'a BertConfig,
+        config: &'a dyn SavedConfig,
         options: &'a TrainingOptions,
         resume_from: Option<&Path>,
     ) -> Result<Self> {

@@ -20,6 +20,8 @@ use crate::kernels::cpu;
 enum Store {
     Safetensors(SafetensorsFiles),
     Pth(PthTensors),
+    /// Other checkpoints' tensors under new names; a name in the file is `{part}/{its name there}`.
+    Parts(Vec<Checkpoint>),
 }
 
 /// The tensors of a checkpoint, under canonical names.
@@ -110,6 +112,38 @@ impl Checkpoint {
         })
     }
 
+    /// The tensors of an encoder-decoder warm-started from BERT checkpoints (Rothe et al.): `encoder.*`
+    /// is `encoder`'s BERT (`bert.*`), `decoder.bert.*` and `decoder.cls.*` are `decoder`'s `bert.*`
+    /// and `cls.*` (its masked-LM head predicts the next token). The two may be the same checkpoint.
+    pub fn warm_start(encoder: Checkpoint, decoder: Checkpoint) -> Self {
+        let mut names = BTreeMap::new();
+        for name in encoder.names() {
+            if let Some(rest) = name.strip_prefix("bert.") {
+                names.insert(format!("encoder.{rest}"), format!("0/{name}"));
+            }
+        }
+        for name in decoder.names() {
+            let renamed = match name.strip_prefix("bert.") {
+                Some(rest) => format!("decoder.bert.{rest}"),
+                None => format!("decoder.{name}"),
+            };
+            names.insert(renamed, format!("1/{name}"));
+        }
+        let mut files = encoder.files.clone();
+        files.extend(
+            decoder
+                .files
+                .iter()
+                .filter(|f| !encoder.files.contains(f))
+                .cloned(),
+        );
+        Checkpoint {
+            store: Store::Parts(vec![encoder, decoder]),
+            files,
+            names,
+        }
+    }
+
     /// A short description of the files, for error messages.
     pub fn describe(&self) -> String {
         match self.files.as_slice() {
@@ -135,9 +169,14 @@ impl Checkpoint {
     /// An f32 tensor by canonical name in place in a memory-mapped safetensors file (see
     /// [`SafetensorsFiles::mapped_f32`]); `None` when absent or not mappable.
     pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+        let raw = self.names.get(name)?;
         match &self.store {
-            Store::Safetensors(st) => st.mapped_f32(self.names.get(name)?),
+            Store::Safetensors(st) => st.mapped_f32(raw),
             Store::Pth(_) => None,
+            Store::Parts(parts) => {
+                let (part, name) = part_name(raw)?;
+                parts.get(part)?.mapped_f32(name)
+            }
         }
     }
 
@@ -148,6 +187,13 @@ impl Checkpoint {
         };
         let tensor = match &self.store {
             Store::Safetensors(st) => return st.load(raw, device).map(Some),
+            Store::Parts(parts) => {
+                let found = part_name(raw).and_then(|(part, name)| Some((parts.get(part)?, name)));
+                return match found {
+                    Some((part, name)) => part.load(name, device),
+                    None => Ok(None),
+                };
+            }
             Store::Pth(pth) => pth
                 .get(raw)
                 .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("absent".into())))
@@ -157,6 +203,12 @@ impl Checkpoint {
             .map(Some)
             .map_err(|e| Error::checkpoint(self.describe(), format!("tensor `{raw}`: {e}")))
     }
+}
+
+/// `{part}/{name}`: the part's index and the name there.
+fn part_name(raw: &str) -> Option<(usize, &str)> {
+    let (part, name) = raw.split_once('/')?;
+    Some((part.parse().ok()?, name))
 }
 
 fn parent_of(path: &Path) -> &Path {

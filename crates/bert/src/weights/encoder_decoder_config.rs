@@ -83,7 +83,8 @@ impl EncoderDecoderConfig {
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// Checks the settings; errors name `path` and the key.
+    pub fn validate(&self, path: &Path) -> Result<()> {
         if self.model_type != ENCODER_DECODER {
             return Err(Error::config(
                 path,

@@ -1,16 +1,21 @@
 //! BERT2BERT against `transformers`' `EncoderDecoderModel` (fixtures from
 //! `scripts/make_generation_fixtures.py`): teacher-forcing logits and loss, with separate and with
-//! shared (`tie_encoder_decoder`) encoder and decoder weights, and the errors of incomplete checkpoints.
+//! shared (`tie_encoder_decoder`) encoder and decoder weights; the tokens of greedy and beam-search
+//! generation; one training step's gradients and the label-smoothed loss.
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::common::{assert_close, fixture, Dumped};
+use crate::common::{assert_close, fixture, max_abs, max_abs_diff, Dumped};
 use bert::generation::{generate, GenerationConfig};
 use bert::loss;
 use bert::model::encoder_decoder::shift_tokens_right;
 use bert::model::{EncoderDecoderModel, Mode};
+use bert::pipelines::{Generator, PipelineOptions};
+use bert::rng::Rng;
+use bert::weights::checkpoint::Checkpoint;
 use bert::weights::encoder_decoder_config::EncoderDecoderConfig;
+use bert::weights::params::ParamStore;
 use bert::weights::pretrained::Pretrained;
 
 const TOL: f32 = 1e-4;
@@ -29,6 +34,8 @@ pub struct TeacherForcing {
     pub labels: Vec<Vec<i64>>,
     pub logits: Dumped,
     pub loss: f32,
+    #[serde(rename = "loss_label_smoothing_0.1")]
+    pub loss_label_smoothing: f32,
 }
 
 #[derive(Deserialize)]
@@ -150,5 +157,99 @@ fn greedy_and_beam_search_give_the_tokens_of_transformers_generate() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn one_step_gradients_and_label_smoothing_equal_pytorch() {
+    let name = "tiny-seq2seq";
+    let dir = fixture(name);
+    let r = seq2seq_reference(name).teacher_forcing;
+    let mut config = EncoderDecoderConfig::from_file(&dir.join("config.json")).unwrap();
+    for side in [&mut config.encoder, &mut config.decoder] {
+        side.hidden_dropout_prob = 0.0;
+        side.attention_probs_dropout_prob = 0.0;
+    }
+    let store = ParamStore::new(Checkpoint::open(&dir).unwrap(), &Device::Cpu, true, 0);
+    let model = EncoderDecoderModel::load(&store.root(), &config).unwrap();
+    let (start, pad) = (
+        config.decoder_start_token_id.unwrap(),
+        config.pad_token_id.unwrap(),
+    );
+    let decoder_ids = shift_tokens_right(&r.labels, start, pad);
+    let decoder_mask: Vec<Vec<u32>> = (decoder_ids.iter())
+        .map(|row| row.iter().map(|&id| u32::from(id != pad)).collect())
+        .collect();
+    let rng = std::sync::Mutex::new(Rng::new(0));
+    let source = source_batch(&r.input_ids, &r.attention_mask);
+    let logits = model
+        .forward(
+            &source,
+            &matrix(&decoder_ids),
+            Some(&matrix(&decoder_mask)),
+            &Mode::Train(&rng),
+        )
+        .unwrap();
+    let (b, t, v) = logits.dims3().unwrap();
+    let logits = logits.reshape((b * t, v)).unwrap();
+    let labels = Tensor::new(r.labels.concat(), &Device::Cpu).unwrap();
+    let smoothed = loss::label_smoothed_cross_entropy(&logits, &labels, 0.1).unwrap();
+    let smoothed: f32 = smoothed.to_scalar().unwrap();
+    assert!(
+        (smoothed - r.loss_label_smoothing).abs() < TOL,
+        "{smoothed} vs {}",
+        r.loss_label_smoothing
+    );
+    let l = loss::cross_entropy(&logits, &labels).unwrap();
+    let grads = l.backward().unwrap();
+    let expected =
+        candle_core::safetensors::load(dir.join("grads.safetensors"), &Device::Cpu).unwrap();
+    let vars = store.vars();
+    assert_eq!(
+        vars.len() + 1,
+        expected.len(),
+        "the parameters of PyTorch, and its loss"
+    );
+    for (name, var) in &vars {
+        let reference = &expected[name];
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let (scale, diff) = (max_abs(reference), max_abs_diff(grad, reference));
+        assert!(
+            diff <= 1e-4 * scale + 1e-6,
+            "{name}: gradient differs by {diff} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn the_generation_pipeline_tokenizes_and_decodes_as_transformers() {
+    let name = "tiny-seq2seq";
+    let r = seq2seq_reference(name);
+    let generator = Generator::load(&fixture(name), &PipelineOptions::default()).unwrap();
+    let encodings: Vec<_> = r
+        .sources
+        .iter()
+        .map(|s| generator.encode(s).unwrap())
+        .collect();
+    for (encoding, expected) in encodings.iter().zip(&r.teacher_forcing.input_ids) {
+        let padded = expected
+            .iter()
+            .rposition(|&id| id != 0)
+            .map_or(0, |p| p + 1);
+        assert_eq!(encoding.ids, expected[..padded]);
+    }
+    let case = &r.generate[0];
+    let config = settings(case, &generator.generation);
+    let outputs = generator.generate(&encodings, &config).unwrap();
+    let eos = config.eos_token_id[0];
+    for (ours, theirs) in outputs.iter().zip(&case.sequences) {
+        let end = theirs
+            .iter()
+            .position(|&t| t == eos)
+            .unwrap_or(theirs.len());
+        let text = generator.tokenizer.decode(&theirs[1..end], true).unwrap();
+        assert_eq!(ours[0].generated_text, text);
     }
 }

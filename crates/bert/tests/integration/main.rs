@@ -18,6 +18,7 @@ mod qdrant;
 mod question_answering;
 mod reduced_precision;
 mod search;
+mod seq2seq;
 mod text_metrics;
 mod token_classification;
 mod tokenizer;
