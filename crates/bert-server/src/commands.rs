@@ -5,7 +5,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use bert::pipelines::{Aggregation, Answer, Entity, MaskPrediction, QaOptions};
+use bert::generation::GenerationConfig;
+use bert::pipelines::{Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions};
 use bert::search::{Mode, SearchHit};
 use bert::Encoding;
 use tokio::sync::oneshot;
@@ -53,6 +54,14 @@ pub enum Command {
         windows: Vec<Encoding>,
         options: QaOptions,
         reply: Reply<Vec<Answer>>,
+    },
+    /// Text generated from each text, decoded in batches of at most `budget` padded source tokens.
+    Generate {
+        texts: Vec<String>,
+        config: GenerationConfig,
+        truncate: bool,
+        budget: usize,
+        reply: Reply<Vec<Vec<GeneratedText>>>,
     },
     /// The passages of the index nearest a query.
     Search {
@@ -114,6 +123,15 @@ impl Command {
                     .ok_or_else(|| models.missing(Task::Qa))?;
                 Ok(answerer.answer_with(&context, &windows, &options)?)
             }),
+            Command::Generate {
+                texts,
+                config,
+                truncate,
+                budget,
+                reply,
+            } => answer(reply, || {
+                generate(models, &texts, &config, truncate, budget)
+            }),
             Command::Search {
                 query,
                 top_k,
@@ -162,6 +180,26 @@ fn fill_mask(
         predictions.extend(filler.predict(group, top_k)?);
     }
     Ok(predictions)
+}
+
+fn generate(
+    models: &Models,
+    texts: &[String],
+    config: &GenerationConfig,
+    truncate: bool,
+    budget: usize,
+) -> Result<Vec<Vec<GeneratedText>>, ApiError> {
+    let generator = models
+        .generator
+        .as_ref()
+        .ok_or_else(|| models.missing(Task::Generate))?;
+    let limit = models.max_input_length;
+    let encodings = encode_all(texts, "inputs", truncate, limit, |t| generator.encode(t))?;
+    let mut outputs = Vec::with_capacity(texts.len());
+    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
+        outputs.extend(generator.generate(group, config)?);
+    }
+    Ok(outputs)
 }
 
 fn ner(

@@ -59,13 +59,14 @@ pub struct Shared {
 pub type AppState = Arc<Shared>;
 
 /// Every route, with its method, as `/openapi.json` documents them.
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("POST", "/embed"),
     ("POST", "/v1/embeddings"),
     ("POST", "/predict"),
     ("POST", "/rerank"),
     ("POST", "/tokenize"),
     ("POST", "/fill-mask"),
+    ("POST", "/generate"),
     ("POST", "/ner"),
     ("POST", "/qa"),
     ("POST", "/search"),
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rerank", post(classify::rerank))
         .route("/tokenize", post(meta::tokenize))
         .route("/fill-mask", post(tasks::fill_mask))
+        .route("/generate", post(tasks::generate))
         .route("/ner", post(tasks::ner))
         .route("/qa", post(tasks::qa))
         .route("/search", post(tasks::search))

@@ -6,12 +6,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use bert::pipelines::{
-    EmbedOptions, Embedder, FillMask, PipelineOptions, QaOptions, QuestionAnswerer, TextClassifier,
-    TokenClassifier,
+    EmbedOptions, Embedder, FillMask, Generator, PipelineOptions, QaOptions, QuestionAnswerer,
+    TextClassifier, TokenClassifier,
 };
 use bert::pooling::Pooling;
 use bert::search::Searcher;
 use bert::weights::config::BertConfig;
+use bert::weights::encoder_decoder_config::is_encoder_decoder;
 use bert::{Encoding, Tokenizer};
 
 use crate::error::ApiError;
@@ -29,17 +30,20 @@ pub enum Task {
     Qa,
     /// `/fill-mask`.
     FillMask,
+    /// `/generate`, with an encoder-decoder.
+    Generate,
     /// `/search`, over an index.
     Search,
 }
 
 impl Task {
-    pub const ALL: [Task; 6] = [
+    pub const ALL: [Task; 7] = [
         Task::Embed,
         Task::Classify,
         Task::Ner,
         Task::Qa,
         Task::FillMask,
+        Task::Generate,
         Task::Search,
     ];
 
@@ -69,6 +73,7 @@ impl Task {
             Task::Ner => "ner",
             Task::Qa => "qa",
             Task::FillMask => "fill-mask",
+            Task::Generate => "generate",
             Task::Search => "search",
         }
     }
@@ -81,6 +86,7 @@ impl Task {
             Task::Ner => &["/ner"],
             Task::Qa => &["/qa"],
             Task::FillMask => &["/fill-mask"],
+            Task::Generate => &["/generate"],
             Task::Search => &["/search"],
         }
     }
@@ -99,7 +105,7 @@ impl std::str::FromStr for Task {
             Some(Task::Search) => Err("search is served with --index INDEX".into()),
             Some(task) => Ok(task),
             None => Err(format!(
-                "unknown task `{s}` (expected embed, classify, ner, qa or fill-mask)"
+                "unknown task `{s}` (expected embed, classify, ner, qa, fill-mask or generate)"
             )),
         }
     }
@@ -129,6 +135,7 @@ pub struct Models {
     pub tagger: Option<TokenClassifier>,
     pub answerer: Option<QuestionAnswerer>,
     pub filler: Option<FillMask>,
+    pub generator: Option<Generator>,
     pub searcher: Option<Searcher>,
     /// Tokens per input, special tokens included.
     pub max_input_length: usize,
@@ -155,21 +162,31 @@ impl Models {
                 tagger: None,
                 answerer: None,
                 filler: None,
+                generator: None,
                 searcher: Some(searcher),
                 max_input_length,
             });
-        };
-        let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let tasks = if options.tasks.is_empty() {
-            Task::for_config(&config)
-        } else {
-            options.tasks.clone()
         };
         let pipeline = PipelineOptions {
             max_length: options.max_input_length,
             precision: options.precision,
             ..Default::default()
         };
+        if is_encoder_decoder(&dir.join("config.json"))? {
+            return Self::encoder_decoder(dir, options, &pipeline, searcher);
+        }
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let tasks = if options.tasks.is_empty() {
+            Task::for_config(&config)
+        } else {
+            options.tasks.clone()
+        };
+        if tasks.contains(&Task::Generate) {
+            return Err(bert::Error::InvalidInput(
+                "--task generate needs an encoder-decoder checkpoint (`bert finetune --task seq2seq`)"
+                    .into(),
+            ));
+        }
         let wants = |task| tasks.contains(&task);
         let embedder = wants(Task::Embed)
             .then(|| {
@@ -200,8 +217,37 @@ impl Models {
             tagger,
             answerer,
             filler,
+            generator: None,
             searcher,
             max_input_length: 0,
+        };
+        models.max_input_length = models.tokenizer_and_limit().1;
+        Ok(models)
+    }
+
+    /// An encoder-decoder serves generation (and nothing else).
+    fn encoder_decoder(
+        dir: &Path,
+        options: &ModelOptions,
+        pipeline: &PipelineOptions,
+        searcher: Option<Searcher>,
+    ) -> bert::Result<Models> {
+        if let Some(task) = options.tasks.iter().find(|&&t| t != Task::Generate) {
+            return Err(bert::Error::InvalidInput(format!(
+                "--task {task}: this checkpoint is an encoder-decoder, which serves generate"
+            )));
+        }
+        let generator = Generator::load(dir, pipeline)?;
+        let mut models = Models {
+            config: generator.config.encoder.clone(),
+            embedder: None,
+            classifier: None,
+            tagger: None,
+            answerer: None,
+            filler: None,
+            max_input_length: generator.max_length,
+            generator: Some(generator),
+            searcher,
         };
         models.max_input_length = models.tokenizer_and_limit().1;
         Ok(models)
@@ -217,6 +263,7 @@ impl Models {
                 Task::Ner => self.tagger.is_some(),
                 Task::Qa => self.answerer.is_some(),
                 Task::FillMask => self.filler.is_some(),
+                Task::Generate => self.generator.is_some(),
                 Task::Search => self.searcher.is_some(),
             })
             .collect()
@@ -230,6 +277,10 @@ impl Models {
             self.tagger.as_ref().map(|p| p.pipeline().into()),
             self.answerer.as_ref().map(|p| p.pipeline().into()),
             self.filler.as_ref().map(|p| p.pipeline().into()),
+            self.generator.as_ref().map(|g| TokenizerRef {
+                tokenizer: &g.tokenizer,
+                max_length: g.max_length,
+            }),
             self.searcher.as_ref().map(|s| s.embedder.pipeline().into()),
         ];
         let first: TokenizerRef = pipelines
@@ -302,6 +353,7 @@ impl Models {
                 Task::FillMask,
                 self.filler.as_ref().map(|p| &p.pipeline().report),
             ),
+            (Task::Generate, self.generator.as_ref().map(|g| &g.report)),
         ];
         reports
             .into_iter()

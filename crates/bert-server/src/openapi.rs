@@ -75,6 +75,20 @@ pub fn document() -> Value {
             "inputs": texts(), "top_k": {"type": "integer", "default": 5}, "truncate": truncate}), &["inputs"],
             json!({"type": "array", "items": {"type": "object", "properties": {
                 "text": {"type": "string"}, "predictions": {"type": "array"}}}})),
+        "/generate": post("Text generated from each input by the encoder-decoder (translation, replies), as transformers' text2text-generation pipeline answers", json!({
+            "inputs": texts(),
+            "parameters": {"type": "object", "properties": {
+                "max_new_tokens": {"type": "integer"}, "min_new_tokens": {"type": "integer"},
+                "num_beams": {"type": "integer", "default": 1}, "length_penalty": {"type": "number", "default": 1.0},
+                "early_stopping": {"oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["never"]}]},
+                "no_repeat_ngram_size": {"type": "integer", "default": 0},
+                "do_sample": {"type": "boolean", "default": false}, "top_k": {"type": "integer", "default": 50},
+                "top_p": {"type": "number", "default": 1.0}, "temperature": {"type": "number", "default": 1.0},
+                "num_return_sequences": {"type": "integer", "default": 1}, "seed": {"type": "integer"}},
+                "additionalProperties": false},
+            "truncate": truncate}), &["inputs"],
+            json!({"type": "array", "items": {"type": "object", "properties": {
+                "generated_text": {"type": "string"}, "score": {"type": "number"}}}})),
         "/ner": post("Entities, as `bert ner` prints them", json!({
             "inputs": texts(),
             "aggregation_strategy": {"type": "string", "enum": ["none", "simple", "first", "average", "max"], "default": "none"},

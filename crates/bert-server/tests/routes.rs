@@ -4,9 +4,10 @@
 
 mod common;
 
+use bert::generation::GenerationOverrides;
 use bert::pipelines::{
-    Aggregation, EmbedOptions, Embedder, FillMask, PipelineOptions, QaOptions, QuestionAnswerer,
-    TextClassifier, TokenClassifier,
+    Aggregation, EmbedOptions, Embedder, FillMask, Generator, PipelineOptions, QaOptions,
+    QuestionAnswerer, TextClassifier, TokenClassifier,
 };
 use bert_server::{ServerConfig, Task, ROUTES};
 use common::*;
@@ -386,6 +387,7 @@ async fn routes_a_model_has_no_head_for_say_which_it_serves() {
         "/ner",
         "/qa",
         "/fill-mask",
+        "/generate",
         "/search",
     ] {
         let body =
@@ -522,4 +524,63 @@ async fn search_serves_an_index_with_its_own_model() {
     assert_eq!(empty.status, 400);
     let embed = post_json(&router, "/embed", &json!({"inputs": "x"})).await;
     assert_eq!(embed.status, 400, "an index alone serves search only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_answers_as_the_text2text_pipeline_with_request_parameters() {
+    let router = default_server("tiny-seq2seq");
+    let generator = Generator::load(&fixture("tiny-seq2seq"), &PipelineOptions::default()).unwrap();
+    let sources = ["The capital of France is Paris.", "a good movie"];
+    let beams = GenerationOverrides {
+        num_beams: Some(3),
+        max_new_tokens: Some(8),
+        ..Default::default()
+    }
+    .apply(&generator.generation)
+    .unwrap();
+    let encodings: Vec<_> = sources
+        .iter()
+        .map(|s| generator.encode(s).unwrap())
+        .collect();
+    let expected = generator.generate(&encodings, &beams).unwrap();
+
+    let body = json!({"inputs": sources, "parameters": {"num_beams": 3, "max_new_tokens": 8}});
+    let answer = post_json(&router, "/generate", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let results = answer.body.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for (result, expected) in results.iter().zip(&expected) {
+        assert_eq!(
+            result["generated_text"],
+            expected[0].generated_text.as_str()
+        );
+    }
+    // One input, two sequences: a list of them.
+    let body =
+        json!({"inputs": sources[1], "parameters": {"num_beams": 2, "num_return_sequences": 2}});
+    let answer = post_json(&router, "/generate", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body[0].as_array().unwrap().len(), 2);
+
+    for (parameters, mentions) in [
+        (json!({"num_beams": 0}), "num_beams"),
+        (json!({"beams": 2}), "beams"),
+        (json!({"max_new_tokens": 500}), "positions"),
+    ] {
+        let answer = post_json(
+            &router,
+            "/generate",
+            &json!({"inputs": "x", "parameters": parameters}),
+        )
+        .await;
+        assert_eq!(answer.status, 422, "{parameters}: {}", answer.body);
+        assert!(answer.error().contains(mentions), "{}", answer.error());
+    }
+    let empty = post_json(&router, "/generate", &json!({"inputs": ""})).await;
+    assert!(empty.status.is_client_error(), "{}", empty.body);
+    // An encoder-only checkpoint has no /generate, and says what it serves.
+    let encoder = default_server("tiny-base");
+    let answer = post_json(&encoder, "/generate", &json!({"inputs": "x"})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.error().contains("/embed"), "{}", answer.error());
 }

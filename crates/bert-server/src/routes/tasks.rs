@@ -1,10 +1,12 @@
-//! `POST /fill-mask`, `/ner`, `/qa` and `/search`: the CLI's pipelines over HTTP, answering with the
-//! shapes the CLI prints. Each request runs alone on the model thread, its inputs in token-bounded
+//! `POST /fill-mask`, `/ner`, `/qa`, `/generate` and `/search`: the CLI's pipelines over HTTP,
+//! answering with the shapes the CLI prints (`/generate`: transformers' text2text-generation
+//! pipeline's). Each request runs alone on the model thread, its inputs in token-bounded
 //! batches.
 
 use axum::extract::State;
 use axum::Json;
-use bert::pipelines::{Aggregation, Answer, Entity, MaskPrediction, QaOptions};
+use bert::generation::GenerationOverrides;
+use bert::pipelines::{Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions};
 use bert::search::{Mode, SearchHit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +20,68 @@ use crate::AppState;
 
 /// Rows of masked-LM logits in one pass (each row is a vocabulary of floats).
 const FILL_MASK_TOKENS: usize = 2048;
+
+/// Source tokens in one generation batch (each step of decoding runs over the batch).
+const GENERATE_TOKENS: usize = 4096;
+
+#[derive(Deserialize)]
+pub struct GenerateRequest {
+    #[serde(default)]
+    inputs: Value,
+    /// Decoding settings under `transformers`' names; the checkpoint's where absent.
+    #[serde(default)]
+    parameters: Option<Value>,
+    truncate: Option<bool>,
+}
+
+/// One input's outputs: one object, or a list when `num_return_sequences` is above 1.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Generated {
+    One(GeneratedText),
+    Many(Vec<GeneratedText>),
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<GenerateRequest>,
+) -> Result<Json<Vec<Generated>>, ApiError> {
+    let Some(generator) = &state.models.generator else {
+        return Err(state.models.missing(Task::Generate));
+    };
+    let texts = texts(&request.inputs, "inputs")?;
+    check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let overrides: GenerationOverrides = match request.parameters {
+        Some(parameters) => serde_json::from_value(parameters)
+            .map_err(|e| ApiError::validation(format!("`parameters`: {e}")))?,
+        None => GenerationOverrides::default(),
+    };
+    let config = overrides
+        .apply(&generator.generation)
+        .map_err(|e| ApiError::validation(format!("`parameters`: {e}")))?;
+    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
+    let budget = GENERATE_TOKENS.min(state.config.max_batch_tokens);
+    let many = config.num_return_sequences > 1;
+    let outputs = state
+        .worker
+        .ask(|reply| Command::Generate {
+            texts,
+            config,
+            truncate,
+            budget,
+            reply,
+        })
+        .await?;
+    Ok(Json(
+        outputs
+            .into_iter()
+            .flat_map(|mut sequences| match many {
+                true => vec![Generated::Many(sequences)],
+                false => vec![Generated::One(sequences.remove(0))],
+            })
+            .collect(),
+    ))
+}
 
 #[derive(Deserialize)]
 pub struct FillMaskRequest {
