@@ -34,8 +34,10 @@ impl EncoderDecoderModel {
 
     fn build(p: &Params, c: &EncoderDecoderConfig, new_cross: bool) -> Result<Self> {
         let encoder_path = p.pp("encoder");
-        // transformers' encoder has a pooler the decoder never reads; kept when the checkpoint has it.
-        let pooler = encoder_path.has("pooler.dense.weight");
+        // transformers' encoder has a pooler the decoder never reads: kept when the checkpoint has
+        // it, and made by a warm start (newly initialised where the BERT checkpoint lacks it), so
+        // that what is saved loads in transformers with every weight.
+        let pooler = new_cross || encoder_path.has("pooler.dense.weight");
         let encoder = BertModel::load(&encoder_path, &c.encoder, pooler)?;
         let decoder_path = p.pp("decoder");
         let shared = c.tie_encoder_decoder.then_some(&encoder_path);
