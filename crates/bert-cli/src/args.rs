@@ -54,7 +54,8 @@ pub enum Command {
     /// model as a Hugging Face checkpoint directory with eval_results.json.
     Finetune(Box<FinetuneArgs>),
     /// Serve the model over HTTP: text-embeddings-inference's routes (/embed, /predict, /rerank,
-    /// /tokenize, /info, /health, /metrics), OpenAI's /v1/embeddings, and /fill-mask, /ner, /qa.
+    /// /tokenize, /info, /health, /metrics), OpenAI's /v1/embeddings, and /fill-mask, /ner, /qa,
+    /// /generate.
     /// Stops on Ctrl-C or SIGTERM after answering the requests in flight.
     Serve(ServeArgs),
     /// Embed text and Markdown files into an on-disk index for `bert search`: files cut into
@@ -192,8 +193,9 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Tasks to serve: embed, classify (/predict, /rerank), ner, qa, fill-mask. Default: what the
-    /// checkpoint's head does (a bare encoder: embed; a masked-LM checkpoint: embed and fill-mask).
+    /// Tasks to serve: embed, classify (/predict, /rerank), ner, qa, fill-mask, generate. Default:
+    /// what the checkpoint's head does (a bare encoder: embed; a masked-LM checkpoint: embed and
+    /// fill-mask; an encoder-decoder: generate).
     /// Each task loads its own copy of the weights.
     #[arg(long = "task", value_delimiter = ',')]
     pub tasks: Vec<bert_server::Task>,
