@@ -1,11 +1,14 @@
 //! Training losses of the BERT heads, as `transformers` computes them, all differentiable.
 //!
 //! candle's own cross-entropy has no ignore index; here labels equal to [`IGNORE_INDEX`] (-100, the
-//! masked-LM and padding convention) are left out of the mean.
+//! masked-LM and padding convention) are left out of the mean. On the CPU the cross-entropies run as
+//! one op, forward and backward ([`crate::ops::cross_entropy`]).
 
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{Error, Result};
+use crate::ops::cross_entropy::CrossEntropy;
+use crate::ops::fused_kernels_apply;
 use crate::weights::config::ProblemType;
 
 /// Labels with this value do not count (`transformers`' `ignore_index`).
@@ -13,6 +16,12 @@ pub const IGNORE_INDEX: i64 = -100;
 
 /// Mean cross-entropy of `logits` (N, K) against class `labels` (N), skipping [`IGNORE_INDEX`].
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let labels = checked_labels(logits, labels)?;
+    fused_or_composite(logits, labels, 0.0)
+}
+
+/// `labels` as a vector, one per row of `logits`, each a class or [`IGNORE_INDEX`].
+fn checked_labels(logits: &Tensor, labels: &Tensor) -> Result<Vec<i64>> {
     let (n, k) = logits.dims2()?;
     let labels: Vec<i64> = labels.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
     if labels.len() != n {
@@ -29,19 +38,37 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
             "label {bad} is outside 0..{k}"
         )));
     }
+    Ok(labels)
+}
+
+/// The loss in one op ([`CrossEntropy`]) for f32 CPU logits, else candle's composite form.
+fn fused_or_composite(logits: &Tensor, labels: Vec<i64>, epsilon: f64) -> Result<Tensor> {
+    if fused_kernels_apply(logits) {
+        let op = CrossEntropy {
+            labels,
+            epsilon: epsilon as f32,
+        };
+        return Ok(logits.contiguous()?.apply_op1(op)?);
+    }
+    let (n, k) = logits.dims2()?;
     let valid: Vec<f32> = labels
         .iter()
         .map(|&l| f32::from(u8::from(l != IGNORE_INDEX)))
         .collect();
-    let count = valid.iter().sum::<f32>();
+    let count = valid.iter().sum::<f32>().max(1.0);
     let index: Vec<u32> = labels.iter().map(|&l| l.max(0) as u32).collect();
     let device = logits.device();
     let index = Tensor::from_vec(index, (n, 1), device)?;
     let valid = Tensor::from_vec(valid, n, device)?.to_dtype(logits.dtype())?;
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_probs.gather(&index, 1)?.squeeze(1)?; // (N)
-    let total = (picked * valid)?.sum_all()?;
-    Ok((total.neg()? / f64::from(count.max(1.0)))?)
+    let nll = ((picked * &valid)?.sum_all()?.neg()? / f64::from(count))?;
+    if epsilon == 0.0 {
+        return Ok(nll);
+    }
+    let summed = log_probs.sum(D::Minus1)?.neg()?; // (N)
+    let smooth = ((summed * valid)?.sum_all()? / f64::from(count * k as f32))?;
+    Ok(((nll * (1.0 - epsilon))? + (smooth * epsilon)?)?)
 }
 
 /// Cross-entropy with label smoothing, as `transformers`' `LabelSmoother`: `(1 - epsilon)` times the
@@ -52,24 +79,8 @@ pub fn label_smoothed_cross_entropy(
     labels: &Tensor,
     epsilon: f64,
 ) -> Result<Tensor> {
-    let nll = cross_entropy(logits, labels)?;
-    if epsilon == 0.0 {
-        return Ok(nll);
-    }
-    let (n, k) = logits.dims2()?;
-    let valid: Vec<f32> = labels
-        .to_dtype(DType::I64)?
-        .flatten_all()?
-        .to_vec1::<i64>()?
-        .iter()
-        .map(|&l| f32::from(u8::from(l != IGNORE_INDEX)))
-        .collect();
-    let active = valid.iter().sum::<f32>().max(1.0);
-    let valid = Tensor::from_vec(valid, n, logits.device())?.to_dtype(logits.dtype())?;
-    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let summed = log_probs.sum(D::Minus1)?.neg()?; // (N)
-    let smooth = ((summed * valid)?.sum_all()? / f64::from(active * k as f32))?;
-    Ok(((nll * (1.0 - epsilon))? + (smooth * epsilon)?)?)
+    let labels = checked_labels(logits, labels)?;
+    fused_or_composite(logits, labels, epsilon)
 }
 
 /// Mean squared error.

@@ -11,6 +11,8 @@ use crate::batch::Batch;
 use crate::error::Result;
 use crate::model::encoder::BertModel;
 use crate::nn::{activation, Dropout, LayerNorm, Linear, Mode};
+use crate::ops::bias_add::BiasAdd;
+use crate::ops::fused_kernels_apply;
 use crate::weights::config::BertConfig;
 use crate::weights::params::Init;
 use crate::weights::params::Params;
@@ -44,12 +46,25 @@ impl BertLmPredictionHead {
         })
     }
 
-    /// (B, T, C) -> (B, T, V)
+    /// (B, T, C) -> (B, T, V), or (N, C) -> (N, V)
     pub(crate) fn forward(&self, hidden: &Tensor, mode: &Mode) -> Result<Tensor> {
         let x = activation(&self.dense.forward(hidden)?, self.act)?;
         let x = self.layer_norm.forward(&x, mode)?;
-        let logits = x.broadcast_matmul(&self.decoder_weight.t()?)?;
-        Ok(logits.broadcast_add(&self.bias)?)
+        // One (rows, C) x (C, V) product: a batched one would, backwards, build the decoder weight's
+        // gradient once per sequence and then sum them.
+        let dims = x.dims().to_vec();
+        let c = dims[dims.len() - 1];
+        let rows = x.elem_count() / c.max(1);
+        let logits = x.reshape((rows, c))?.matmul(&self.decoder_weight.t()?)?;
+        let logits = if fused_kernels_apply(&logits) {
+            logits.apply_op2(&self.bias.contiguous()?, BiasAdd)?
+        } else {
+            logits.broadcast_add(&self.bias)?
+        };
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = logits.dim(1)?;
+        Ok(logits.reshape(out)?)
     }
 }
 

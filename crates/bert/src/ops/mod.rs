@@ -10,6 +10,8 @@ use candle_core::{CpuStorage, DType, Layout, Tensor};
 use crate::error::Result;
 
 pub mod attention;
+pub mod bias_add;
+pub mod cross_entropy;
 pub mod embedding;
 pub mod gelu;
 pub mod layer_norm;
