@@ -74,17 +74,16 @@ pub fn decode(
             .flat_map(|b| b.running.iter().map(|s| s[s.len() - 1]))
             .collect();
         let input = Tensor::from_vec(last, (sources * beams, 1), &candle_core::Device::Cpu)?;
-        let logits: Vec<Vec<f32>> = decoder.step(&input, &mut cache)?.to_vec2()?;
+        let mut logits: Vec<Vec<f32>> = decoder.step(&input, &mut cache)?.to_vec2()?;
         search.vocab = logits[0].len();
         let mut reorder = Vec::with_capacity(sources * beams);
         let mut every_candidate_stops = true;
-        for (i, (source, rows)) in all.iter_mut().zip(logits.chunks(beams)).enumerate() {
-            let mut log_probs = rows.to_vec();
-            for (sequence, row) in source.running.iter().zip(&mut log_probs) {
+        for (i, (source, log_probs)) in all.iter_mut().zip(logits.chunks_mut(beams)).enumerate() {
+            for (sequence, row) in source.running.iter().zip(log_probs.iter_mut()) {
                 log_softmax(row);
                 constraints.apply(sequence, row);
             }
-            let candidates = search.candidates(source, &log_probs, length);
+            let candidates = search.candidates(source, log_probs, length);
             every_candidate_stops &= candidates.iter().all(|c| c.stops);
             let origins = source.advance(&search, &candidates, length);
             reorder.extend(origins.iter().map(|&beam| (i * beams + beam) as u32));
@@ -118,26 +117,25 @@ pub fn decode(
 
 impl Search<'_> {
     /// The `keep` best continuations of `source`'s running beams (`log_probs`, one row per beam),
-    /// best first; equal scores in the order of beam, then token.
+    /// best first; equal scores in the order of beam, then token (as `torch.topk` leaves them).
     fn candidates(&self, source: &Beams, log_probs: &[Vec<f32>], length: usize) -> Vec<Candidate> {
-        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(self.beams * self.vocab);
+        let keep = self.keep.min(self.beams * self.vocab);
+        // The best so far, best first: scanning in index order, a later candidate enters only with
+        // a strictly higher score than the worst kept.
+        let mut best: Vec<(f32, usize)> = Vec::with_capacity(keep + 1);
         for (beam, row) in log_probs.iter().enumerate() {
             let base = source.running_scores[beam];
-            scored.extend(
-                row.iter()
-                    .enumerate()
-                    .map(|(token, &lp)| (lp + base, beam * self.vocab + token)),
-            );
+            for (token, &lp) in row.iter().enumerate() {
+                let score = lp + base;
+                if best.len() == keep && !(score > best[keep - 1].0) {
+                    continue;
+                }
+                let at = best.partition_point(|&(s, _)| s >= score);
+                best.insert(at, (score, beam * self.vocab + token));
+                best.truncate(keep);
+            }
         }
-        let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        let keep = self.keep.min(scored.len());
-        if keep < scored.len() {
-            scored.select_nth_unstable_by(keep - 1, order);
-            scored.truncate(keep);
-        }
-        scored.sort_by(order);
-        scored
-            .into_iter()
+        best.into_iter()
             .map(|(score, index)| {
                 let token = (index % self.vocab) as u32;
                 let stops =
