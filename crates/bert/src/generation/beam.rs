@@ -127,7 +127,10 @@ impl Search<'_> {
             let base = source.running_scores[beam];
             for (token, &lp) in row.iter().enumerate() {
                 let score = lp + base;
-                if best.len() == keep && !(score > best[keep - 1].0) {
+                // NaN never enters (`partial_cmp` gives no order), nor an equal or lower score.
+                let worst = best.get(keep - 1).map(|&(s, _)| s);
+                if worst.is_some_and(|w| score.partial_cmp(&w) != Some(std::cmp::Ordering::Greater))
+                {
                     continue;
                 }
                 let at = best.partition_point(|&(s, _)| s >= score);
