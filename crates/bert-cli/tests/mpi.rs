@@ -172,7 +172,9 @@ mod under_mpirun {
         }
     }
 
-    /// The final weights agree within 1e-5 of each tensor's largest magnitude. Attention key biases are
+    /// The final weights agree within 2e-5 of each tensor's largest magnitude (rounding in sums of
+    /// another order, which Adam's normalisation carries into the weights step after step; seen up
+    /// to 1.3e-5 after ten fine-tuning steps). Attention key biases are
     /// the exception: softmax ignores them, so their gradient is rounding noise that Adam scales up to
     /// full steps whatever its size, and a change of summation order moves them by up to the learning
     /// rate per step; they must stay within `key_bias_bound`.
@@ -199,7 +201,7 @@ mod under_mpirun {
             let bound = if name.ends_with("key.bias") {
                 key_bias_bound
             } else {
-                1e-5 * scale.max(1e-3)
+                2e-5 * scale.max(1e-3)
             };
             assert!(
                 worst <= bound,
