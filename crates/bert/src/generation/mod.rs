@@ -47,6 +47,9 @@ pub fn generate(
 ) -> Result<Vec<Vec<Generated>>> {
     config.validate()?;
     let sources = source.input_ids.dim(0)?;
+    if sources == 0 {
+        return Ok(Vec::new());
+    }
     let states = model.encode(source, &Mode::Eval)?;
     if config.num_beams > 1 {
         let cache = model
