@@ -145,7 +145,8 @@ impl PairSet {
             set.truncated_sources += usize::from(source.truncated);
             set.truncated_targets += usize::from(target.truncated);
             set.sources.push(source);
-            set.labels.push(target.ids[1..].to_vec());
+            set.labels
+                .push(target.ids.get(1..).unwrap_or_default().to_vec());
             set.targets.push(pair.target.clone());
         }
         Ok(set)
@@ -186,7 +187,8 @@ fn pair_batch(set: &PairSet, indices: &[usize], ids: SpecialIds) -> Result<PairB
         .iter()
         .map(|&i| set.labels[i].len())
         .max()
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .max(1);
     let labels: Vec<Vec<i64>> = indices
         .iter()
         .map(|&i| {
