@@ -238,7 +238,7 @@ impl Models {
             )));
         }
         let generator = Generator::load(dir, pipeline)?;
-        let mut models = Models {
+        Ok(Models {
             config: generator.config.encoder.clone(),
             embedder: None,
             classifier: None,
@@ -248,9 +248,7 @@ impl Models {
             max_input_length: generator.max_length,
             generator: Some(generator),
             searcher,
-        };
-        models.max_input_length = models.tokenizer_and_limit().1;
-        Ok(models)
+        })
     }
 
     /// The tasks loaded, in a fixed order.

@@ -235,7 +235,7 @@ pub struct Seq2SeqTask {
 }
 
 impl Seq2SeqTask {
-    /// Logits and labels of a batch under `mode`, and the loss.
+    /// The loss of a batch under `mode` (teacher forcing).
     fn batch_loss(&self, batch: &PairBatch, mode: &Mode) -> Result<Tensor> {
         let logits = self.model.forward(
             &batch.source,

@@ -79,15 +79,6 @@ struct LayerCache {
 }
 
 impl DecoderCache {
-    /// The number of target tokens the cache holds.
-    pub fn len(&self) -> usize {
-        self.length
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.length == 0
-    }
-
     /// Keeps, in order, the sequences at `rows` (beam search: the beams that go on, each continuing
     /// one of the current ones of the same source; so the cross-attention part, equal for them all,
     /// stays as it is).
@@ -188,8 +179,9 @@ impl CrossAttention {
         mode: &Mode,
     ) -> Result<Tensor> {
         let q = self.heads.split(&self.query.forward(x)?)?;
-        let bias = Some(bias);
-        (self.heads).attend(&q, &source.keys, &source.values, bias, &self.dropout, mode)
+        let (keys, values) = (&source.keys, &source.values);
+        self.heads
+            .attend(&q, keys, values, Some(bias), &self.dropout, mode)
     }
 }
 

@@ -11,11 +11,12 @@ use std::sync::atomic::AtomicBool;
 use candle_core::Device;
 
 use crate::common::fixture;
-use bert::finetune::{prepare_seq2seq, PairColumns, PairFile, Seq2SeqData};
+use bert::finetune::{prepare_seq2seq, PairColumns, PairFile, Seq2SeqData, Seq2SeqTask};
 use bert::generation::GenerationOverrides;
 use bert::model::BertForMaskedLM;
 use bert::pipelines::{Generator, PipelineOptions};
-use bert::train::{train, Event, TrainingOptions};
+use bert::train::{train, Event, Outcome, TrainingOptions};
+use bert::weights::encoder_decoder_config::EncoderDecoderConfig;
 use bert::weights::params::ParamStore;
 use bert::weights::save::{copy_tokenizer, save_model};
 use bert::BertConfig;
@@ -85,6 +86,16 @@ fn data(dir: &Path) -> Seq2SeqData {
     }
 }
 
+/// Trains a prepared task to the end.
+fn run(
+    prepared: &bert::finetune::Prepared<Seq2SeqTask, EncoderDecoderConfig>,
+    options: &TrainingOptions,
+) -> Outcome {
+    let stop = AtomicBool::new(false);
+    let (task, store) = (&prepared.task, &prepared.store);
+    train(task, store, &prepared.config, options, &stop, &mut |_| {}).unwrap()
+}
+
 fn options(dir: &Path, out: &str, model: &Path, epochs: usize) -> TrainingOptions {
     let mut options = TrainingOptions::new(dir.join(out), model.to_path_buf());
     options.epochs = Some(epochs);
@@ -115,16 +126,7 @@ fn a_warm_started_bert2bert_learns_to_copy_and_writes_a_transformers_checkpoint(
     );
     let mut options = options(&dir, "out", &bert, 40);
     options.metric_for_best = Some("bleu".into());
-    let stop = AtomicBool::new(false);
-    let outcome = train(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap();
+    let outcome = run(&prepared, &options);
     let best = outcome.best.unwrap();
     assert!(best["bleu"].as_f64().unwrap() > 70.0, "{best:?}");
 
@@ -165,17 +167,7 @@ fn a_stopped_and_resumed_seq2seq_run_ends_where_an_uninterrupted_one_does() {
     let data = data(&dir);
     let whole = {
         let prepared = prepare_seq2seq(&bert, &data, 5).unwrap();
-        let stop = AtomicBool::new(false);
-        let options = options(&dir, "whole", &bert, 2);
-        train(
-            &prepared.task,
-            &prepared.store,
-            &prepared.config,
-            &options,
-            &stop,
-            &mut |_| {},
-        )
-        .unwrap()
+        run(&prepared, &options(&dir, "whole", &bert, 2))
     };
     let prepared = prepare_seq2seq(&bert, &data, 5).unwrap();
     let stop = AtomicBool::new(false);
@@ -206,16 +198,7 @@ fn a_stopped_and_resumed_seq2seq_run_ends_where_an_uninterrupted_one_does() {
     );
     let mut resumed = options(&dir, "parts", &bert, 2);
     resumed.resume = true;
-    let stop = AtomicBool::new(false);
-    let second = train(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &resumed,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap();
+    let second = run(&prepared, &resumed);
     assert_eq!((second.steps, second.best), (whole.steps, whole.best));
     let weights = |run: &str| std::fs::read(dir.join(run).join("model.safetensors")).unwrap();
     assert!(
@@ -235,17 +218,7 @@ fn bertshare_trains_one_set_of_weights_and_saves_both_names() {
     assert!(vars
         .keys()
         .all(|n| !n.starts_with("decoder.bert.") || n.contains(".crossattention.")));
-    let stop = AtomicBool::new(false);
-    let options = options(&dir, "out", &bert, 1);
-    train(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap();
+    run(&prepared, &options(&dir, "out", &bert, 1));
     let saved =
         candle_core::safetensors::load(dir.join("out/model.safetensors"), &Device::Cpu).unwrap();
     let encoder = &saved["encoder.encoder.layer.1.output.dense.weight"];
