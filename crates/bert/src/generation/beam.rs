@@ -5,13 +5,14 @@
 //! when its best running beam can no longer beat its finished ones (`early_stopping`). Scores are f32
 //! and "impossible" is `-1e9`, as there.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::generation::config::{EarlyStopping, GenerationConfig};
 use crate::generation::scores::{log_softmax, Constraints};
 use crate::generation::Generated;
 use crate::model::decoder::{BertLMHeadModel, DecoderCache};
+use crate::ops::with_f32_values;
 
 /// The score that rules a candidate out.
 const IMPOSSIBLE: f32 = -1.0e9;
@@ -42,6 +43,7 @@ struct Candidate {
 /// The search's fixed settings.
 struct Search<'a> {
     config: &'a GenerationConfig,
+    constraints: Constraints<'a>,
     beams: usize,
     max_length: usize,
     /// Candidates kept per source each step: enough that `num_beams` of them do not end.
@@ -50,6 +52,7 @@ struct Search<'a> {
 }
 
 /// Beam search over `cache`, which holds `num_beams` copies of each of `sources` sources in a row.
+/// A source leaves the batch once its outputs can no longer change, so the others run faster.
 pub fn decode(
     decoder: &BertLMHeadModel,
     mut cache: DecoderCache,
@@ -59,45 +62,56 @@ pub fn decode(
     let beams = config.num_beams;
     let start = config.decoder_start_token_id.unwrap_or_default();
     let mut all: Vec<Beams> = (0..sources).map(|_| Beams::new(beams, start)).collect();
-    let constraints = Constraints::new(config, 1);
     let mut search = Search {
         config,
+        constraints: Constraints::new(config, 1),
         beams,
         max_length: config.total_length(),
         keep: beams * 2.max(1 + config.eos_token_id.len()),
         vocab: 0,
     };
+    // The sources still in the batch, in the cache's order.
+    let mut active: Vec<usize> = (0..sources).collect();
     let mut length = 1;
+    let mut row = Vec::new();
     loop {
-        let last: Vec<u32> = all
-            .iter()
-            .flat_map(|b| b.running.iter().map(|s| s[s.len() - 1]))
+        let last: Vec<u32> = (active.iter())
+            .flat_map(|&s| all[s].running.iter().map(|s| s[s.len() - 1]))
             .collect();
-        let input = Tensor::from_vec(last, (sources * beams, 1), &candle_core::Device::Cpu)?;
-        let mut logits: Vec<Vec<f32>> = decoder.step(&input, &mut cache)?.to_vec2()?;
-        search.vocab = logits[0].len();
-        let mut reorder = Vec::with_capacity(sources * beams);
+        let input = Tensor::from_vec(last, (active.len() * beams, 1), &Device::Cpu)?;
+        let logits = decoder.step(&input, &mut cache)?;
+        search.vocab = logits.dim(1)?;
+        let mut reorder = Vec::with_capacity(active.len() * beams);
         let mut every_candidate_stops = true;
-        for (i, (source, log_probs)) in all.iter_mut().zip(logits.chunks_mut(beams)).enumerate() {
-            for (sequence, row) in source.running.iter().zip(log_probs.iter_mut()) {
-                log_softmax(row);
-                constraints.apply(sequence, row);
+        with_f32_values(&[&logits], |values| {
+            let per_source = values[0].chunks(beams * search.vocab);
+            for (k, (&s, logits)) in active.iter().zip(per_source).enumerate() {
+                let candidates = search.candidates(&all[s], logits, &mut row, length);
+                every_candidate_stops &= candidates.iter().all(|c| c.stops);
+                let origins = all[s].advance(&search, &candidates, length);
+                reorder.extend(origins.iter().map(|&beam| (k * beams + beam) as u32));
             }
-            let candidates = search.candidates(source, log_probs, length);
-            every_candidate_stops &= candidates.iter().all(|c| c.stops);
-            let origins = source.advance(&search, &candidates, length);
-            reorder.extend(origins.iter().map(|&beam| (i * beams + beam) as u32));
-        }
-        cache.reorder(&reorder)?;
+            Ok(())
+        })?;
         length += 1;
-        for source in &mut all {
-            source.update_improvable(&search, length);
-        }
-        let all_finished = all.iter().all(|s| s.is_finished.iter().all(|&f| f));
-        let improvable = all.iter().any(|s| s.improvable);
-        let full = all_finished && config.early_stopping == EarlyStopping::Finished;
-        if !improvable || full || every_candidate_stops {
+        let going: Vec<bool> = (active.iter())
+            .map(|&s| all[s].update_improvable(&search, length))
+            .collect();
+        if every_candidate_stops || !going.contains(&true) {
             break;
+        }
+        if going.iter().all(|&g| g) {
+            cache.reorder(&reorder)?;
+        } else {
+            let rows: Vec<u32> = (reorder.chunks(beams).zip(&going))
+                .filter(|(_, &g)| g)
+                .flat_map(|(rows, _)| rows.iter().copied())
+                .collect();
+            cache.retain(&rows)?;
+            active = (active.iter().zip(&going))
+                .filter(|(_, &g)| g)
+                .map(|(&s, _)| s)
+                .collect();
         }
     }
     let eos = &config.eos_token_id;
@@ -116,29 +130,26 @@ pub fn decode(
 }
 
 impl Search<'_> {
-    /// The `keep` best continuations of `source`'s running beams (`log_probs`, one row per beam),
-    /// best first; equal scores in the order of beam, then token (as `torch.topk` leaves them).
-    fn candidates(&self, source: &Beams, log_probs: &[Vec<f32>], length: usize) -> Vec<Candidate> {
-        let keep = self.keep.min(self.beams * self.vocab);
-        // The best so far, best first: scanning in index order, a later candidate enters only with
-        // a strictly higher score than the worst kept.
-        let mut best: Vec<(f32, usize)> = Vec::with_capacity(keep + 1);
-        for (beam, row) in log_probs.iter().enumerate() {
-            let base = source.running_scores[beam];
-            for (token, &lp) in row.iter().enumerate() {
-                let score = lp + base;
-                // NaN never enters (`partial_cmp` gives no order), nor an equal or lower score.
-                let worst = best.get(keep - 1).map(|&(s, _)| s);
-                if worst.is_some_and(|w| score.partial_cmp(&w) != Some(std::cmp::Ordering::Greater))
-                {
-                    continue;
-                }
-                let at = best.partition_point(|&(s, _)| s >= score);
-                best.insert(at, (score, beam * self.vocab + token));
-                best.truncate(keep);
-            }
+    /// The `keep` best continuations of `source`'s running beams, best first, from their next-token
+    /// `logits` (one row of `vocab` after another; `row` is room for one row's log-probabilities);
+    /// equal scores in the order of beam, then token (as `torch.topk` leaves them).
+    fn candidates(
+        &self,
+        source: &Beams,
+        logits: &[f32],
+        row: &mut Vec<f32>,
+        length: usize,
+    ) -> Vec<Candidate> {
+        let mut best = Best::new(self.keep.min(self.beams * self.vocab));
+        for (beam, logits) in logits.chunks(self.vocab).enumerate() {
+            row.clear();
+            row.extend_from_slice(logits);
+            log_softmax(row);
+            self.constraints.apply(&source.running[beam], row);
+            best.scan(row, source.running_scores[beam], beam * self.vocab);
         }
-        best.into_iter()
+        best.kept
+            .into_iter()
             .map(|(score, index)| {
                 let token = (index % self.vocab) as u32;
                 let stops =
@@ -224,8 +235,10 @@ impl Beams {
     }
 
     /// Whether the best running beam could still beat a finished hypothesis, its score judged at
-    /// the current length (or, for `"never"` with a positive length penalty, at the limit).
-    fn update_improvable(&mut self, search: &Search, length: usize) {
+    /// the current length (or, for `"never"` with a positive length penalty, at the limit). Returns
+    /// whether the outputs can still change: improvable and, under `early_stopping: true`, not all
+    /// `num_beams` hypotheses finished.
+    fn update_improvable(&mut self, search: &Search, length: usize) -> bool {
         let config = search.config;
         let hypothetical =
             if config.early_stopping == EarlyStopping::Never && config.length_penalty > 0.0 {
@@ -244,6 +257,62 @@ impl Beams {
             .iter()
             .any(|&finished| best_possible > if finished { worst } else { IMPOSSIBLE });
         self.improvable &= beatable;
+        let full = config.early_stopping == EarlyStopping::Finished
+            && self.is_finished.iter().all(|&f| f);
+        self.improvable && !full
+    }
+}
+
+/// The `keep` highest scores of a scan in index order, best first: a later score enters only when
+/// strictly higher than the worst kept, so equals stay in index order.
+struct Best {
+    keep: usize,
+    /// (score, index), best first.
+    kept: Vec<(f32, usize)>,
+}
+
+/// Scores looked at together when deciding that none of them enters.
+const BLOCK: usize = 32;
+
+impl Best {
+    fn new(keep: usize) -> Self {
+        Best {
+            keep,
+            kept: Vec::with_capacity(keep + 1),
+        }
+    }
+
+    /// Offers `base + value` for each of `values`, the first at index `first`.
+    fn scan(&mut self, values: &[f32], base: f32, first: usize) {
+        for (b, block) in values.chunks(BLOCK).enumerate() {
+            // Rounding is monotonic: when the block's largest value does not enter, none does.
+            if let Some(worst) = self.worst() {
+                let largest = block.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+                if !(largest + base > worst) {
+                    continue;
+                }
+            }
+            for (i, &value) in block.iter().enumerate() {
+                self.offer(value + base, first + b * BLOCK + i);
+            }
+        }
+    }
+
+    fn worst(&self) -> Option<f32> {
+        (self.kept.len() == self.keep).then(|| self.kept[self.keep - 1].0)
+    }
+
+    fn offer(&mut self, score: f32, index: usize) {
+        // NaN never enters (`partial_cmp` gives no order), nor an equal or lower score.
+        if self
+            .worst()
+            .is_some_and(|w| score.partial_cmp(&w) != Some(std::cmp::Ordering::Greater))
+        {
+            return;
+        }
+        let at = self.kept.partition_point(|&(s, _)| s >= score);
+        self.kept.insert(at, (score, index));
+        self.kept.truncate(self.keep);
     }
 }
 

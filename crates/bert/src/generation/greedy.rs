@@ -1,14 +1,15 @@
 //! Greedy decoding and sampling (`transformers`' `_sample`): every sequence of the batch takes one
 //! token a step, the most likely one or a draw, until it ends (`[SEP]`) or reaches the length limit;
-//! ended sequences are padded while the others go on.
+//! an ended sequence leaves the batch while the others go on.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::generation::config::GenerationConfig;
 use crate::generation::scores::{argmax, sample, Constraints};
 use crate::generation::Generated;
 use crate::model::decoder::{BertLMHeadModel, DecoderCache};
+use crate::ops::with_f32_values;
 use crate::rng::Rng;
 
 /// Decodes every row of `cache` (one per output), each starting with the start token.
@@ -19,29 +20,44 @@ pub fn decode(
     config: &GenerationConfig,
 ) -> Result<Vec<Generated>> {
     let start = config.decoder_start_token_id.unwrap_or_default();
-    let pad = config.pad_token_id.unwrap_or_default();
     let max_length = config.total_length();
     let constraints = Constraints::new(config, 1);
     let mut rng = Rng::new(config.seed.unwrap_or(0));
     let mut sequences = vec![vec![start]; rows];
-    let mut open = vec![true; rows];
-    let device = candle_core::Device::Cpu;
-    while sequences[0].len() < max_length && open.iter().any(|&o| o) {
-        let last: Vec<u32> = sequences.iter().map(|s| s[s.len() - 1]).collect();
-        let input = Tensor::from_vec(last, (rows, 1), &device)?;
-        let logits: Vec<Vec<f32>> = decoder.step(&input, &mut cache)?.to_vec2()?;
-        for ((sequence, open), mut scores) in sequences.iter_mut().zip(&mut open).zip(logits) {
-            constraints.apply(sequence, &mut scores);
-            let token = if !*open {
-                pad
-            } else if config.do_sample {
-                sample(config, &mut scores, &mut rng)
-            } else {
-                argmax(&scores)
-            };
-            sequence.push(token);
-            if *open && config.eos_token_id.contains(&token) {
-                *open = false;
+    // The rows still in the batch, in the cache's order: an ended sequence leaves it.
+    let mut open: Vec<usize> = (0..rows).collect();
+    let mut length = 1;
+    while length < max_length && !open.is_empty() {
+        let last: Vec<u32> = open.iter().map(|&r| *sequences[r].last().unwrap_or(&start)).collect();
+        let input = Tensor::from_vec(last, (open.len(), 1), &Device::Cpu)?;
+        let logits = decoder.step(&input, &mut cache)?;
+        let vocab = logits.dim(1)?;
+        let mut scores = Vec::with_capacity(vocab);
+        let ended: Vec<bool> = with_f32_values(&[&logits], |values| {
+            let per_row = open.iter().zip(values[0].chunks(vocab));
+            Ok(per_row
+                .map(|(&r, logits)| {
+                    scores.clear();
+                    scores.extend_from_slice(logits);
+                    constraints.apply(&sequences[r], &mut scores);
+                    let token = if config.do_sample {
+                        sample(config, &mut scores, &mut rng)
+                    } else {
+                        argmax(&scores)
+                    };
+                    sequences[r].push(token);
+                    config.eos_token_id.contains(&token)
+                })
+                .collect())
+        })?;
+        length += 1;
+        if ended.contains(&true) {
+            let kept: Vec<u32> = (0..open.len() as u32)
+                .filter(|&k| !ended[k as usize])
+                .collect();
+            open = kept.iter().map(|&k| open[k as usize]).collect();
+            if !open.is_empty() {
+                cache.retain(&kept)?;
             }
         }
     }

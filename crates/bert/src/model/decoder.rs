@@ -91,6 +91,20 @@ impl DecoderCache {
         }
         Ok(())
     }
+
+    /// Keeps, in order, only the sequences at `rows`, each with its own source's cross-attention keys
+    /// and values (generation drops the sequences whose outputs can no longer change).
+    pub fn retain(&mut self, rows: &[u32]) -> Result<()> {
+        let rows = Tensor::new(rows, self.encoder_bias.device())?;
+        for layer in &mut self.layers {
+            if let Some(past) = &layer.past {
+                layer.past = Some(past.select_rows(&rows)?);
+            }
+            layer.cross = layer.cross.select_rows(&rows)?;
+        }
+        self.encoder_bias = self.encoder_bias.index_select(&rows, 0)?;
+        Ok(())
+    }
 }
 
 /// Self-attention over the target, each token attending to itself and those before it.
