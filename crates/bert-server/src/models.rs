@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use bert::pipelines::{
-    EmbedOptions, Embedder, FillMask, Generator, PipelineOptions, QaOptions, QuestionAnswerer,
-    TextClassifier, TokenClassifier,
+    EmbedOptions, Embedder, FillMask, Generator, IntentSlotParser, PipelineOptions, QaOptions,
+    QuestionAnswerer, TextClassifier, TokenClassifier,
 };
 use bert::pooling::Pooling;
 use bert::search::Searcher;
@@ -26,6 +26,8 @@ pub enum Task {
     Classify,
     /// `/ner`.
     Ner,
+    /// `/nlu`, with a joint intent and slot model.
+    Nlu,
     /// `/qa`.
     Qa,
     /// `/fill-mask`.
@@ -37,10 +39,11 @@ pub enum Task {
 }
 
 impl Task {
-    pub const ALL: [Task; 7] = [
+    pub const ALL: [Task; 8] = [
         Task::Embed,
         Task::Classify,
         Task::Ner,
+        Task::Nlu,
         Task::Qa,
         Task::FillMask,
         Task::Generate,
@@ -58,6 +61,7 @@ impl Task {
         match architecture {
             a if a.ends_with("ForSequenceClassification") => vec![Task::Classify],
             a if a.ends_with("ForTokenClassification") => vec![Task::Ner],
+            a if a.ends_with("ForIntentAndSlots") => vec![Task::Nlu],
             a if a.ends_with("ForQuestionAnswering") => vec![Task::Qa],
             a if a.ends_with("ForMaskedLM") || a.ends_with("ForPreTraining") => {
                 vec![Task::Embed, Task::FillMask]
@@ -71,6 +75,7 @@ impl Task {
             Task::Embed => "embed",
             Task::Classify => "classify",
             Task::Ner => "ner",
+            Task::Nlu => "nlu",
             Task::Qa => "qa",
             Task::FillMask => "fill-mask",
             Task::Generate => "generate",
@@ -84,6 +89,7 @@ impl Task {
             Task::Embed => &["/embed", "/v1/embeddings"],
             Task::Classify => &["/predict", "/rerank"],
             Task::Ner => &["/ner"],
+            Task::Nlu => &["/nlu"],
             Task::Qa => &["/qa"],
             Task::FillMask => &["/fill-mask"],
             Task::Generate => &["/generate"],
@@ -105,7 +111,7 @@ impl std::str::FromStr for Task {
             Some(Task::Search) => Err("search is served with --index INDEX".into()),
             Some(task) => Ok(task),
             None => Err(format!(
-                "unknown task `{s}` (expected embed, classify, ner, qa, fill-mask or generate)"
+                "unknown task `{s}` (expected embed, classify, ner, nlu, qa, fill-mask or generate)"
             )),
         }
     }
@@ -133,6 +139,7 @@ pub struct Models {
     pub embedder: Option<Embedder>,
     pub classifier: Option<TextClassifier>,
     pub tagger: Option<TokenClassifier>,
+    pub parser: Option<IntentSlotParser>,
     pub answerer: Option<QuestionAnswerer>,
     pub filler: Option<FillMask>,
     pub generator: Option<Generator>,
@@ -160,6 +167,7 @@ impl Models {
                 embedder: None,
                 classifier: None,
                 tagger: None,
+                parser: None,
                 answerer: None,
                 filler: None,
                 generator: None,
@@ -204,6 +212,9 @@ impl Models {
         let tagger = wants(Task::Ner)
             .then(|| TokenClassifier::load(dir, &pipeline))
             .transpose()?;
+        let parser = wants(Task::Nlu)
+            .then(|| IntentSlotParser::load(dir, &pipeline))
+            .transpose()?;
         let answerer = wants(Task::Qa)
             .then(|| QuestionAnswerer::load(dir, &pipeline, QaOptions::default()))
             .transpose()?;
@@ -215,6 +226,7 @@ impl Models {
             embedder,
             classifier,
             tagger,
+            parser,
             answerer,
             filler,
             generator: None,
@@ -243,6 +255,7 @@ impl Models {
             embedder: None,
             classifier: None,
             tagger: None,
+            parser: None,
             answerer: None,
             filler: None,
             max_input_length: generator.max_length,
@@ -259,6 +272,7 @@ impl Models {
                 Task::Embed => self.embedder.is_some(),
                 Task::Classify => self.classifier.is_some(),
                 Task::Ner => self.tagger.is_some(),
+                Task::Nlu => self.parser.is_some(),
                 Task::Qa => self.answerer.is_some(),
                 Task::FillMask => self.filler.is_some(),
                 Task::Generate => self.generator.is_some(),
@@ -273,6 +287,7 @@ impl Models {
             self.embedder.as_ref().map(|p| p.pipeline().into()),
             self.classifier.as_ref().map(|p| p.pipeline().into()),
             self.tagger.as_ref().map(|p| p.pipeline().into()),
+            self.parser.as_ref().map(|p| p.pipeline().into()),
             self.answerer.as_ref().map(|p| p.pipeline().into()),
             self.filler.as_ref().map(|p| p.pipeline().into()),
             self.generator.as_ref().map(|g| TokenizerRef {
@@ -342,6 +357,10 @@ impl Models {
             (
                 Task::Ner,
                 self.tagger.as_ref().map(|p| &p.pipeline().report),
+            ),
+            (
+                Task::Nlu,
+                self.parser.as_ref().map(|p| &p.pipeline().report),
             ),
             (
                 Task::Qa,

@@ -96,6 +96,14 @@ pub fn document() -> Value {
             "truncate": truncate}), &["inputs"],
             json!({"type": "array", "items": {"type": "object", "properties": {
                 "text": {"type": "string"}, "entities": {"type": "array"}}}})),
+        "/nlu": post("Each text's intent and slots from a joint intent and slot model, as `bert nlu` prints them", json!({
+            "inputs": texts(), "truncate": truncate}), &["inputs"],
+            json!({"type": "array", "items": {"type": "object", "properties": {
+                "text": {"type": "string"}, "intent": {"type": "string"}, "intent_score": {"type": "number"},
+                "intents": {"type": "object", "additionalProperties": {"type": "number"}},
+                "slots": {"type": "array", "items": {"type": "object", "properties": {
+                    "slot": {"type": "string"}, "word": {"type": "string"}, "start": {"type": "integer"},
+                    "end": {"type": "integer"}, "score": {"type": "number"}}}}}}})),
         "/qa": post("The answer to a question in a context, as `bert qa` prints it", json!({
             "question": {"type": "string"}, "context": {"type": "string"},
             "top_k": {"type": "integer", "default": 1}, "max_answer_len": {"type": "integer", "default": 15},

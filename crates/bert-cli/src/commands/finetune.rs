@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::{
-    prepare_classification, prepare_qa, prepare_seq2seq, prepare_tagging, ClassificationData,
-    Columns, PairColumns, PairFile, Prepared, QaData, Seq2SeqData, SpanOptions, TaggingData,
-    WeightSetup,
+    prepare_classification, prepare_intent_slots, prepare_qa, prepare_seq2seq, prepare_tagging,
+    ClassificationData, Columns, IntentSlotsData, PairColumns, PairFile, Prepared, QaData,
+    Seq2SeqData, SpanOptions, TaggingData, WeightSetup,
 };
 use bert::train::{train, EvalStrategy, Event, TrainingOptions, World};
 use serde_json::{Map, Value};
@@ -89,6 +89,17 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
             prepared.boxed()
         }
         TaskKind::Seq2seq => prepare_seq2seq(&model_dir, &seq2seq_data(&args), setup)?.boxed(),
+        TaskKind::IntentSlots => prepare_intent_slots(
+            &model_dir,
+            &IntentSlotsData {
+                train: args.train.clone(),
+                eval: args.eval.clone(),
+                max_length: args.max_length,
+                slot_loss_coef: args.slot_loss_coef,
+            },
+            setup,
+        )?
+        .boxed(),
     };
     for note in prepared.notes.iter().filter(|_| leader) {
         eprintln!("note: {note}");
@@ -120,6 +131,7 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                 let unit = match args.task {
                     TaskKind::Qa => "question/context windows",
                     TaskKind::Seq2seq => "source -> target pairs",
+                    TaskKind::IntentSlots => "utterances",
                     _ => "examples",
                 };
                 eprintln!("{} training {unit}", train_examples.unwrap_or(0));

@@ -9,6 +9,7 @@ pub mod finetune;
 pub mod generate;
 pub mod index;
 pub mod ner;
+pub mod nlu;
 pub mod pretrain;
 pub mod qa;
 pub mod score;

@@ -1,4 +1,4 @@
-//! `POST /fill-mask`, `/ner`, `/qa`, `/generate` and `/search`: the CLI's pipelines over HTTP,
+//! `POST /fill-mask`, `/ner`, `/nlu`, `/qa`, `/generate` and `/search`: the CLI's pipelines over HTTP,
 //! answering with the shapes the CLI prints (`/generate`: transformers' text2text-generation
 //! pipeline's). Each request runs alone on the model thread, its inputs in token-bounded
 //! batches.
@@ -6,7 +6,9 @@
 use axum::extract::State;
 use axum::Json;
 use bert::generation::GenerationOverrides;
-use bert::pipelines::{Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions};
+use bert::pipelines::{
+    Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions, Understanding,
+};
 use bert::search::{Mode, SearchHit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -199,6 +201,50 @@ pub async fn ner(
         .into_iter()
         .zip(entities)
         .map(|(text, entities)| NerResult { text, entities })
+        .collect();
+    Ok(Json(results))
+}
+
+#[derive(Deserialize)]
+pub struct NluRequest {
+    #[serde(default)]
+    inputs: Value,
+    truncate: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct NluResult {
+    text: String,
+    #[serde(flatten)]
+    understanding: Understanding,
+}
+
+/// `POST /nlu`: each text's intent and slots, as `bert nlu` prints them.
+pub async fn nlu(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<NluRequest>,
+) -> Result<Json<Vec<NluResult>>, ApiError> {
+    if state.models.parser.is_none() {
+        return Err(state.models.missing(Task::Nlu));
+    }
+    let texts = texts(&request.inputs, "inputs")?;
+    check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
+    let budget = state.config.max_batch_tokens;
+    let understood = state
+        .worker
+        .ask(|reply| Command::Nlu {
+            texts: texts.clone(),
+            truncate,
+            budget,
+            reply,
+        })
+        .await?;
+    let results = (texts.into_iter().zip(understood))
+        .map(|(text, understanding)| NluResult {
+            text,
+            understanding,
+        })
         .collect();
     Ok(Json(results))
 }

@@ -4,6 +4,7 @@
 //! training loop ([`crate::train::train`]).
 
 pub mod classification;
+pub mod intent_slots;
 pub mod ner;
 pub mod qa;
 pub mod seq2seq;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 pub use classification::{ClassificationTask, Columns};
+pub use intent_slots::IntentSlotsTask;
 pub use ner::TokenClassificationTask;
 pub use qa::{QuestionAnsweringTask, SpanOptions};
 pub use seq2seq::{PairColumns, PairFile, Seq2SeqTask};
@@ -26,8 +28,8 @@ pub use trainer::FinetuneTask;
 use crate::error::{Error, Result};
 use crate::generation::GenerationConfig;
 use crate::model::{
-    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    EncoderDecoderModel,
+    BertForIntentSlots, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, EncoderDecoderModel,
 };
 use crate::tokenizer::{Tokenizer, Truncation};
 use crate::weights::checkpoint::Checkpoint;
@@ -277,6 +279,87 @@ pub fn prepare_tagging(
             train,
             eval,
             pad_id: tokenizer.pad_id(),
+        },
+        newly_initialized,
+        notes,
+    })
+}
+
+/// What a joint intent and slot fine-tune reads.
+#[derive(Debug, Clone)]
+pub struct IntentSlotsData {
+    /// JSON Lines, `word:TAG ... <=> intent` lines, or a `seq.in`/`seq.out`/`label` folder.
+    pub train: PathBuf,
+    pub eval: Option<PathBuf>,
+    /// As for [`ClassificationData::max_length`].
+    pub max_length: Option<usize>,
+    /// The slot loss's weight against the intent loss's (1.0).
+    pub slot_loss_coef: f64,
+}
+
+/// Reads the utterances, sets their intents and tags as the config's label maps, and loads the
+/// model from `model_dir` with the joint heads.
+pub fn prepare_intent_slots(
+    model_dir: &Path,
+    data: &IntentSlotsData,
+    setup: impl Into<WeightSetup>,
+) -> Result<Prepared<IntentSlotsTask>> {
+    let mut config = BertConfig::from_file(&model_dir.join("config.json"))?;
+    let tokenizer = task_tokenizer(model_dir, &config, data.max_length)?;
+    let train = intent_slots::read_utterances(&data.train)?;
+    let eval = data
+        .eval
+        .as_ref()
+        .map(|path| intent_slots::read_utterances(path))
+        .transpose()?;
+    let (intents, tags) = intent_slots::label_sets(&train);
+    let load = |path: &Path, utterances| {
+        intent_slots::load_set(path, utterances, &intents, &tags, &tokenizer)
+    };
+    let train = load(&data.train, train)?;
+    let eval = match (eval, &data.eval) {
+        (Some(utterances), Some(path)) => Some(load(path, utterances)?),
+        _ => None,
+    };
+    let mut notes: Vec<String> = Vec::new();
+    let consequence = ": their last words are neither trained on nor scored";
+    notes.extend(truncation_note(
+        "training utterances",
+        train.truncated,
+        train.encodings.len(),
+        consequence,
+    ));
+    if let Some(set) = &eval {
+        let total = set.encodings.len();
+        notes.extend(truncation_note(
+            "evaluation utterances",
+            set.truncated,
+            total,
+            consequence,
+        ));
+        if set.unseen_intents + set.unseen_tags > 0 {
+            notes.push(format!(
+                "{} evaluation utterances have an intent and {} words a slot tag that the training data \
+                 lacks: they count as wrong",
+                set.unseen_intents, set.unseen_tags
+            ));
+        }
+    }
+    config.set_intent_and_slot_labels(&intents, &tags);
+    let (store, model, newly_initialized) = trainable(model_dir, &config, setup.into(), |p, c| {
+        BertForIntentSlots::load(p, c, intents.len(), tags.len())
+    })?;
+    Ok(Prepared {
+        config,
+        store,
+        task: IntentSlotsTask {
+            model,
+            intents,
+            tags,
+            train,
+            eval,
+            pad_id: tokenizer.pad_id(),
+            slot_loss_coef: data.slot_loss_coef,
         },
         newly_initialized,
         notes,

@@ -187,19 +187,24 @@ pub fn load_tagged(
 
 /// A label per token: the word's tag on its first sub-token, -100 elsewhere.
 fn first_subtoken_labels(encoding: &Encoding, word_tags: &[i64]) -> Vec<i64> {
+    let mut labels = vec![IGNORE_INDEX; encoding.word_ids.len()];
+    for (position, word) in first_subtokens(encoding) {
+        labels[position] = word_tags[word];
+    }
+    labels
+}
+
+/// (token position, word) of each word's first sub-token.
+pub(crate) fn first_subtokens(encoding: &Encoding) -> Vec<(usize, usize)> {
     let mut previous = None;
-    encoding
-        .word_ids
-        .iter()
-        .map(|word| {
-            let label = match word {
-                Some(w) if *word != previous => word_tags[*w as usize],
-                _ => IGNORE_INDEX,
-            };
-            previous = *word;
-            label
-        })
-        .collect()
+    let mut firsts = Vec::new();
+    for (position, word) in encoding.word_ids.iter().enumerate() {
+        if let Some(w) = word.filter(|_| *word != previous) {
+            firsts.push((position, w as usize));
+        }
+        previous = *word;
+    }
+    firsts
 }
 
 impl TaggedSet {
@@ -245,14 +250,12 @@ impl FinetuneTask for TokenClassificationTask {
     }
 
     /// The loss averages over the labelled first sub-tokens.
-    fn loss_terms(&self, indices: &[usize]) -> usize {
-        indices
-            .iter()
-            .map(|&i| {
-                let labels = &self.train.labels[i];
-                labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
-            })
-            .sum()
+    fn loss_terms(&self, indices: &[usize]) -> Vec<usize> {
+        let labelled = indices.iter().map(|&i| {
+            let labels = &self.train.labels[i];
+            labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
+        });
+        vec![labelled.sum()]
     }
 
     fn eval_len(&self) -> usize {

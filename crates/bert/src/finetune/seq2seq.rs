@@ -270,8 +270,8 @@ impl FinetuneTask for Seq2SeqTask {
     }
 
     /// The loss is a mean over target tokens.
-    fn loss_terms(&self, indices: &[usize]) -> usize {
-        indices.iter().map(|&i| self.train.labels[i].len()).sum()
+    fn loss_terms(&self, indices: &[usize]) -> Vec<usize> {
+        vec![indices.iter().map(|&i| self.train.labels[i].len()).sum()]
     }
 
     fn eval_len(&self) -> usize {

@@ -18,9 +18,19 @@ pub trait FinetuneTask: Sync {
     fn train_len(&self) -> usize;
     /// The mean loss over the training examples `indices`.
     fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss>;
-    /// How many terms that mean averages over: the examples, unless a task says otherwise.
-    fn loss_terms(&self, indices: &[usize]) -> usize {
-        indices.len()
+    /// How many terms that mean averages over: the examples, unless a task says otherwise. A loss
+    /// of several parts (each a mean over its own terms) gives one count per part.
+    fn loss_terms(&self, indices: &[usize]) -> Vec<usize> {
+        vec![indices.len()]
+    }
+    /// The loss with each part weighted (`weights`, one per `loss_terms` count: the shard's share of
+    /// the global batch's terms).
+    fn weighted_loss(&self, indices: &[usize], weights: &[f64], mode: &Mode) -> Result<TrainLoss> {
+        let part = self.train_loss(indices, mode)?;
+        Ok(TrainLoss {
+            loss: (part.loss * weights[0])?,
+            tokens: part.tokens,
+        })
     }
     /// How many items the evaluation set has (examples; question windows for QA), 0 without one.
     fn eval_len(&self) -> usize;
@@ -75,15 +85,11 @@ impl<F: FinetuneTask + ?Sized> Task for F {
     }
 
     fn loss_terms(&self, batch: &Vec<usize>) -> Vec<usize> {
-        vec![FinetuneTask::loss_terms(self, batch)]
+        FinetuneTask::loss_terms(self, batch)
     }
 
     fn loss(&self, batch: &Vec<usize>, weights: &[f64], mode: &Mode) -> Result<TrainLoss> {
-        let part = self.train_loss(batch, mode)?;
-        Ok(TrainLoss {
-            loss: (part.loss * weights[0])?,
-            tokens: part.tokens,
-        })
+        self.weighted_loss(batch, weights, mode)
     }
 
     fn eval_len(&self) -> usize {

@@ -257,8 +257,8 @@ impl Beams {
             .iter()
             .any(|&finished| best_possible > if finished { worst } else { IMPOSSIBLE });
         self.improvable &= beatable;
-        let full = config.early_stopping == EarlyStopping::Finished
-            && self.is_finished.iter().all(|&f| f);
+        let full =
+            config.early_stopping == EarlyStopping::Finished && self.is_finished.iter().all(|&f| f);
         self.improvable && !full
     }
 }
@@ -287,8 +287,11 @@ impl Best {
         for (b, block) in values.chunks(BLOCK).enumerate() {
             // Rounding is monotonic: when the block's largest value does not enter, none does.
             if let Some(worst) = self.worst() {
-                let largest = block.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-                if !(largest + base > worst) {
+                let largest = block
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+                // NaN never enters either: only `Greater` lets the block in.
+                if (largest + base).partial_cmp(&worst) != Some(std::cmp::Ordering::Greater) {
                     continue;
                 }
             }

@@ -28,7 +28,10 @@ pub fn decode(
     let mut open: Vec<usize> = (0..rows).collect();
     let mut length = 1;
     while length < max_length && !open.is_empty() {
-        let last: Vec<u32> = open.iter().map(|&r| *sequences[r].last().unwrap_or(&start)).collect();
+        let last: Vec<u32> = open
+            .iter()
+            .map(|&r| *sequences[r].last().unwrap_or(&start))
+            .collect();
         let input = Tensor::from_vec(last, (open.len(), 1), &Device::Cpu)?;
         let logits = decoder.step(&input, &mut cache)?;
         let vocab = logits.dim(1)?;

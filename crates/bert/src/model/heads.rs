@@ -249,6 +249,48 @@ impl BertForTokenClassification {
     }
 }
 
+/// The joint model's logits: the utterance's intent and each token's slot tag.
+#[derive(Debug, Clone)]
+pub struct IntentSlotsOutput {
+    /// (B, intents)
+    pub intent_logits: Tensor,
+    /// (B, T, tags)
+    pub slot_logits: Tensor,
+}
+
+/// Joint intent detection and slot filling (Chen et al. 2019): the pooled `[CLS]` state's intent
+/// (`intent_classifier`) and each token's slot tag (`slot_classifier`), both after dropout.
+pub struct BertForIntentSlots {
+    pub bert: BertModel,
+    dropout: Dropout,
+    intent_classifier: Linear,
+    slot_classifier: Linear,
+}
+
+impl BertForIntentSlots {
+    pub fn load(p: &Params, c: &BertConfig, intents: usize, tags: usize) -> Result<Self> {
+        let head = |name: &str, n: usize| {
+            Linear::load_or_init(&p.pp(name), c.hidden_size, n, c.initializer_range)
+        };
+        Ok(BertForIntentSlots {
+            bert: BertModel::load(&p.pp("bert"), c, true)?,
+            dropout: Dropout::new(c.classifier_dropout()),
+            intent_classifier: head("intent_classifier", intents)?,
+            slot_classifier: head("slot_classifier", tags)?,
+        })
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<IntentSlotsOutput> {
+        let out = self.bert.forward(batch, mode)?;
+        let pooled = self.dropout.forward(pooled(&out)?, mode)?;
+        let tokens = self.dropout.forward(&out.hidden_states, mode)?;
+        Ok(IntentSlotsOutput {
+            intent_logits: self.intent_classifier.forward(&pooled)?,
+            slot_logits: self.slot_classifier.forward(&tokens)?,
+        })
+    }
+}
+
 /// Answer-span logits: where the answer starts and ends.
 #[derive(Debug, Clone)]
 pub struct QuestionAnsweringOutput {

@@ -18,7 +18,7 @@ pub use embeddings::BertEmbeddings;
 pub use encoder::{BertModel, BertOutput, BertPooler};
 pub use encoder_decoder::EncoderDecoderModel;
 pub use heads::{
-    BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining, BertForQuestionAnswering,
-    BertForSequenceClassification, BertForTokenClassification, PreTrainingOutput,
-    QuestionAnsweringOutput,
+    BertForIntentSlots, BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining,
+    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+    IntentSlotsOutput, PreTrainingOutput, QuestionAnsweringOutput,
 };

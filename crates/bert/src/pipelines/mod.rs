@@ -7,6 +7,7 @@ mod embed;
 mod fill_mask;
 mod generate;
 mod ner;
+mod nlu;
 mod qa;
 
 use crate::nn::Precision;
@@ -19,6 +20,7 @@ pub use embed::{EmbedOptions, Embedder};
 pub use fill_mask::{FillMask, MaskPrediction};
 pub use generate::{GeneratedText, Generator};
 pub use ner::{Aggregation, Entity, TokenClassifier};
+pub use nlu::{IntentSlotParser, Slot, Understanding};
 pub use qa::{Answer, QaOptions, QuestionAnswerer};
 
 use crate::error::{Error, Result};

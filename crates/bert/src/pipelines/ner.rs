@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::model::{BertForTokenClassification, Mode};
 use crate::pipelines::{softmax, Pipeline, PipelineOptions};
-use crate::tokenizer::Encoding;
+use crate::tokenizer::{Encoding, Tokenizer};
 
 /// How token predictions become entities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,41 +121,63 @@ impl TokenClassifier {
             .model
             .forward(&batch, &Mode::Eval)?
             .to_vec3()?;
-        Ok(texts
-            .iter()
-            .zip(encodings)
-            .zip(&logits)
+        let aggregator = Aggregator {
+            labels: &self.labels,
+            tokenizer: &self.pipeline.tokenizer,
+        };
+        Ok((texts.iter().zip(encodings).zip(&logits))
             .map(|((text, encoding), rows)| {
-                let scored = self.scored_tokens(text, encoding, rows);
-                let labelled = match aggregation {
-                    Aggregation::None | Aggregation::Simple => {
-                        scored.iter().map(|s| self.label_token(s)).collect()
-                    }
-                    _ => self.label_words(&scored, aggregation),
-                };
-                let entities = if aggregation == Aggregation::None {
-                    labelled.into_iter().map(token_entity).collect()
-                } else {
-                    self.group(&labelled)
-                };
-                entities
-                    .into_iter()
-                    .filter(|e: &Entity| {
-                        let label = e.entity.as_ref().or(e.entity_group.as_ref());
-                        !label.is_some_and(|l| ignore_labels.contains(l))
-                    })
-                    .collect()
+                aggregator.entities(text, encoding, rows, aggregation, ignore_labels)
             })
             .collect())
+    }
+}
+
+/// Turns per-token logits into entities as `transformers`' token-classification pipeline does.
+pub(crate) struct Aggregator<'a> {
+    /// Tag names by id.
+    pub labels: &'a [String],
+    pub tokenizer: &'a Tokenizer,
+}
+
+impl Aggregator<'_> {
+    /// The entities of `text` from its `encoding`'s per-token logits `rows`, grouped by
+    /// `aggregation`, without those labelled `ignore_labels`.
+    pub fn entities(
+        &self,
+        text: &str,
+        encoding: &Encoding,
+        rows: &[Vec<f32>],
+        aggregation: Aggregation,
+        ignore_labels: &[String],
+    ) -> Vec<Entity> {
+        let scored = self.scored_tokens(text, encoding, rows);
+        let labelled = match aggregation {
+            Aggregation::None | Aggregation::Simple => {
+                scored.iter().map(|s| self.label_token(s)).collect()
+            }
+            _ => self.label_words(&scored, aggregation),
+        };
+        let entities = if aggregation == Aggregation::None {
+            labelled.into_iter().map(token_entity).collect()
+        } else {
+            self.group(&labelled)
+        };
+        entities
+            .into_iter()
+            .filter(|e: &Entity| {
+                let label = e.entity.as_ref().or(e.entity_group.as_ref());
+                !label.is_some_and(|l| ignore_labels.contains(l))
+            })
+            .collect()
     }
 
     /// Softmax scores of the non-special tokens, with whether each continues a word (a `##` piece).
     fn scored_tokens(&self, text: &str, encoding: &Encoding, rows: &[Vec<f32>]) -> Vec<Scored> {
         let chars: Vec<char> = text.chars().collect();
         let unk = self
-            .pipeline
             .tokenizer
-            .token_to_id(&self.pipeline.tokenizer.special_tokens().unk);
+            .token_to_id(&self.tokenizer.special_tokens().unk);
         (0..encoding.ids.len())
             .filter(|&i| encoding.special_tokens_mask[i] == 0)
             .map(|i| {
@@ -228,7 +250,7 @@ impl TokenClassifier {
                     label: self.labels[best].clone(),
                     score: scores[best],
                     index: pieces[0].index,
-                    word: self.pipeline.tokenizer.tokens_to_string(&tokens),
+                    word: self.tokenizer.tokens_to_string(&tokens),
                     start: pieces[0].start,
                     end: pieces[pieces.len() - 1].end,
                 }
@@ -262,7 +284,7 @@ impl TokenClassifier {
                     entity_group: Some(kind.to_string()),
                     score: group.iter().map(|l| l.score).sum::<f32>() / group.len() as f32,
                     index: None,
-                    word: self.pipeline.tokenizer.tokens_to_string(&words),
+                    word: self.tokenizer.tokens_to_string(&words),
                     start: first.start,
                     end: group[group.len() - 1].end,
                 }

@@ -68,6 +68,12 @@ pub struct BertConfig {
     pub model_type: String,
     pub is_decoder: bool,
     pub add_cross_attention: bool,
+    /// A joint intent and slot model's intents (`BertForIntentAndSlots`), by id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent_id2label: Option<BTreeMap<String, String>>,
+    /// Its slot tags, by id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_id2label: Option<BTreeMap<String, String>>,
 }
 
 impl Default for BertConfig {
@@ -98,6 +104,8 @@ impl Default for BertConfig {
             model_type: "bert".into(),
             is_decoder: false,
             add_cross_attention: false,
+            intent_id2label: None,
+            slot_id2label: None,
         }
     }
 }
@@ -245,6 +253,35 @@ impl BertConfig {
                     .unwrap_or_else(|| format!("LABEL_{i}"))
             })
             .collect()
+    }
+
+    /// A joint intent and slot model's intents and slot tags, in id order, or which map is missing.
+    pub fn intent_and_slot_labels(
+        &self,
+    ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
+        let ordered = |map: &Option<BTreeMap<String, String>>, key: &str| {
+            let map = map.as_ref().ok_or(format!("no `{key}`"))?;
+            (0..map.len())
+                .map(|i| map.get(&i.to_string()).cloned())
+                .collect::<Option<Vec<_>>>()
+                .ok_or(format!(
+                    "`{key}` must number its labels 0, 1, ... without gaps"
+                ))
+        };
+        Ok((
+            ordered(&self.intent_id2label, "intent_id2label")?,
+            ordered(&self.slot_id2label, "slot_id2label")?,
+        ))
+    }
+
+    /// Sets a joint intent and slot model's label maps.
+    pub fn set_intent_and_slot_labels(&mut self, intents: &[String], tags: &[String]) {
+        let by_id = |labels: &[String]| {
+            let ids = labels.iter().enumerate();
+            Some(ids.map(|(i, l)| (i.to_string(), l.clone())).collect())
+        };
+        self.intent_id2label = by_id(intents);
+        self.slot_id2label = by_id(tags);
     }
 
     /// The problem type of a classification head, inferred as `transformers` does when absent.
