@@ -8,6 +8,7 @@ mod bad_input;
 mod encoder_decoder;
 mod finetune;
 mod gradient_parity;
+mod intent_slots;
 mod layers;
 mod long_text;
 mod mapped_weights;
