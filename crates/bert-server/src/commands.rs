@@ -226,16 +226,9 @@ fn nlu(
     let parser = (models.parser.as_ref()).ok_or_else(|| models.missing(Task::Nlu))?;
     let limit = models.max_input_length;
     let encodings = encode_all(texts, "inputs", truncate, limit, |t| parser.encode(t))?;
-    let mut understood = Vec::with_capacity(texts.len());
-    let mut done = 0;
-    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-        let mine: Vec<&str> = (texts[done..done + group.len()].iter())
-            .map(String::as_str)
-            .collect();
-        understood.extend(parser.understand(&mine, group)?);
-        done += group.len();
-    }
-    Ok(understood)
+    in_text_groups(texts, &encodings, budget, |texts, group| {
+        parser.understand(texts, group)
+    })
 }
 
 fn ner(
@@ -252,15 +245,27 @@ fn ner(
         .ok_or_else(|| models.missing(Task::Ner))?;
     let limit = models.max_input_length;
     let encodings = encode_all(texts, "inputs", truncate, limit, |t| tagger.encode(t))?;
-    let mut entities = Vec::with_capacity(texts.len());
+    in_text_groups(texts, &encodings, budget, |texts, group| {
+        tagger.tag(texts, group, aggregation, ignore_labels)
+    })
+}
+
+/// `run` over the texts and their encodings in groups of at most `budget` padded tokens, the outputs
+/// in the texts' order.
+fn in_text_groups<T>(
+    texts: &[String],
+    encodings: &[Encoding],
+    budget: usize,
+    mut run: impl FnMut(&[&str], &[Encoding]) -> bert::Result<Vec<T>>,
+) -> Result<Vec<T>, ApiError> {
+    let mut outputs = Vec::with_capacity(texts.len());
     let mut done = 0;
-    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-        let mine: Vec<&str> = texts[done..done + group.len()]
-            .iter()
+    for group in groups_by_tokens(encodings, budget, |e| e.ids.len()) {
+        let mine: Vec<&str> = (texts[done..done + group.len()].iter())
             .map(String::as_str)
             .collect();
-        entities.extend(tagger.tag(&mine, group, aggregation, ignore_labels)?);
+        outputs.extend(run(&mine, group)?);
         done += group.len();
     }
-    Ok(entities)
+    Ok(outputs)
 }

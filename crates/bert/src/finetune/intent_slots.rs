@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::batch::Batch;
 use crate::error::{read_to_string, Error, Result};
-use crate::finetune::ner::first_subtokens;
+use crate::finetune::ner::{first_subtokens, is_json_lines, string_list};
 use crate::finetune::trainer::FinetuneTask;
 use crate::loss::{cross_entropy, token_cross_entropy, IGNORE_INDEX};
 use crate::metrics::{classification_report, entity_report};
@@ -48,8 +48,7 @@ pub fn read_utterances(path: &Path) -> Result<Vec<Utterance>> {
         read_triple(path)?
     } else {
         let text = read_to_string(path)?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if matches!(ext, "jsonl" | "json" | "ndjson") {
+        if is_json_lines(path) {
             read_json_lines(path, &text)?
         } else {
             read_atis(path, &text)?
@@ -100,16 +99,10 @@ fn read_json_lines(path: &Path, text: &str) -> Result<Vec<Utterance>> {
         let error = |message: String| Error::data(path, index + 1, message);
         let object: Map<String, Value> =
             serde_json::from_str(line).map_err(|e| error(format!("invalid JSON: {e}")))?;
-        let strings = |key: &str| -> Result<Vec<String>> {
-            let items = (object.get(key).and_then(Value::as_array))
-                .ok_or_else(|| error(format!("no `{key}` list")))?;
-            items
-                .iter()
-                .map(|v| {
-                    (v.as_str().map(String::from))
-                        .ok_or_else(|| error(format!("`{key}` must hold strings, found {v}")))
-                })
-                .collect()
+        let strings = |key: &str| {
+            string_list(&object, key)
+                .unwrap_or_else(|| Err(format!("no `{key}` list")))
+                .map_err(error)
         };
         let intent = (object.get("intent").and_then(Value::as_str))
             .ok_or_else(|| error("no `intent` string".into()))?;

@@ -31,8 +31,7 @@ pub struct TaggedSentence {
 /// Reads a CoNLL file, or JSON Lines when the name ends in `.jsonl`/`.json`.
 pub fn read_tagged(path: &Path) -> Result<Vec<TaggedSentence>> {
     let text = read_to_string(path)?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let sentences = if matches!(ext, "jsonl" | "json" | "ndjson") {
+    let sentences = if is_json_lines(path) {
         read_json_lines(path, &text)?
     } else {
         read_conll(path, &text)?
@@ -90,19 +89,7 @@ fn read_json_lines(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
         let object: Map<String, Value> =
             serde_json::from_str(line).map_err(|e| error(format!("invalid JSON: {e}")))?;
         // Lists of strings; numbered tags (a datasets export) would score as no entities at all.
-        let list = |key: &str| -> Option<Result<Vec<String>>> {
-            let items = object.get(key)?.as_array()?;
-            Some(
-                items
-                    .iter()
-                    .map(|v| {
-                        v.as_str().map(String::from).ok_or_else(|| {
-                            error(format!("`{key}` must hold strings (tag names), found {v}"))
-                        })
-                    })
-                    .collect(),
-            )
-        };
+        let list = |key: &str| string_list(&object, key).map(|r| r.map_err(error));
         let words = list("tokens").ok_or_else(|| error("no `tokens` list".into()))??;
         let tags = list("tags")
             .or_else(|| list("ner_tags"))
@@ -121,6 +108,30 @@ fn read_json_lines(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
         });
     }
     Ok(sentences)
+}
+
+/// Whether `path` names a JSON Lines file (`.jsonl`, `.json`, `.ndjson`).
+pub(crate) fn is_json_lines(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    matches!(ext, "jsonl" | "json" | "ndjson")
+}
+
+/// `object[key]` as a list of strings: `None` when it is not a list, what is wrong when an item is
+/// not a string (tag names, not numbers).
+pub(crate) fn string_list(
+    object: &Map<String, Value>,
+    key: &str,
+) -> Option<std::result::Result<Vec<String>, String>> {
+    let items = object.get(key)?.as_array()?;
+    Some(
+        items
+            .iter()
+            .map(|v| {
+                (v.as_str().map(String::from))
+                    .ok_or_else(|| format!("`{key}` must hold strings (tag names), found {v}"))
+            })
+            .collect(),
+    )
 }
 
 /// The tag names of the training sentences, sorted.

@@ -83,26 +83,28 @@ impl DecoderCache {
     /// one of the current ones of the same source; so the cross-attention part, equal for them all,
     /// stays as it is).
     pub fn reorder(&mut self, rows: &[u32]) -> Result<()> {
-        let rows = Tensor::new(rows, self.encoder_bias.device())?;
-        for layer in &mut self.layers {
-            if let Some(past) = &layer.past {
-                layer.past = Some(past.select_rows(&rows)?);
-            }
-        }
-        Ok(())
+        self.select(rows, false)
     }
 
     /// Keeps, in order, only the sequences at `rows`, each with its own source's cross-attention keys
     /// and values (generation drops the sequences whose outputs can no longer change).
     pub fn retain(&mut self, rows: &[u32]) -> Result<()> {
+        self.select(rows, true)
+    }
+
+    fn select(&mut self, rows: &[u32], with_source: bool) -> Result<()> {
         let rows = Tensor::new(rows, self.encoder_bias.device())?;
         for layer in &mut self.layers {
             if let Some(past) = &layer.past {
                 layer.past = Some(past.select_rows(&rows)?);
             }
-            layer.cross = layer.cross.select_rows(&rows)?;
+            if with_source {
+                layer.cross = layer.cross.select_rows(&rows)?;
+            }
         }
-        self.encoder_bias = self.encoder_bias.index_select(&rows, 0)?;
+        if with_source {
+            self.encoder_bias = self.encoder_bias.index_select(&rows, 0)?;
+        }
         Ok(())
     }
 }

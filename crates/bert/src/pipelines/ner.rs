@@ -315,7 +315,7 @@ fn split_tag(label: &str) -> (char, &str) {
 }
 
 /// The first index of the largest value (numpy's argmax).
-fn argmax(values: &[f32]) -> usize {
+pub(super) fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {

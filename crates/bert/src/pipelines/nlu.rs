@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::{BertForIntentSlots, Mode};
-use crate::pipelines::ner::Aggregator;
+use crate::pipelines::ner::{argmax, Aggregator};
 use crate::pipelines::{softmax, Aggregation, Pipeline, PipelineOptions};
 use crate::tokenizer::Encoding;
 
@@ -113,13 +113,7 @@ impl IntentSlotParser {
 
     fn understanding(&self, intent_logits: &[f32], slots: Vec<Slot>) -> Understanding {
         let probabilities = softmax(intent_logits);
-        let best = (0..probabilities.len()).fold(0, |best, i| {
-            if probabilities[i] > probabilities[best] {
-                i
-            } else {
-                best
-            }
-        });
+        let best = argmax(&probabilities);
         Understanding {
             intent: self.intents[best].clone(),
             intent_score: probabilities[best],
