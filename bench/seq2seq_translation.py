@@ -3,7 +3,7 @@
 
     scripts/datasets.sh DATA bible && pip install torch transformers accelerate sacrebleu
     python bench/seq2seq_translation.py --data DATA [--work DIR] [--threads 2] [--pairs 12000]
-        [--pretrain-steps 4000] [--pretrain-length 64] [--epochs 3] [--test 0] [--torch-seeds 42,43,44]
+        [--pretrain-steps 4000] [--pretrain-length 64] [--epochs 3] [--test 0] [--torch-seeds 42,43,44] [--repeat 3]
 
 1. A shared English+French WordPiece vocabulary (`bert vocab`, cased) and a small bilingual BERT pretrained
    on the training chapters (`bert pretrain`, masked LM + next sentence).
@@ -21,6 +21,7 @@ Prints a Markdown table and writes WORK/results.json. Steps whose output exists 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -189,6 +190,7 @@ def main():
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--torch-seeds", default="42,43,44")
+    p.add_argument("--repeat", type=int, default=3, help="beam-search timing runs per side (median reported)")
     args = p.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     work = args.work
@@ -217,14 +219,20 @@ def main():
         predictions = os.path.join(row["model"] + ".test.fr")
         row["generate_seconds"] = bert_translate(args.bert, row["model"], test_src, predictions)
         row.update(scores(args.bert, pretrained, predictions, test_ref))
-    # Beam-search throughput on one checkpoint, both implementations.
+    # Beam-search throughput on one checkpoint, both implementations, alternating; medians.
     ours = rows["bert, warm-started"]
     theirs_file = os.path.join(work, "bert.test.torch.fr")
-    torch_seconds = torch_translate(args, ours["model"], test_src, theirs_file)
+    ours_file = os.path.join(work, "bert.test.again.fr")
+    bert_runs, torch_runs = [ours["generate_seconds"]], []
+    for run in range(args.repeat):
+        torch_runs.append(torch_translate(args, ours["model"], test_src, theirs_file))
+        if run > 0:
+            bert_runs.append(bert_translate(args.bert, ours["model"], test_src, ours_file))
+    bert_seconds, torch_seconds = statistics.median(bert_runs), statistics.median(torch_runs)
     same = sum(a == b for a, b in zip(lines(theirs_file), lines(ours["model"] + ".test.fr")))
-    throughput = {"sentences": len(test_src), "bert_seconds": ours["generate_seconds"],
-                  "transformers_seconds": torch_seconds,
-                  "speedup": torch_seconds / ours["generate_seconds"], "identical_outputs": same}
+    throughput = {"sentences": len(test_src), "bert_seconds": bert_seconds, "transformers_seconds": torch_seconds,
+                  "bert_runs": bert_runs, "transformers_runs": torch_runs,
+                  "speedup": torch_seconds / bert_seconds, "identical_outputs": same}
     torch_rows = [r for n, r in rows.items() if n.startswith("transformers")]
     json.dump({"rows": rows, "throughput": throughput, "hyper": HYPER, "args": vars(args)},
               open(os.path.join(work, "results.json"), "w"), indent=1)
@@ -236,7 +244,8 @@ def main():
         print(f"| {name} | {r['train_seconds']:.0f} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['bertscore_f1']:.4f} |")
     ratio = rows["bert, warm-started"]["train_seconds"] / min(r["train_seconds"] for r in torch_rows)
     print(f"\ntraining time, bert / transformers: {ratio:.2f}x")
-    print(f"beam search ({len(test_src)} sentences, beam {HYPER['beams']}): bert {throughput['bert_seconds']:.1f} s, "
+    print(f"beam search ({len(test_src)} sentences, beam {HYPER['beams']}, median of {args.repeat}): "
+          f"bert {bert_seconds:.1f} s, "
           f"transformers {torch_seconds:.1f} s: {throughput['speedup']:.2f}x; identical outputs "
           f"{same}/{len(test_src)}")
 
