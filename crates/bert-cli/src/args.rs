@@ -314,6 +314,13 @@ pub struct FinetuneArgs {
     /// seq2seq: the targets of --eval, a text file line for line with it.
     #[arg(long, requires = "eval")]
     pub eval_target: Option<PathBuf>,
+    /// Test data, same format: once training ends, the kept model is scored on it and the metrics
+    /// printed and written to OUT/test_results.json (transformers' `do_predict`).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// seq2seq: the targets of --test, a text file line for line with it.
+    #[arg(long, requires = "test")]
+    pub test_target: Option<PathBuf>,
     /// seq2seq: the column holding the source text.
     #[arg(long, default_value = "source")]
     pub source_column: String,

@@ -84,7 +84,7 @@ impl Progress {
         let per_step = self.started.elapsed().as_secs_f64() / done;
         let eta = per_step * self.max_steps.saturating_sub(m.step) as f64;
         let line = format!(
-            "step {}/{} | epoch {} | loss {:.4} | lr {:.2e} | {:.0} tok/s | ETA {}",
+            "step {}/{} | epoch {:.2} | loss {:.4} | lr {:.2e} | {:.0} tok/s | ETA {}",
             m.step,
             self.max_steps,
             m.epoch,

@@ -686,8 +686,15 @@ fn finetune_classify_then_classify_with_the_result() {
         ));
     }
     std::fs::write(dir.join("train.csv"), &csv).unwrap();
+    // The test set: the training sentences with every label swapped, so the model scores 0.
+    let swapped = csv
+        .replace(",pos", ",tmp")
+        .replace(",neg", ",pos")
+        .replace(",tmp", ",neg");
+    std::fs::write(dir.join("test.csv"), swapped).unwrap();
     let out = dir.join("model");
     let (model, train) = (fixture("tiny-base"), dir.join("train.csv"));
+    let test = dir.join("test.csv");
     let base = [
         "finetune",
         "--model",
@@ -710,6 +717,8 @@ fn finetune_classify_then_classify_with_the_result() {
         "2e-3",
         "--metric-for-best",
         "accuracy",
+        "--test",
+        test.to_str().unwrap(),
     ];
     let run = bert(&base, b"");
     assert!(run.status.success(), "{}", stderr(&run));
@@ -718,6 +727,11 @@ fn finetune_classify_then_classify_with_the_result() {
         serde_json::from_str(&std::fs::read_to_string(out.join("eval_results.json")).unwrap())
             .unwrap();
     assert_eq!(results["accuracy"], 1.0, "{results}");
+    let tested: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("test_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(tested["accuracy"], 0.0, "{tested}");
+    assert!(stderr(&run).contains("test: "), "{}", stderr(&run));
     let classified = bert(
         &[
             "classify",

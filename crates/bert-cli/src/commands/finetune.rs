@@ -2,15 +2,18 @@
 //! evaluations as they come, with a progress line on stderr; SIGINT/SIGTERM stops it with the best model
 //! so far kept.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use bert::finetune::FinetuneTask;
 use bert::finetune::{
     prepare_classification, prepare_intent_slots, prepare_qa, prepare_seq2seq, prepare_tagging,
     ClassificationData, Columns, IntentSlotsData, PairColumns, PairFile, Prepared, QaData,
     Seq2SeqData, SpanOptions, TaggingData, WeightSetup,
 };
 use bert::train::{train, EvalStrategy, Event, TrainingOptions, World};
+use bert::weights::save::SavedConfig;
 use serde_json::{Map, Value};
 
 use crate::args::{FinetuneArgs, TaskKind, TrainingDefaults};
@@ -43,64 +46,11 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
         seed: options.seed,
         precision: options.precision,
     };
-    let prepared = match args.task {
-        TaskKind::Classify => prepare_classification(
-            &model_dir,
-            &ClassificationData {
-                train: args.train.clone(),
-                eval: args.eval.clone(),
-                columns: Columns {
-                    text: args.text_column.clone(),
-                    text_pair: args.text_pair_column.clone(),
-                    label: args.label_column.clone(),
-                },
-                problem: args.problem_type.into(),
-                max_length: args.max_length,
-            },
-            setup,
-        )
-        .map(Prepared::boxed)?,
-        TaskKind::Ner => prepare_tagging(
-            &model_dir,
-            &TaggingData {
-                train: args.train.clone(),
-                eval: args.eval.clone(),
-                max_length: args.max_length,
-            },
-            setup,
-        )
-        .map(Prepared::boxed)?,
-        TaskKind::Qa => {
-            let (prepared, _) = prepare_qa(
-                &model_dir,
-                &QaData {
-                    train: args.train.clone(),
-                    eval: args.eval.clone(),
-                    max_length: args.max_length,
-                    doc_stride: args.doc_stride,
-                    spans: SpanOptions {
-                        n_best_size: args.n_best_size,
-                        max_answer_length: args.max_answer_length,
-                        null_score_diff_threshold: args.null_score_diff_threshold,
-                    },
-                },
-                setup,
-            )?;
-            prepared.boxed()
-        }
-        TaskKind::Seq2seq => prepare_seq2seq(&model_dir, &seq2seq_data(&args), setup)?.boxed(),
-        TaskKind::IntentSlots => prepare_intent_slots(
-            &model_dir,
-            &IntentSlotsData {
-                train: args.train.clone(),
-                eval: args.eval.clone(),
-                max_length: args.max_length,
-                slot_loss_coef: args.slot_loss_coef,
-            },
-            setup,
-        )?
-        .boxed(),
-    };
+    let eval = args.eval.as_deref().map(|data| Scored {
+        data,
+        target: args.eval_target.as_deref(),
+    });
+    let prepared = prepare(&args, &model_dir, eval, setup)?;
     for note in prepared.notes.iter().filter(|_| leader) {
         eprintln!("note: {note}");
     }
@@ -174,24 +124,123 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
         );
         return Ok(ExitCode::from(130));
     }
+    drop(prepared);
+    if let Some(data) = args.test.as_deref() {
+        let test = Scored {
+            data,
+            target: args.test_target.as_deref(),
+        };
+        score_test(&args, test, setup, options.batch_size)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Scores the model kept in the output directory on the test data: the metrics on stderr and in
+/// `test_results.json`.
+fn score_test(args: &FinetuneArgs, test: Scored, setup: WeightSetup, batch: usize) -> Result<()> {
+    let out = &args.training.out;
+    let tested = prepare(args, out, Some(test), setup)
+        .with_context(|| format!("reading the test data {}", test.data.display()))?;
+    for note in &tested.notes {
+        eprintln!("note (test): {note}");
+    }
+    let metrics = bert::train::evaluate(tested.task.as_ref(), batch)
+        .with_context(|| format!("scoring {} on {}", out.display(), test.data.display()))?;
+    eprintln!("test: {}", summary(&metrics));
+    let path = out.join("test_results.json");
+    let json = serde_json::to_string_pretty(&metrics)?;
+    std::fs::write(&path, format!("{json}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The data a task is scored on: --eval, or --test once training ends.
+#[derive(Clone, Copy)]
+struct Scored<'a> {
+    data: &'a Path,
+    /// seq2seq: the targets, line for line with `data`.
+    target: Option<&'a Path>,
+}
+
+/// The task `args` names, its model loaded from `model_dir`, scored on `eval`.
+fn prepare(
+    args: &FinetuneArgs,
+    model_dir: &Path,
+    eval: Option<Scored>,
+    setup: WeightSetup,
+) -> Result<Prepared<Box<dyn FinetuneTask>, Box<dyn SavedConfig>>> {
+    Ok(match args.task {
+        TaskKind::Classify => prepare_classification(
+            model_dir,
+            &ClassificationData {
+                train: args.train.clone(),
+                eval: eval.map(|eval| eval.data.to_path_buf()),
+                columns: Columns {
+                    text: args.text_column.clone(),
+                    text_pair: args.text_pair_column.clone(),
+                    label: args.label_column.clone(),
+                },
+                problem: args.problem_type.into(),
+                max_length: args.max_length,
+            },
+            setup,
+        )
+        .map(Prepared::boxed)?,
+        TaskKind::Ner => prepare_tagging(
+            model_dir,
+            &TaggingData {
+                train: args.train.clone(),
+                eval: eval.map(|eval| eval.data.to_path_buf()),
+                max_length: args.max_length,
+            },
+            setup,
+        )
+        .map(Prepared::boxed)?,
+        TaskKind::Qa => {
+            let (prepared, _) = prepare_qa(
+                model_dir,
+                &QaData {
+                    train: args.train.clone(),
+                    eval: eval.map(|eval| eval.data.to_path_buf()),
+                    max_length: args.max_length,
+                    doc_stride: args.doc_stride,
+                    spans: SpanOptions {
+                        n_best_size: args.n_best_size,
+                        max_answer_length: args.max_answer_length,
+                        null_score_diff_threshold: args.null_score_diff_threshold,
+                    },
+                },
+                setup,
+            )?;
+            prepared.boxed()
+        }
+        TaskKind::Seq2seq => prepare_seq2seq(model_dir, &seq2seq_data(args, eval), setup)?.boxed(),
+        TaskKind::IntentSlots => prepare_intent_slots(
+            model_dir,
+            &IntentSlotsData {
+                train: args.train.clone(),
+                eval: eval.map(|eval| eval.data.to_path_buf()),
+                max_length: args.max_length,
+                slot_loss_coef: args.slot_loss_coef,
+            },
+            setup,
+        )?
+        .boxed(),
+    })
+}
+
 /// What `--task seq2seq` reads: a table, or sources and targets line for line.
-fn seq2seq_data(args: &FinetuneArgs) -> Seq2SeqData {
-    let file = |path: &std::path::Path, target: &Option<std::path::PathBuf>| match target {
+fn seq2seq_data(args: &FinetuneArgs, eval: Option<Scored>) -> Seq2SeqData {
+    let file = |path: &Path, target: Option<&Path>| match target {
         Some(target) => PairFile::Aligned {
             source: path.to_path_buf(),
-            target: target.clone(),
+            target: target.to_path_buf(),
         },
         None => PairFile::Table(path.to_path_buf()),
     };
     Seq2SeqData {
-        train: file(&args.train, &args.train_target),
-        eval: args
-            .eval
-            .as_deref()
-            .map(|eval| file(eval, &args.eval_target)),
+        train: file(&args.train, args.train_target.as_deref()),
+        eval: eval.map(|eval| file(eval.data, eval.target)),
         columns: PairColumns {
             source: args.source_column.clone(),
             target: args.target_column.clone(),

@@ -15,7 +15,8 @@ use crate::plot::write_loss_curve;
 #[derive(Debug, Clone, Serialize)]
 pub struct StepMetrics {
     pub step: usize,
-    pub epoch: usize,
+    /// Epochs trained, the running one as a fraction.
+    pub epoch: f64,
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,

@@ -291,7 +291,7 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
         let step_seconds = step_start.elapsed().as_secs_f64();
         let step_metrics = StepMetrics {
             step: next,
-            epoch: self.state.epoch,
+            epoch: self.epochs_done(),
             loss: totals.loss,
             lr,
             grad_norm,
@@ -428,8 +428,18 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
         let options = self.options;
         let mut eval = evaluate_on(self.task, options.batch_size, &options.world, &self.shards)?;
         eval.insert("step".into(), self.state.step.into());
-        eval.insert("epoch".into(), self.state.epoch.into());
+        eval.insert("epoch".into(), self.epochs_done().into());
         Ok(eval)
+    }
+
+    /// Epochs trained so far, the running one as a fraction (transformers' `epoch`: 1.0 at the end
+    /// of the first).
+    fn epochs_done(&self) -> f64 {
+        let whole = self.state.epoch as f64;
+        match self.task.examples_per_epoch() {
+            Some(n) if n > 0 => whole + (self.state.examples_in_epoch as f64 / n as f64).min(1.0),
+            _ => whole,
+        }
     }
 
     fn elapsed(&self) -> f64 {

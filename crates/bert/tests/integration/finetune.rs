@@ -153,6 +153,15 @@ fn classifier_learns_and_the_saved_best_model_agrees_with_its_evaluation() {
     ] {
         assert!(!results[key].is_null(), "eval_results.json lacks {key}");
     }
+    // Epochs count as transformers' do: the evaluation after the last of 20 epochs is at epoch 20.0.
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last_eval: serde_json::Value = log
+        .lines()
+        .filter(|line| line.contains("loss_eval"))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .next_back()
+        .unwrap();
+    assert_eq!(last_eval["epoch"], 20.0, "{last_eval}");
     // The saved model is the one evaluated: the pipeline predicts every evaluation label.
     let classifier = TextClassifier::load(&out, &PipelineOptions::default(), None).unwrap();
     let rows = sentiment_rows();
