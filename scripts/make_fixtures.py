@@ -7,6 +7,7 @@ this script, so the tests themselves need no Python. Run it from the repository 
     python3 -m venv .venv && . .venv/bin/activate
     pip install torch transformers safetensors sentence-transformers
     python scripts/make_fixtures.py [--minilm $BERT_TEST_MODELS/all-MiniLM-L6-v2 | --skip-minilm]
+    python scripts/make_fixtures.py --only-intent-slots   # only tiny-intent-slots/ and its gradients
 
 It writes, under crates/bert/tests/fixtures/:
   tiny-*/            tiny random checkpoints of every head (config.json, weights, tokenizer files)
@@ -117,7 +118,8 @@ def init_randomly(model, seed):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    model.tie_weights()
+    if hasattr(model, "tie_weights"):  # a `transformers` model; the joint intent-slot model is a plain module
+        model.tie_weights()
 
 
 def run_reference(name, model, tok, pairs, labels_fn, save_kwargs, extra_files=None):
@@ -453,6 +455,109 @@ def head_gradient_fixtures():
         print("wrote gradients of", name)
 
 
+# Utterances of the joint intent and slot fixture: (words, one slot tag a word, intent). Several words
+# split into sub-tokens (farm ##er, look ##ed, stand ##s, sea .), so slot labels sit on first ones.
+INTENT_SLOT_UTTERANCES = [
+    (["show", "trees", "in", "paris", "france"], ["O", "B-thing", "O", "B-city", "B-country"], "find"),
+    (["the", "farmer", "looked", "at", "the", "north", "sea."],
+     ["O", "B-person", "O", "O", "O", "B-place", "I-place"], "describe"),
+    (["who", "stands", "in", "new", "york", "city"], ["O", "O", "O", "B-city", "I-city", "I-city"], "ask"),
+]
+SLOT_LOSS_COEF = 0.5  # not 1, so that the weighting is tested
+
+
+class JointIntentSlots(torch.nn.Module):
+    """The Rust crate's `BertForIntentAndSlots` (Chen et al. 2019), which `transformers` lacks: `BertModel`
+    with its pooler, dropout, `intent_classifier` on the pooled output and `slot_classifier` on every
+    token's state. Parameter names are the Rust ones (`bert.*`, `intent_classifier.*`, `slot_classifier.*`)."""
+
+    def __init__(self, config, intents, tags):
+        super().__init__()
+        self.bert = BertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = torch.nn.Dropout(dropout)
+        self.intent_classifier = torch.nn.Linear(config.hidden_size, intents)
+        self.slot_classifier = torch.nn.Linear(config.hidden_size, tags)
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        out = self.bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        return (self.intent_classifier(self.dropout(out.pooler_output)),
+                self.slot_classifier(self.dropout(out.last_hidden_state)))
+
+
+def intent_slots_fixtures(vocab):
+    """tiny-intent-slots/: a tiny random joint intent and slot checkpoint (config.json with both label maps,
+    sorted as the Rust task sorts them) and reference.json (its utterances, tokenized as words with each
+    word's tag on its first sub-token); training/tiny-intent-slots-grads.safetensors: every parameter's
+    gradient of one step (dropout off) of intent cross-entropy (mean over utterances) plus SLOT_LOSS_COEF
+    times slot cross-entropy (mean over labelled tokens), and the loss."""
+    from safetensors.torch import load_file
+
+    name = "tiny-intent-slots"
+    directory = os.path.join(OUT, name)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    tok = BertTokenizerFast.from_pretrained(os.path.join(OUT, "tiny-base"))
+    tok.save_pretrained(directory)
+    intents = sorted({intent for _, _, intent in INTENT_SLOT_UTTERANCES})
+    tags = sorted({tag for _, word_tags, _ in INTENT_SLOT_UTTERANCES for tag in word_tags})
+    config = make_config(vocab, architectures=["BertForIntentAndSlots"])
+    model = JointIntentSlots(config, len(intents), len(tags))
+    init_randomly(model, 12)
+    weights = os.path.join(directory, "model.safetensors")
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, weights, metadata={"format": "pt"})
+    config.save_pretrained(directory)
+    config_path = os.path.join(directory, "config.json")
+    with open(config_path) as f:
+        saved = json.load(f)
+    saved["intent_id2label"] = {str(i): label for i, label in enumerate(intents)}
+    saved["slot_id2label"] = {str(i): label for i, label in enumerate(tags)}
+    with open(config_path, "w") as f:
+        json.dump(saved, f, indent=2, sort_keys=True)
+
+    enc = tok([words for words, _, _ in INTENT_SLOT_UTTERANCES], is_split_into_words=True, padding=True,
+              return_tensors="pt")
+    slot_labels = torch.full_like(enc["input_ids"], -100)
+    for row, (_, word_tags, _) in enumerate(INTENT_SLOT_UTTERANCES):
+        previous = None
+        for position, word in enumerate(enc.word_ids(row)):
+            if word is not None and word != previous:
+                slot_labels[row, position] = tags.index(word_tags[word])
+            previous = word
+    intent_labels = torch.tensor([intents.index(intent) for _, _, intent in INTENT_SLOT_UTTERANCES])
+
+    # As head_gradient_fixtures: the saved weights in a model with dropout off, in training mode.
+    run_config = BertConfig.from_pretrained(directory, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                            classifier_dropout=0.0)
+    model = JointIntentSlots(run_config, len(intents), len(tags))
+    model.load_state_dict(load_file(weights))
+    model.train()
+    batch = {k: enc[k] for k in ["input_ids", "token_type_ids", "attention_mask"]}
+    intent_logits, slot_logits = model(**batch)
+    cross_entropy = torch.nn.functional.cross_entropy  # mean over the labels that are not -100
+    loss = (cross_entropy(intent_logits, intent_labels)
+            + SLOT_LOSS_COEF * cross_entropy(slot_logits.reshape(-1, len(tags)), slot_labels.reshape(-1)))
+    loss.backward()
+    grads = {n: p.grad.detach().clone().contiguous() for n, p in model.named_parameters()}
+    grads["loss"] = loss.detach().reshape(1)
+    os.makedirs(os.path.join(OUT, "training"), exist_ok=True)
+    save_file(grads, os.path.join(OUT, "training", f"{name}-grads.safetensors"))
+
+    ref = {
+        "utterances": [{"words": w, "tags": t, "intent": i} for w, t, i in INTENT_SLOT_UTTERANCES],
+        "slot_loss_coef": SLOT_LOSS_COEF,
+        "input_ids": batch["input_ids"].tolist(),
+        "token_type_ids": batch["token_type_ids"].tolist(),
+        "attention_mask": batch["attention_mask"].tolist(),
+        "labels": {"intent_labels": intent_labels.tolist(), "slot_labels": slot_labels.tolist()},
+        "outputs": {"intent_logits": dump(intent_logits), "slot_logits": dump(slot_logits),
+                    "loss": dump(loss.reshape(1))},
+    }
+    with open(os.path.join(directory, "reference.json"), "w") as f:
+        json.dump(ref, f)
+    print("wrote", directory, "and its gradients")
+
+
 NER_TEXTS = [
     "The capital of France is Paris.",
     "Naïve café owners write their résumé while the sun is hot.",
@@ -482,13 +587,19 @@ def main():
     parser.add_argument("--minilm", default=os.path.join(os.environ.get("BERT_TEST_MODELS", ""), "all-MiniLM-L6-v2"),
                         help="all-MiniLM-L6-v2 (default: $BERT_TEST_MODELS/all-MiniLM-L6-v2)")
     parser.add_argument("--skip-minilm", action="store_true", help="leave the MiniLM fixtures as they are")
+    parser.add_argument("--only-intent-slots", action="store_true",
+                        help="write only the joint intent and slot fixtures (tiny-intent-slots/ and its gradients)")
     args = parser.parse_args()
     torch.manual_seed(0)
     vocab = tiny_vocab()
+    if args.only_intent_slots:
+        intent_slots_fixtures(vocab)
+        return
     tiny_models(vocab)
     tokenizer_fixtures(vocab)
     training_fixtures()
     head_gradient_fixtures()
+    intent_slots_fixtures(vocab)
     pipeline_fixtures()
     if not args.skip_minilm:
         minilm_fixtures(args.minilm)

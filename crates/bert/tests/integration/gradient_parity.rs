@@ -2,22 +2,25 @@
 //! (dropout off), one step's loss and every parameter's gradient match `transformers` within 1e-4
 //! relative, and the first ten losses of AdamW with warm-up, decay and clipping match within 1e-3.
 //! The fine-tuning heads (sequence classification in its three problem types, token classification,
-//! question answering) match one step's loss and every gradient too.
+//! question answering, and the joint intent and slot model through its task with a slot loss weight)
+//! match one step's loss and every gradient too.
 
 use std::collections::HashMap;
 
 use crate::common::{fixture, max_abs, max_abs_diff};
+use bert::finetune::intent_slots::{load_set, Utterance};
+use bert::finetune::{FinetuneTask, IntentSlotsTask};
 use bert::loss::{pretraining_loss, sequence_classification_loss, span_loss, token_cross_entropy};
 use bert::model::{
-    BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, Mode, Precision,
+    BertForIntentSlots, BertForPreTraining, BertForQuestionAnswering,
+    BertForSequenceClassification, BertForTokenClassification, Mode, Precision,
 };
 use bert::rng::Rng;
 use bert::train::{AdamW, AdamWConfig, LinearSchedule};
 use bert::weights::checkpoint::Checkpoint;
 use bert::weights::config::ProblemType;
 use bert::weights::params::ParamStore;
-use bert::{Batch, BertConfig};
+use bert::{Batch, BertConfig, Tokenizer};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
@@ -354,4 +357,64 @@ fn question_answering_head_matches_pytorch_gradients() {
     )
     .unwrap();
     assert_head_step_matches("tiny-qa", &loss, &store);
+}
+
+/// The reference's utterances, as the joint task reads them from a file.
+fn utterances(reference: &serde_json::Value) -> Vec<Utterance> {
+    let list = reference["utterances"].as_array().unwrap();
+    (list.iter().enumerate())
+        .map(|(i, u)| Utterance {
+            line: i + 1,
+            words: serde_json::from_value(u["words"].clone()).unwrap(),
+            tags: serde_json::from_value(u["tags"].clone()).unwrap(),
+            intent: u["intent"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// The joint intent and slot model through its fine-tuning task: the utterances tokenized as words
+/// with each tag on its word's first sub-token (the reference's tokens and labels), and the intent
+/// loss plus `slot_loss_coef` (0.5) times the slot loss.
+#[test]
+fn intent_slots_head_matches_pytorch_gradients() {
+    let name = "tiny-intent-slots";
+    let (config, store, _, reference) = head_setup(name);
+    let (intents, tags) = config.intent_and_slot_labels().unwrap();
+    let model =
+        BertForIntentSlots::load(&store.root(), &config, intents.len(), tags.len()).unwrap();
+    let dir = fixture(name);
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let train = load_set(&dir, utterances(&reference), &intents, &tags, &tokenizer).unwrap();
+    let expected = &reference["labels"];
+    let ids: Vec<Vec<u32>> = serde_json::from_value(reference["input_ids"].clone()).unwrap();
+    let slots: Vec<Vec<i64>> = serde_json::from_value(expected["slot_labels"].clone()).unwrap();
+    for (i, encoding) in train.encodings.iter().enumerate() {
+        let len = encoding.ids.len();
+        assert_eq!(encoding.ids, ids[i][..len], "utterance {i}: token ids");
+        assert!(
+            ids[i][len..].iter().all(|&id| id == 0),
+            "utterance {i}: too few tokens"
+        );
+        assert_eq!(
+            train.slots[i],
+            slots[i][..len],
+            "utterance {i}: slot labels"
+        );
+    }
+    let intent_labels: Vec<i64> =
+        serde_json::from_value(expected["intent_labels"].clone()).unwrap();
+    assert_eq!(train.intents, intent_labels);
+    let task = IntentSlotsTask {
+        model,
+        intents,
+        tags,
+        train,
+        eval: None,
+        pad_id: tokenizer.pad_id(),
+        slot_loss_coef: reference["slot_loss_coef"].as_f64().unwrap(),
+    };
+    let rng = std::sync::Mutex::new(Rng::new(0));
+    let all: Vec<usize> = (0..task.train_len()).collect();
+    let loss = task.train_loss(&all, &Mode::Train(&rng)).unwrap().loss;
+    assert_head_step_matches(name, &loss, &store);
 }
