@@ -6,8 +6,8 @@ mod common;
 
 use bert::generation::GenerationOverrides;
 use bert::pipelines::{
-    Aggregation, EmbedOptions, Embedder, FillMask, Generator, PipelineOptions, QaOptions,
-    QuestionAnswerer, TextClassifier, TokenClassifier,
+    Aggregation, EmbedOptions, Embedder, FillMask, Generator, IntentSlotParser, PipelineOptions,
+    QaOptions, QuestionAnswerer, TextClassifier, TokenClassifier,
 };
 use bert_server::{ServerConfig, Task, ROUTES};
 use common::*;
@@ -334,6 +334,46 @@ async fn ner_answers_as_the_cli_prints_for_each_aggregation() {
         "{}",
         bad.error()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nlu_answers_intent_and_slots_as_the_cli_prints() {
+    // The server picks /nlu from the checkpoint's `architectures` (BertForIntentAndSlots).
+    let router = default_server("tiny-intent-slots");
+    let parser =
+        IntentSlotParser::load(&fixture("tiny-intent-slots"), &PipelineOptions::default()).unwrap();
+    let encodings: Vec<_> = TEXTS.iter().map(|t| parser.encode(t).unwrap()).collect();
+    let expected = parser.understand(&TEXTS, &encodings).unwrap();
+    let answer = post_json(&router, "/nlu", &json!({"inputs": TEXTS})).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let results = answer.body.as_array().unwrap();
+    assert_eq!(results.len(), TEXTS.len());
+    for ((result, expected), text) in results.iter().zip(&expected).zip(TEXTS) {
+        assert_eq!(result["text"], text);
+        // Through JSON text, as the server writes it (f32 scores at their shortest).
+        let mut want: Value =
+            serde_json::from_str(&serde_json::to_string(expected).unwrap()).unwrap();
+        want["text"] = json!(text);
+        assert_eq!(result, &want);
+        let scores = result["intents"].as_object().unwrap();
+        let total: f64 = scores.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "intent scores sum to {total}");
+        assert_eq!(
+            scores[result["intent"].as_str().unwrap()],
+            result["intent_score"]
+        );
+    }
+    // One text in, a list of one out; an empty list is a client error.
+    let one = post_json(&router, "/nlu", &json!({"inputs": TEXTS[0]})).await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.body.as_array().unwrap().len(), 1);
+    let empty = post_json(&router, "/nlu", &json!({"inputs": []})).await;
+    assert!(empty.status.is_client_error(), "{}", empty.body);
+    // A model without the joint heads has no /nlu, and says what it serves.
+    let encoder = default_server("tiny-base");
+    let answer = post_json(&encoder, "/nlu", &json!({"inputs": "x"})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.error().contains("/embed"), "{}", answer.error());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
