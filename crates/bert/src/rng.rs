@@ -58,16 +58,23 @@ impl Rng {
     pub fn bernoulli(&mut self, n: usize, p: f64, dropped: f32, kept: f32) -> Vec<f32> {
         let start = self.state;
         self.state = start.wrapping_add((n as u64).wrapping_mul(GAMMA));
-        // uniform() < p  <=>  (z >> 11) < p * 2^53, both sides exact in f64.
-        let threshold = p * (1u64 << 53) as f64;
+        // uniform() < p  <=>  (z >> 11) < p * 2^53 (both sides exact in f64)  <=>  the integer
+        // (z >> 11) < ceil(p * 2^53): compared as integers, which vectorise without AVX-512.
+        let limit = (p * (1u64 << 53) as f64).ceil() as u64;
         let mut out = vec![kept; n];
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::cpu::avx512dq() {
             // SAFETY: the CPU has AVX-512F and DQ, checked just above.
-            unsafe { bernoulli_avx512(start, threshold, dropped, &mut out) };
+            unsafe { bernoulli_avx512(start, limit, dropped, &mut out) };
             return out;
         }
-        bernoulli_into(start, threshold, dropped, &mut out);
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::cpu::avx2_fma() {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { bernoulli_avx2(start, limit, dropped, &mut out) };
+            return out;
+        }
+        bernoulli_into(start, limit, dropped, &mut out);
         out
     }
 
@@ -107,12 +114,12 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Sets `out[i]` to `dropped` where draw `i` after `start` falls under `threshold` (of 2^53).
+/// Sets `out[i]` to `dropped` where draw `i` after `start`, its top 53 bits, falls under `limit`.
 #[inline(always)]
-fn bernoulli_into(start: u64, threshold: f64, dropped: f32, out: &mut [f32]) {
+fn bernoulli_into(start: u64, limit: u64, dropped: f32, out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         let z = mix(start.wrapping_add((i as u64 + 1).wrapping_mul(GAMMA)));
-        if ((z >> 11) as f64) < threshold {
+        if (z >> 11) < limit {
             *o = dropped;
         }
     }
@@ -120,9 +127,16 @@ fn bernoulli_into(start: u64, threshold: f64, dropped: f32, out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn bernoulli_avx512(start: u64, threshold: f64, dropped: f32, out: &mut [f32]) {
+unsafe fn bernoulli_avx512(start: u64, limit: u64, dropped: f32, out: &mut [f32]) {
     // Compiled with AVX-512 enabled: the same loop, vectorised.
-    bernoulli_into(start, threshold, dropped, out)
+    bernoulli_into(start, limit, dropped, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bernoulli_avx2(start: u64, limit: u64, dropped: f32, out: &mut [f32]) {
+    // The same loop, 4 lanes (64-bit multiplies built from 32-bit ones).
+    bernoulli_into(start, limit, dropped, out)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! What this CPU can do, and the environment switches that turn our own kernels off for comparison.
 //! Every kernel asks here, so one file says which instruction sets are used and when.
 //!
-//! - `BERT_GEMM=candle`: Linear layers use candle's matmul instead of [`crate::kernels::gemm`].
+//! - `BERT_GEMM=candle`: Linear layers use candle's matmul and broadcast add instead of our fused op
+//!   and [`crate::kernels::gemm`].
 //! - `BERT_AMX=off`: bf16 and int8 products take the emulated path instead of AMX tiles.
 
 use std::sync::OnceLock;
@@ -12,6 +13,20 @@ pub fn avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX2 with FMA: the element-wise kernels' 8-lane form where AVX-512 is missing (scalar code the
+/// compiler vectorises inside a function compiled for these features).
+#[inline]
+pub fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -45,14 +60,19 @@ pub fn avx512bf16() -> bool {
     }
 }
 
-/// Whether Linear layers use our gemm ([`crate::kernels::gemm`]): where the CPU has AVX-512 (else
-/// candle's matmul is as fast), unless the environment sets `BERT_GEMM=candle` (to compare the two).
+/// Whether Linear layers run as our fused op ([`crate::ops::linear::LinearOp`]: the bias added as the
+/// product is stored, the bias gradient summed row by row) rather than as candle's matmul and
+/// broadcast add, unless the environment sets `BERT_GEMM=candle` (to compare the two). The product
+/// itself is our gemm with AVX-512, the `gemm` crate's (candle's) without.
+pub fn linear_op_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("BERT_GEMM").map_or(true, |v| v != "candle"))
+}
+
+/// Whether our gemm's own blocked kernel ([`crate::kernels::gemm`]) runs the products: where the
+/// CPU has AVX-512 (else the `gemm` crate's kernels are as fast), unless `BERT_GEMM=candle`.
 pub fn fast_gemm_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let wanted = std::env::var("BERT_GEMM").map_or(true, |v| v != "candle");
-        wanted && avx512f()
-    })
+    linear_op_wanted() && avx512f()
 }
 
 /// Whether AMX tiles may be used: the CPU has them with bf16 and int8, and the environment does not

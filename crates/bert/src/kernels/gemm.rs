@@ -142,15 +142,63 @@ pub fn matmul_strided(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epi
             .for_each(|row| epilogue.finish(&zeros, &mut row[..n]));
         return;
     }
+    if !crate::kernels::cpu::avx512f() {
+        return portable(a, b, c, ldc, epilogue);
+    }
     if m <= FEW_ROWS && a.col == 1 && b.row == 1 {
         return by_dots(a, b, c, ldc, epilogue);
     }
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::cpu::avx512f() {
-        blocked(a, b, c, ldc, epilogue);
+    blocked(a, b, c, ldc, epilogue);
+}
+
+/// Without AVX-512: the `gemm` crate's kernels (those of candle's matmul, AVX2 and FMA where the CPU
+/// has them) for the product, on as many threads as candle gives them, then the bias and GELU over
+/// each row.
+fn portable(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = match threads {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
+    // SAFETY: every index the product reads, `i * row + p * col` for i < m, p < k (and so for b), is
+    // inside its view's data (a View's invariant), and the output holds `(m - 1) * ldc + n` values
+    // (checked by the caller); without `accumulate` the output is written before it is read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            epilogue.accumulate,
+            a.data.as_ptr(),
+            a.col as isize,
+            a.row as isize,
+            b.data.as_ptr(),
+            b.col as isize,
+            b.row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    };
+    if epilogue.bias.is_none() && !epilogue.gelu {
         return;
     }
-    fallback(a, b, c, ldc, epilogue);
+    c.par_chunks_mut(ldc).for_each(|row| {
+        let row = &mut row[..n];
+        if let Some(bias) = epilogue.bias {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+        if epilogue.gelu {
+            super::vector_math::gelu_in_place(row);
+        }
+    });
 }
 
 /// At most this many rows of `a` take the dot-product path.
@@ -328,22 +376,6 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         }
         sum
     }
-}
-
-/// The portable loop: row by row, in parallel.
-fn fallback(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
-    let n = b.cols;
-    c.par_chunks_mut(ldc).enumerate().for_each(|(i, row)| {
-        let row = &mut row[..n];
-        let mut sums = vec![0f32; n];
-        for p in 0..a.cols {
-            let x = a.at(i, p);
-            for (j, sum) in sums.iter_mut().enumerate() {
-                *sum += x * b.at(p, j);
-            }
-        }
-        epilogue.finish(&sums, row);
-    });
 }
 
 /// Packs `b[p0..p0+kc, j0..j0+nc]` into strips of NR columns: strip s holds, for each p, NR values.

@@ -1,6 +1,8 @@
 //! The element-wise functions of the encoder (GELU and its derivative, the attention softmax) over
 //! slices, with AVX-512 forms: `exp` and `erf` from libm are scalar calls, and once the matrix products
-//! run on AMX these functions were a third of a bf16 forward pass.
+//! run on AMX these functions were a third of a bf16 forward pass. Without AVX-512, CPUs with AVX2 and
+//! FMA run the same arithmetic as scalar code ([`exp`]) that the compiler vectorises in functions
+//! compiled for those features.
 //!
 //! `exp` is Cephes' `expf` (range reduction by `ln 2`, a degree-6 polynomial, `2^n` by `vscalefps`):
 //! within 2 ulp of libm. `erf` is Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7), as in the
@@ -45,6 +47,65 @@ fn has_avx512() -> bool {
     crate::kernels::cpu::avx512f()
 }
 
+fn has_avx2() -> bool {
+    crate::kernels::cpu::avx2_fma()
+}
+
+/// `e^x` as the AVX-512 form computes it (Cephes `expf`), in scalar code without a libm call, so that
+/// a loop of it vectorises: 0 below -87.3 (and within 0.3 above it, where `2^n` would be subnormal),
+/// NaN kept.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let clamped = if x > 88.7 {
+        88.7
+    } else if x < -87.3 {
+        -87.3
+    } else {
+        x
+    };
+    let n = (clamped * std::f32::consts::LOG2_E).round_ties_even();
+    let r = (-n).mul_add(0.693_359_4, clamped);
+    let r = (-n).mul_add(-2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4f32;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = p.mul_add(r, c);
+    }
+    let y = p.mul_add(r * r, r + 1.0);
+    // 2^n as 2^(n-1) * 2: n reaches 128, one past f32's largest power of two.
+    let half = f32::from_bits(((n as i32 + 126).max(0) as u32) << 23);
+    let e = y * half * 2.0;
+    if x < -87.3 {
+        0.0
+    } else {
+        e
+    }
+}
+
+/// [`erf`] with the vectorisable [`exp`].
+#[inline(always)]
+fn erf_vectorisable(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / ERF_P.mul_add(z, 1.0);
+    let mut poly = ERF_A[4];
+    for a in [ERF_A[3], ERF_A[2], ERF_A[1], ERF_A[0]] {
+        poly = poly.mul_add(t, a);
+    }
+    let y = (-poly * t).mul_add(exp(-z * z), 1.0);
+    y.copysign(x)
+}
+
+/// `Phi(x)`, vectorisable.
+#[inline(always)]
+fn cdf_vectorisable(x: f32) -> f32 {
+    0.5f32.mul_add(erf_vectorisable(x * FRAC_1_SQRT_2), 0.5)
+}
+
 /// `y = gelu(x)`, element by element.
 pub fn gelu(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
@@ -52,6 +113,11 @@ pub fn gelu(x: &[f32], y: &mut [f32]) {
     if has_avx512() {
         // SAFETY: the CPU has the features the function is compiled for, checked just above.
         return unsafe { avx512::gelu(x, y) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::gelu(x, y) };
     }
     for (y, &x) in y.iter_mut().zip(x) {
         *y = gelu_scalar(x);
@@ -65,6 +131,11 @@ pub fn gelu_in_place(x: &mut [f32]) {
         // SAFETY: the CPU has the features the function is compiled for, checked just above.
         return unsafe { avx512::gelu_in_place(x) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::gelu_in_place(x) };
+    }
     x.iter_mut().for_each(|v| *v = gelu_scalar(*v));
 }
 
@@ -75,6 +146,11 @@ pub fn gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
     if has_avx512() {
         // SAFETY: the CPU has the features the function is compiled for, checked just above.
         return unsafe { avx512::gelu_backward(x, g, dx) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::gelu_backward(x, g, dx) };
     }
     for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
         *dx = g * gelu_derivative_scalar(x);
@@ -89,6 +165,11 @@ pub fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
         // SAFETY: the CPU has the features the function is compiled for, checked just above.
         return unsafe { avx512::softmax_scaled_masked(row, scale, mask) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::softmax_scaled_masked(row, scale, mask) };
+    }
     let mut max = f32::NEG_INFINITY;
     for (x, m) in row.iter_mut().zip(mask) {
         *x = *x * scale + m;
@@ -101,6 +182,75 @@ pub fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
     }
     let scale = 1.0 / sum;
     row.iter_mut().for_each(|x| *x *= scale);
+}
+
+/// `y = e^(x - max)` for a row, returning the sum of `y` ([`exp`], vectorised where the CPU has AVX2
+/// and FMA): the middle pass of a softmax.
+pub fn exp_shifted(x: &[f32], max: f32, y: &mut [f32]) -> f32 {
+    assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features the function is compiled for, checked just above.
+        return unsafe { avx2::exp_shifted(x, max, y) };
+    }
+    exp_shifted_body(x, max, y)
+}
+
+#[inline(always)]
+fn exp_shifted_body(x: &[f32], max: f32, y: &mut [f32]) -> f32 {
+    let mut sum = 0f32;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = exp(v - max);
+        sum += *o;
+    }
+    sum
+}
+
+/// The AVX2 + FMA forms: the scalar arithmetic above, vectorised by the compiler (8 lanes).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{cdf_vectorisable, exp, FRAC_1_SQRT_2PI};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x * cdf_vectorisable(x);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_in_place(x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v *= cdf_vectorisable(*v));
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+            *dx = g * x.mul_add(pdf, cdf_vectorisable(x));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_shifted(x: &[f32], max: f32, y: &mut [f32]) -> f32 {
+        super::exp_shifted_body(x, max, y)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
+        let mut max = f32::NEG_INFINITY;
+        for (x, m) in row.iter_mut().zip(mask) {
+            *x = x.mul_add(scale, *m);
+            max = max.max(*x);
+        }
+        let mut sum = 0f32;
+        for x in row.iter_mut() {
+            *x = exp(*x - max);
+            sum += *x;
+        }
+        let scale = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= scale);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -280,6 +430,31 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_libm_to_a_few_ulp_with_the_same_limits() {
+        for i in -8800..=8800 {
+            let x = i as f32 * 0.01 + 0.003;
+            let (got, want) = (exp(x), x.exp());
+            if x < -87.3 {
+                assert_eq!(got, 0.0, "exp({x})");
+            } else if x > -86.9 {
+                assert!(
+                    (got - want).abs() <= 4.0 * f32::EPSILON * want,
+                    "exp({x}) {got} vs {want}"
+                );
+            }
+        }
+        assert!(exp(88.7).is_finite() && exp(88.7) > 3.2e38);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+        let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.3 - 5.0).collect();
+        let mut y = vec![0f32; x.len()];
+        let sum = exp_shifted(&x, 2.0, &mut y);
+        let want: f32 = x.iter().map(|v| (v - 2.0).exp()).sum();
+        assert!((sum - want).abs() <= 1e-5 * want, "{sum} vs {want}");
+        assert!((y[36] - (x[36] - 2.0).exp()).abs() <= 1e-6 * y[36]);
+    }
 
     #[test]
     fn vector_forms_match_the_scalar_ones() {

@@ -135,7 +135,7 @@ fn f32_linear(
     bf16: bool,
     gelu: bool,
 ) -> Result<Tensor> {
-    if !(fused_kernels_apply(x) && (bf16 || cpu::fast_gemm_available())) {
+    if !(fused_kernels_apply(x) && (bf16 || cpu::linear_op_wanted())) {
         let y = x.matmul(&weight.t()?)?.broadcast_add(bias)?;
         return if gelu { Ok(y.gelu_erf()?) } else { Ok(y) };
     }

@@ -5,6 +5,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::buffer::output_buffer;
+use crate::kernels::vector_math;
 use crate::ops::{f32_rows, CResult};
 
 /// Softmax over the last dimension.
@@ -22,12 +23,7 @@ impl CustomOp1 for Softmax {
             .zip(x.par_chunks(d))
             .for_each(|(y, row)| {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &v) in y.iter_mut().zip(row) {
-                    *o = (v - max).exp();
-                    sum += *o;
-                }
-                let scale = 1.0 / sum;
+                let scale = 1.0 / vector_math::exp_shifted(row, max, y);
                 y.iter_mut().for_each(|o| *o *= scale);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
