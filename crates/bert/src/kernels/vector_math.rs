@@ -56,13 +56,7 @@ fn has_avx2() -> bool {
 /// NaN kept.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let clamped = if x > 88.7 {
-        88.7
-    } else if x < -87.3 {
-        -87.3
-    } else {
-        x
-    };
+    let clamped = x.clamp(-87.3, 88.7); // NaN stays NaN
     let n = (clamped * std::f32::consts::LOG2_E).round_ties_even();
     let r = (-n).mul_add(0.693_359_4, clamped);
     let r = (-n).mul_add(-2.121_944_4e-4, r);
