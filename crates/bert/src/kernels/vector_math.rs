@@ -12,6 +12,19 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
+/// Cephes `expf`: `ln 2` in two parts (x - n ln 2 exact enough), and the polynomial of
+/// `(e^r - 1 - r) / r^2`, highest power first.
+const LN_2_HIGH: f32 = 0.693_359_4;
+const LN_2_LOW: f32 = -2.121_944_4e-4;
+const EXP_POLYNOMIAL: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
 /// Abramowitz & Stegun 7.1.26: `erf(x) = 1 - t (a1 + t (a2 + ...)) e^{-x^2}`, `t = 1 / (1 + p |x|)`.
 const ERF_P: f32 = 0.327_591_1;
 const ERF_A: [f32; 5] = [
@@ -58,17 +71,11 @@ fn has_avx2() -> bool {
 pub fn exp(x: f32) -> f32 {
     let clamped = x.clamp(-87.3, 88.7); // NaN stays NaN
     let n = (clamped * std::f32::consts::LOG2_E).round_ties_even();
-    let r = (-n).mul_add(0.693_359_4, clamped);
-    let r = (-n).mul_add(-2.121_944_4e-4, r);
-    let mut p = 1.987_569_1e-4f32;
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        p = p.mul_add(r, c);
+    let r = (-n).mul_add(LN_2_HIGH, clamped);
+    let r = (-n).mul_add(LN_2_LOW, r);
+    let mut p = EXP_POLYNOMIAL[0];
+    for c in &EXP_POLYNOMIAL[1..] {
+        p = p.mul_add(r, *c);
     }
     let y = p.mul_add(r * r, r + 1.0);
     // 2^n as 2^(n-1) * 2: n reaches 128, one past f32's largest power of two.
@@ -164,6 +171,12 @@ pub fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
         // SAFETY: as above.
         return unsafe { avx2::softmax_scaled_masked(row, scale, mask) };
     }
+    softmax_body(row, scale, mask, f32::exp)
+}
+
+/// The scalar softmax, with the given `e^x` (libm's, or [`exp`] to vectorise).
+#[inline(always)]
+fn softmax_body(row: &mut [f32], scale: f32, mask: &[f32], exp: impl Fn(f32) -> f32) {
     let mut max = f32::NEG_INFINITY;
     for (x, m) in row.iter_mut().zip(mask) {
         *x = *x * scale + m;
@@ -171,7 +184,7 @@ pub fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
     }
     let mut sum = 0f32;
     for x in row.iter_mut() {
-        *x = (*x - max).exp();
+        *x = exp(*x - max);
         sum += *x;
     }
     let scale = 1.0 / sum;
@@ -232,18 +245,7 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn softmax_scaled_masked(row: &mut [f32], scale: f32, mask: &[f32]) {
-        let mut max = f32::NEG_INFINITY;
-        for (x, m) in row.iter_mut().zip(mask) {
-            *x = x.mul_add(scale, *m);
-            max = max.max(*x);
-        }
-        let mut sum = 0f32;
-        for x in row.iter_mut() {
-            *x = exp(*x - max);
-            sum += *x;
-        }
-        let scale = 1.0 / sum;
-        row.iter_mut().for_each(|x| *x *= scale);
+        super::softmax_body(row, scale, mask, exp)
     }
 }
 
@@ -254,7 +256,9 @@ pub(crate) use avx512::gelu_vector;
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{ERF_A, ERF_P, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI};
+    use super::{
+        ERF_A, ERF_P, EXP_POLYNOMIAL, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI, LN_2_HIGH, LN_2_LOW,
+    };
 
     /// Sixteen lanes at a time, the tail through a lane mask.
     #[inline(always)]
@@ -283,17 +287,11 @@ mod avx512 {
             let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                 _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
             );
-            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-            let mut p = _mm512_set1_ps(1.987_569_1e-4);
-            for c in [
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                0.166_666_65,
-                0.5,
-            ] {
-                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN_2_HIGH), x);
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN_2_LOW), r);
+            let mut p = _mm512_set1_ps(EXP_POLYNOMIAL[0]);
+            for c in &EXP_POLYNOMIAL[1..] {
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
             }
             let y = _mm512_fmadd_ps(
                 p,
