@@ -152,11 +152,10 @@ pub fn matmul_strided(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epi
 }
 
 /// Without AVX-512: the `gemm` crate's kernels (those of candle's matmul, AVX2 and FMA where the CPU
-/// has them) for the product, on as many threads as candle gives them, then the bias and GELU over
-/// each row.
+/// has them) for the product, on the current thread pool, then the bias and GELU over each row.
 fn portable(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epilogue) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     let parallelism = match threads {
         1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),

@@ -1,6 +1,7 @@
 //! The library's layers, checked from its source: a module may use its own layer and the layers
 //! below it, never one above, so that no change can quietly bring back an import cycle. The order is
-//! the one `src/lib.rs` lists; `kernels/` may use nothing outside the standard library, rayon and libc.
+//! the one `src/lib.rs` lists; `kernels/` may use nothing outside the standard library, rayon, libc and
+//! the `gemm` crate, by `use` or by a path written out.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +25,39 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// What `kernels/` may use besides itself.
-const KERNEL_CRATES: &[&str] = &["std", "core", "rayon", "libc", "crate", "super", "self"];
+const KERNEL_CRATES: &[&str] = &[
+    "std", "core", "rayon", "libc", "gemm", "crate", "super", "self",
+];
+
+/// The library's dependencies, as Rust names them (`candle-core` -> `candle_core`).
+fn dependencies() -> Vec<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let section = text.split("[dependencies]").nth(1).unwrap_or("");
+    let section = section.split("\n[").next().unwrap_or("");
+    section
+        .lines()
+        .filter_map(|line| line.split(['=', '.']).next())
+        .map(|name| name.trim().replace('-', "_"))
+        .filter(|name| !name.is_empty() && !name.starts_with('#'))
+        .collect()
+}
+
+/// A dependency outside [`KERNEL_CRATES`] that `line` names by a path (`candle_core::...`).
+fn foreign_path<'a>(line: &str, dependencies: &'a [String]) -> Option<&'a str> {
+    dependencies
+        .iter()
+        .filter(|d| !KERNEL_CRATES.contains(&d.as_str()))
+        .find(|d| {
+            line.match_indices(&format!("{d}::")).any(|(at, _)| {
+                !line[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+        .map(String::as_str)
+}
 
 fn rank(module: &str) -> Option<usize> {
     LAYERS.iter().position(|layer| layer.contains(&module))
@@ -81,6 +114,11 @@ fn violations() -> Vec<String> {
     let mut files = Vec::new();
     sources(&src, &mut files);
     files.sort();
+    let dependencies = dependencies();
+    assert!(
+        dependencies.iter().any(|d| d == "candle_core"),
+        "read the dependencies: {dependencies:?}"
+    );
     let mut found = Vec::new();
     for file in &files {
         let Some(module) = module_of(&src, file) else {
@@ -110,6 +148,9 @@ fn violations() -> Vec<String> {
                 }
             }
             if module == "kernels" {
+                if let Some(name) = foreign_path(line, &dependencies) {
+                    found.push(format!("{at}: kernels use `{name}`"));
+                }
                 if let Some(used) = line.strip_prefix("use ") {
                     let root: String = used
                         .chars()
