@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::batch::Batch;
 use crate::error::{read_to_string, Error, Result};
 use crate::finetune::ner::{first_subtokens, is_json_lines, string_list};
+use crate::finetune::table::json_objects;
 use crate::finetune::trainer::FinetuneTask;
 use crate::loss::{cross_entropy, token_cross_entropy, IGNORE_INDEX};
 use crate::metrics::{classification_report, entity_report};
@@ -92,13 +93,9 @@ fn read_atis(path: &Path, text: &str) -> Result<Vec<Utterance>> {
 
 fn read_json_lines(path: &Path, text: &str) -> Result<Vec<Utterance>> {
     let mut utterances = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| Error::data(path, index + 1, message);
-        let object: Map<String, Value> =
-            serde_json::from_str(line).map_err(|e| error(format!("invalid JSON: {e}")))?;
+    for object in json_objects(path, text) {
+        let (line, object) = object?;
+        let error = |message: String| Error::data(path, line, message);
         let strings = |key: &str| {
             string_list(&object, key)
                 .unwrap_or_else(|| Err(format!("no `{key}` list")))
@@ -107,7 +104,7 @@ fn read_json_lines(path: &Path, text: &str) -> Result<Vec<Utterance>> {
         let intent = (object.get("intent").and_then(Value::as_str))
             .ok_or_else(|| error("no `intent` string".into()))?;
         let (words, tags) = (strings("tokens")?, strings("tags")?);
-        utterances.push(utterance(index + 1, words, tags, intent).map_err(error)?);
+        utterances.push(utterance(line, words, tags, intent).map_err(error)?);
     }
     Ok(utterances)
 }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::batch::Batch;
 use crate::error::{read_to_string, Error, Result};
+use crate::finetune::table::json_objects;
 use crate::finetune::trainer::FinetuneTask;
 use crate::loss::{token_cross_entropy, IGNORE_INDEX};
 use crate::metrics::entity_report;
@@ -81,13 +82,9 @@ fn read_conll(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
 
 fn read_json_lines(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
     let mut sentences = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| Error::data(path, index + 1, message);
-        let object: Map<String, Value> =
-            serde_json::from_str(line).map_err(|e| error(format!("invalid JSON: {e}")))?;
+    for object in json_objects(path, text) {
+        let (line, object) = object?;
+        let error = |message: String| Error::data(path, line, message);
         // Lists of strings; numbered tags (a datasets export) would score as no entities at all.
         let list = |key: &str| string_list(&object, key).map(|r| r.map_err(error));
         let words = list("tokens").ok_or_else(|| error("no `tokens` list".into()))??;
@@ -101,11 +98,7 @@ fn read_json_lines(path: &Path, text: &str) -> Result<Vec<TaggedSentence>> {
                 tags.len()
             )));
         }
-        sentences.push(TaggedSentence {
-            line: index + 1,
-            words,
-            tags,
-        });
+        sentences.push(TaggedSentence { line, words, tags });
     }
     Ok(sentences)
 }

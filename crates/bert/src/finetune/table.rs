@@ -147,30 +147,37 @@ fn read_json_lines(path: &Path) -> Result<Table> {
     let text = read_to_string(path)?;
     let mut columns: Vec<String> = Vec::new();
     let mut rows = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let cells = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(cells)) => cells,
-            Ok(_) => return Err(Error::data(path, index + 1, "expected a JSON object")),
-            Err(e) => return Err(Error::data(path, index + 1, format!("invalid JSON: {e}"))),
-        };
+    for object in json_objects(path, &text) {
+        let (line, cells) = object?;
         for key in cells.keys() {
             if !columns.contains(key) {
                 columns.push(key.clone());
             }
         }
-        rows.push(Row {
-            line: index + 1,
-            cells,
-        });
+        rows.push(Row { line, cells });
     }
     Ok(Table {
         path: path.to_path_buf(),
         columns,
         rows,
     })
+}
+
+/// The objects of a JSON Lines text with their line numbers, blank lines skipped; a line that is not
+/// a JSON object is an error naming `path` and the line.
+pub(crate) fn json_objects<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> impl Iterator<Item = Result<(usize, Map<String, Value>)>> + 'a {
+    (text.lines().enumerate())
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(
+            move |(index, line)| match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(object)) => Ok((index + 1, object)),
+                Ok(_) => Err(Error::data(path, index + 1, "expected a JSON object")),
+                Err(e) => Err(Error::data(path, index + 1, format!("invalid JSON: {e}"))),
+            },
+        )
 }
 
 #[cfg(test)]
