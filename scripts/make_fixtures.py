@@ -8,11 +8,14 @@ this script, so the tests themselves need no Python. Run it from the repository 
     pip install torch transformers safetensors sentence-transformers
     python scripts/make_fixtures.py [--minilm $BERT_TEST_MODELS/all-MiniLM-L6-v2 | --skip-minilm]
     python scripts/make_fixtures.py --only-intent-slots   # only tiny-intent-slots/ and its gradients
+    python scripts/make_fixtures.py --only-serving        # only serving.json
 
 It writes, under crates/bert/tests/fixtures/:
   tiny-*/            tiny random checkpoints of every head (config.json, weights, tokenizer files)
   tiny-*/reference.json  inputs, token ids and the model's outputs for a padded batch of texts
   tokenizer/         cased/uncased vocab-only tokenizers and HF fast-tokenizer ids for them
+  serving.json       what the server's extra routes must answer: attention probabilities
+                     (output_attentions), every token's state (embed_all) and SPLADE vectors
   minilm/            HF fast-tokenizer ids for a varied set of lines, and sentence-transformers embeddings
 """
 import argparse
@@ -582,6 +585,33 @@ def pipeline_fixtures():
     print("wrote token-classification pipeline outputs")
 
 
+SERVING_TEXTS = ["the sea is calm tonight", "a good movie", "hello world, again and again"]
+
+
+def serving_fixtures():
+    """Attention probabilities and last hidden states of tiny-base, and SPLADE vectors of tiny-mlm
+    (log(1 + relu(logits)) max-pooled over each text's tokens, as text-embeddings-inference computes
+    them), one text at a time (no padding)."""
+    base = os.path.join(OUT, "tiny-base")
+    tok = BertTokenizerFast.from_pretrained(base)
+    model = BertModel.from_pretrained(base, attn_implementation="eager").eval()
+    mlm = BertForMaskedLM.from_pretrained(os.path.join(OUT, "tiny-mlm")).eval()
+    attentions, states, splade = [], [], []
+    with torch.no_grad():
+        for text in SERVING_TEXTS:
+            enc = tok(text, return_tensors="pt")
+            out = model(**enc, output_attentions=True)
+            attentions.append([tensor_list(a[0]) for a in out.attentions])  # [layer][head][query][key]
+            states.append(tensor_list(out.last_hidden_state[0]))
+            logits = mlm(**enc).logits[0]  # (T, V)
+            weights = torch.log1p(torch.relu(logits)).max(dim=0).values
+            splade.append([[int(i), float(weights[i])] for i in torch.nonzero(weights).flatten()])
+    with open(os.path.join(OUT, "serving.json"), "w") as f:
+        json.dump({"texts": SERVING_TEXTS, "attentions": attentions, "last_hidden_state": states,
+                   "splade": splade}, f)
+    print("wrote serving.json")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", default=os.path.join(os.environ.get("BERT_TEST_MODELS", ""), "all-MiniLM-L6-v2"),
@@ -589,11 +619,15 @@ def main():
     parser.add_argument("--skip-minilm", action="store_true", help="leave the MiniLM fixtures as they are")
     parser.add_argument("--only-intent-slots", action="store_true",
                         help="write only the joint intent and slot fixtures (tiny-intent-slots/ and its gradients)")
+    parser.add_argument("--only-serving", action="store_true", help="write only serving.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     vocab = tiny_vocab()
     if args.only_intent_slots:
         intent_slots_fixtures(vocab)
+        return
+    if args.only_serving:
+        serving_fixtures()
         return
     tiny_models(vocab)
     tokenizer_fixtures(vocab)
@@ -601,6 +635,7 @@ def main():
     head_gradient_fixtures()
     intent_slots_fixtures(vocab)
     pipeline_fixtures()
+    serving_fixtures()
     if not args.skip_minilm:
         minilm_fixtures(args.minilm)
 

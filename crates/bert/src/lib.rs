@@ -94,5 +94,5 @@ pub mod weights;
 
 pub use batch::Batch;
 pub use error::{Error, Result};
-pub use tokenizer::{Encoding, Tokenizer, Truncation};
+pub use tokenizer::{Encoding, Tokenizer, Truncation, TruncationSide};
 pub use weights::config::BertConfig;

@@ -1,6 +1,9 @@
 //! Sentence embeddings from token states: `mean`, `cls`, `max` (and `mean_sqrt_len`) pooling with
 //! optional L2 normalisation, and the defaults a sentence-transformers checkpoint declares in
-//! `modules.json`, `1_Pooling/config.json` and `sentence_bert_config.json`.
+//! `modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json` and
+//! `config_sentence_transformers.json` (its named prompts).
+
+use std::collections::BTreeMap;
 
 use std::path::Path;
 
@@ -62,6 +65,11 @@ pub struct EmbeddingConfig {
     pub normalize: bool,
     /// `max_seq_length` of `sentence_bert_config.json`.
     pub max_seq_length: Option<usize>,
+    /// Texts put before an input by name (`"query": "query: "`), from
+    /// `config_sentence_transformers.json`.
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt used when a request names none.
+    pub default_prompt_name: Option<String>,
 }
 
 impl Default for EmbeddingConfig {
@@ -71,6 +79,8 @@ impl Default for EmbeddingConfig {
             pooling: Pooling::Mean,
             normalize: false,
             max_seq_length: None,
+            prompts: BTreeMap::new(),
+            default_prompt_name: None,
         }
     }
 }
@@ -96,15 +106,36 @@ struct SentenceBertConfig {
     max_seq_length: Option<usize>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SentenceTransformersConfig {
+    prompts: BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
+}
+
 impl EmbeddingConfig {
     /// Reads the sentence-transformers files of `dir`, if it has them; the default otherwise.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        let mut config = EmbeddingConfig::default();
+        let prompts_path = dir.join("config_sentence_transformers.json");
+        if prompts_path.exists() {
+            let file: SentenceTransformersConfig = read_json(&prompts_path)?;
+            if let Some(name) = &file.default_prompt_name {
+                if !file.prompts.contains_key(name) {
+                    return Err(Error::config(
+                        &prompts_path,
+                        "default_prompt_name",
+                        format!("`{name}` is not one of `prompts`"),
+                    ));
+                }
+            }
+            (config.prompts, config.default_prompt_name) = (file.prompts, file.default_prompt_name);
+        }
         let modules_path = dir.join("modules.json");
         if !modules_path.exists() {
-            return Ok(Self::default());
+            return Ok(config);
         }
         let modules: Vec<Module> = read_json(&modules_path)?;
-        let mut config = EmbeddingConfig::default();
         for module in &modules {
             let kind = module.kind.rsplit('.').next().unwrap_or_default();
             match kind {
@@ -245,6 +276,33 @@ mod tests {
         assert_eq!(
             EmbeddingConfig::from_dir(&dir_with(&[], "none")).unwrap(),
             EmbeddingConfig::default()
+        );
+    }
+
+    #[test]
+    fn reads_named_prompts_and_checks_the_default_is_one_of_them() {
+        let prompts =
+            r#"{"prompts": {"query": "query: ", "document": ""}, "default_prompt_name": "query"}"#;
+        let config = EmbeddingConfig::from_dir(&dir_with(
+            &[("config_sentence_transformers.json", prompts)],
+            "prompts",
+        ))
+        .unwrap();
+        assert_eq!(config.prompts["query"], "query: ");
+        assert_eq!(config.default_prompt_name.as_deref(), Some("query"));
+        let wrong = prompts.replace(
+            "\"default_prompt_name\": \"query\"",
+            "\"default_prompt_name\": \"passage\"",
+        );
+        let err = EmbeddingConfig::from_dir(&dir_with(
+            &[("config_sentence_transformers.json", &wrong)],
+            "wrong-prompt",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("default_prompt_name") && err.contains("passage"),
+            "{err}"
         );
     }
 

@@ -41,6 +41,16 @@ impl std::str::FromStr for Truncation {
     }
 }
 
+/// Which end of a too-long input loses tokens (text-embeddings-inference's `truncation_direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationSide {
+    /// Keep the beginning: drop tokens from the end.
+    #[default]
+    Right,
+    /// Keep the end: drop tokens from the beginning.
+    Left,
+}
+
 /// One tokenized text (or text pair).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Encoding {
@@ -88,6 +98,8 @@ pub struct Tokenizer {
     /// Window length and stride for [`Tokenizer::encode_pair_windows`], and the tokenizer without
     /// truncation that encodes each text whole for it.
     windows: Option<(usize, usize, Box<tokenizers::Tokenizer>)>,
+    /// The same truncation from the left ([`TruncationSide::Left`]), once truncation is set.
+    from_left: Option<Box<tokenizers::Tokenizer>>,
 }
 
 /// `tokenizer_config.json`: the settings a vocabulary-only tokenizer needs.
@@ -183,6 +195,7 @@ impl Tokenizer {
             special,
             model_max_length,
             windows: None,
+            from_left: None,
         })
     }
 
@@ -193,14 +206,20 @@ impl Tokenizer {
             Truncation::OnlyFirst => tokenizers::TruncationStrategy::OnlyFirst,
             Truncation::OnlySecond => tokenizers::TruncationStrategy::OnlySecond,
         };
-        self.inner
-            .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
-                max_length,
-                strategy,
-                stride: 0,
-            }))
+        let params = |direction| TruncationParams {
+            direction,
+            max_length,
+            strategy,
+            stride: 0,
+        };
+        let mut from_left = self.inner.clone();
+        from_left
+            .with_truncation(Some(params(TruncationDirection::Left)))
             .map_err(|e| Error::Tokenize(e.to_string()))?;
+        self.inner
+            .with_truncation(Some(params(TruncationDirection::Right)))
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        self.from_left = Some(Box::new(from_left));
         Ok(self)
     }
 
@@ -373,6 +392,28 @@ impl Tokenizer {
         self.encode_input((first, second).into())
     }
 
+    /// [`Tokenizer::encode`], cutting a too-long text at `side`.
+    pub fn encode_from(&self, text: &str, side: TruncationSide) -> Result<Encoding> {
+        self.encode_with(self.side(side), text.into())
+    }
+
+    /// [`Tokenizer::encode_pair`], cutting a too-long pair at `side`.
+    pub fn encode_pair_from(
+        &self,
+        first: &str,
+        second: &str,
+        side: TruncationSide,
+    ) -> Result<Encoding> {
+        self.encode_with(self.side(side), (first, second).into())
+    }
+
+    fn side(&self, side: TruncationSide) -> &tokenizers::Tokenizer {
+        match (side, &self.from_left) {
+            (TruncationSide::Left, Some(from_left)) => from_left,
+            _ => &self.inner,
+        }
+    }
+
     /// Tokenizes text already split into words (NER data), with `[CLS]` and `[SEP]`; `word_ids` index
     /// `words`, and offsets are within each word.
     pub fn encode_words(&self, words: &[&str]) -> Result<Encoding> {
@@ -381,8 +422,15 @@ impl Tokenizer {
     }
 
     fn encode_input(&self, input: EncodeInput) -> Result<Encoding> {
-        let e = self
-            .inner
+        self.encode_with(&self.inner, input)
+    }
+
+    fn encode_with(
+        &self,
+        tokenizer: &tokenizers::Tokenizer,
+        input: EncodeInput,
+    ) -> Result<Encoding> {
+        let e = tokenizer
             .encode_char_offsets(input, true)
             .map_err(|e| Error::Tokenize(e.to_string()))?;
         Ok(convert(&e, !e.get_overflowing().is_empty()))

@@ -45,7 +45,19 @@ impl Heads {
         dropout: &Dropout,
         mode: &Mode,
     ) -> Result<Tensor> {
-        let (b, _, t, _) = q.dims4()?;
+        let probs = self.probabilities(q, k, bias, mode)?;
+        let probs = dropout.forward(&probs, mode)?;
+        self.weighted_sum(&probs, v)
+    }
+
+    /// `softmax(q k^T / sqrt(D) + bias)`, (B, H, T, S): how much each query token attends to each key.
+    pub fn probabilities(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        bias: Option<&Tensor>,
+        mode: &Mode,
+    ) -> Result<Tensor> {
         // Scaling the queries rather than the scores touches D values per token instead of S.
         let q = (q * (1.0 / (self.size as f64).sqrt()))?;
         let scores = q.matmul(&k.t()?)?; // (B, H, T, S)
@@ -53,8 +65,12 @@ impl Heads {
             Some(bias) => scores.broadcast_add(bias)?,
             None => scores,
         };
-        let probs = softmax(&scores, mode)?;
-        let probs = dropout.forward(&probs, mode)?;
+        softmax(&scores, mode)
+    }
+
+    /// `probs v` with the heads merged back: (B, H, T, S) x (B, H, S, D) -> (B, T, C).
+    pub fn weighted_sum(&self, probs: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (b, _, t, _) = probs.dims4()?;
         let context = probs.matmul(v)?; // (B, H, T, D)
         Ok(context
             .transpose(1, 2)?

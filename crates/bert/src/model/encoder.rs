@@ -107,6 +107,16 @@ impl BertSelfAttention {
         self.heads
             .attend(&q?, &k?, &v?, Some(bias), &self.dropout, mode)
     }
+
+    /// Inference that also returns the attention probabilities, (B, H, T, T).
+    fn forward_with_probabilities(&self, x: &Tensor, bias: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [q, k, v] = self.projections.each(x)?;
+        let [q, k, v] = [q, k, v].map(|x| self.heads.split(&x));
+        let probs = self
+            .heads
+            .probabilities(&q?, &k?, Some(bias), &Mode::Eval)?;
+        Ok((self.heads.weighted_sum(&probs, &v?)?, probs))
+    }
 }
 
 /// Whether inference can take the one-op attention: f32 on a CPU with AVX-512.
@@ -205,7 +215,12 @@ impl BertLayer {
 
     fn forward(&self, x: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
         let attended = self.attention.forward(x, bias, mode)?;
-        let x = self.attention_output.forward(&attended, x, mode)?; // (B, T, C)
+        self.after_attention(&attended, x, mode)
+    }
+
+    /// The residual, LayerNorm and feed-forward block over the attention's output.
+    fn after_attention(&self, attended: &Tensor, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let x = self.attention_output.forward(attended, x, mode)?; // (B, T, C)
         self.feed_forward.forward(&x, mode)
     }
 }
@@ -271,6 +286,22 @@ impl BertModel {
     /// Runs on a thread of rayon's pool ([`on_worker`](super::on_worker)).
     pub fn forward(&self, batch: &Batch, mode: &Mode) -> Result<BertOutput> {
         super::on_worker(|| self.forward_here(batch, mode))
+    }
+
+    /// Inference that keeps each layer's attention probabilities, (B, H, T, T) per layer, as
+    /// `transformers` returns them with `output_attentions=True`.
+    pub fn attentions(&self, batch: &Batch) -> Result<Vec<Tensor>> {
+        super::on_worker(|| {
+            let mut x = self.embeddings.forward(batch, &Mode::Eval)?;
+            let bias = attention_bias(&batch.attention_mask, x.dtype())?; // (B, 1, 1, T)
+            let mut attentions = Vec::with_capacity(self.layers.len());
+            for layer in &self.layers {
+                let (attended, probs) = layer.attention.forward_with_probabilities(&x, &bias)?;
+                x = layer.after_attention(&attended, &x, &Mode::Eval)?;
+                attentions.push(probs);
+            }
+            Ok(attentions)
+        })
     }
 
     fn forward_here(&self, batch: &Batch, mode: &Mode) -> Result<BertOutput> {

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use candle_core::DType;
+
 use crate::error::Result;
 use crate::model::{BertModel, Mode};
 use crate::pipelines::{mean, LongText, Pipeline, PipelineOptions};
@@ -110,6 +112,25 @@ impl Embedder {
             normalize,
         )?;
         Ok(pooled.to_vec2()?)
+    }
+
+    /// Every token's final hidden state (special tokens included, padding left out), per encoding:
+    /// text-embeddings-inference's `embed_all`.
+    pub fn token_states(&self, encodings: &[Encoding]) -> Result<Vec<Vec<Vec<f32>>>> {
+        if encodings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.pipeline.batch(encodings)?;
+        let out = self.pipeline.model.forward(&batch, &Mode::Eval)?;
+        let states: Vec<Vec<Vec<f32>>> = out.hidden_states.to_dtype(DType::F32)?.to_vec3()?;
+        Ok(states
+            .into_iter()
+            .zip(encodings)
+            .map(|(mut rows, e)| {
+                rows.truncate(e.ids.len());
+                rows
+            })
+            .collect())
     }
 
     /// Tokenizes and embeds texts in one batch.

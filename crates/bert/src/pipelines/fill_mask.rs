@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
+use candle_core::DType;
+
 use crate::error::{Error, Result};
 use crate::model::{BertForMaskedLM, Mode};
 use crate::pipelines::{softmax, Pipeline, PipelineOptions};
-use crate::tokenizer::Encoding;
+use crate::tokenizer::{Encoding, TruncationSide};
 
 /// One candidate for one mask.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -84,6 +86,40 @@ impl FillMask {
                     .collect()
             })
             .collect()
+    }
+
+    /// Tokenizes a text with no mask required, cut at `side` when too long (for [`FillMask::splade`]).
+    pub fn encode_any(&self, text: &str, side: TruncationSide) -> Result<Encoding> {
+        self.pipeline.tokenizer.encode_from(text, side)
+    }
+
+    /// SPLADE vectors (Formal et al., 2021): for each encoding, `log(1 + relu(logits))` of the
+    /// masked-LM head, max-pooled over its tokens (special tokens included, padding not), as the
+    /// vocabulary entries that are not zero, `(token id, weight)` in id order.
+    pub fn splade(&self, encodings: &[Encoding]) -> Result<Vec<Vec<(u32, f32)>>> {
+        if encodings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.pipeline.batch(encodings)?;
+        let logits = (self.pipeline.model.forward(&batch, &Mode::Eval)?).to_dtype(DType::F32)?; // (B, T, V)
+        let mask = batch
+            .attention_mask
+            .to_dtype(logits.dtype())?
+            .unsqueeze(2)?; // (B, T, 1)
+        let weights = (logits.relu()? + 1.0)?
+            .log()?
+            .broadcast_mul(&mask)?
+            .max(1)?; // (B, V)
+        Ok(weights
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(|row| {
+                (row.into_iter().enumerate())
+                    .filter(|&(_, w)| w != 0.0)
+                    .map(|(id, w)| (id as u32, w))
+                    .collect()
+            })
+            .collect())
     }
 
     /// As `transformers`: with several masks, `sequence` keeps the special tokens (the other masks too).

@@ -20,6 +20,7 @@ mod question_answering;
 mod reduced_precision;
 mod search;
 mod seq2seq;
+mod serving_outputs;
 mod text_metrics;
 mod token_classification;
 mod tokenizer;
