@@ -211,9 +211,18 @@ pub struct ServeArgs {
     /// sentence-transformers' max_seq_length for embeddings).
     #[arg(long)]
     pub max_input_length: Option<usize>,
-    /// Embedding pooling: mean, cls, max or mean_sqrt_len (default: the checkpoint's setting).
+    /// Embedding pooling: mean, cls, max or mean_sqrt_len (default: the checkpoint's setting), or
+    /// splade on a masked-LM checkpoint: vocabulary-sized sparse vectors at /embed_sparse, and
+    /// POST / answers as /embed_sparse.
     #[arg(long)]
-    pub pooling: Option<Pooling>,
+    pub pooling: Option<bert_server::models::ServedPooling>,
+    /// The prompt of config_sentence_transformers.json put before every embedding input whose
+    /// request names no `prompt_name` (default: that file's default_prompt_name).
+    #[arg(long, conflicts_with = "default_prompt")]
+    pub default_prompt_name: Option<String>,
+    /// A literal prompt put before every embedding input whose request names no `prompt_name`.
+    #[arg(long)]
+    pub default_prompt: Option<String>,
     /// Number format of the model's Linear layers: f32, bf16 or int8 (see `bert embed --help`).
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     pub dtype: Precision,

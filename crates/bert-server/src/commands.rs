@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bert::generation::GenerationConfig;
 use bert::pipelines::{
-    Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions, Understanding,
+    attention_weights, Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions, Understanding,
 };
 use bert::search::{Mode, SearchHit};
 use bert::Encoding;
@@ -71,6 +71,23 @@ pub enum Command {
         truncate: bool,
         budget: usize,
         reply: Reply<Vec<Vec<GeneratedText>>>,
+    },
+    /// Every token's final state, per encoding, in forward passes of at most `budget` padded tokens.
+    TokenStates {
+        encodings: Vec<Encoding>,
+        budget: usize,
+        reply: Reply<Vec<Vec<Vec<f32>>>>,
+    },
+    /// SPLADE vectors from the masked-LM head, `(token id, weight)` per non-zero entry.
+    Sparse {
+        encodings: Vec<Encoding>,
+        budget: usize,
+        reply: Reply<Vec<Vec<(u32, f32)>>>,
+    },
+    /// Each layer's attention probabilities for one encoding, `[layer][head][query][key]`.
+    Attention {
+        encoding: Encoding,
+        reply: Reply<Vec<Vec<Vec<Vec<f32>>>>>,
     },
     /// The passages of the index nearest a query.
     Search {
@@ -147,6 +164,25 @@ impl Command {
             } => answer(reply, || {
                 generate(models, &texts, &config, truncate, budget)
             }),
+            Command::TokenStates {
+                encodings,
+                budget,
+                reply,
+            } => answer(reply, || {
+                let embedder = (models.embedder.as_ref()).ok_or_else(|| models.missing(Task::Embed))?;
+                in_groups(&encodings, budget, |group| embedder.token_states(group))
+            }),
+            Command::Sparse {
+                encodings,
+                budget,
+                reply,
+            } => answer(reply, || {
+                let filler = (models.filler.as_ref()).ok_or_else(|| models.missing(Task::FillMask))?;
+                in_groups(&encodings, budget, |group| filler.splade(group))
+            }),
+            Command::Attention { encoding, reply } => {
+                answer(reply, || attention(models, &encoding))
+            }
             Command::Search {
                 query,
                 top_k,
@@ -248,6 +284,25 @@ fn ner(
     in_text_groups(texts, &encodings, budget, |texts, group| {
         tagger.tag(texts, group, aggregation, ignore_labels)
     })
+}
+
+/// `run` over the encodings in groups of at most `budget` padded tokens, the outputs in order.
+fn in_groups<T>(
+    encodings: &[Encoding],
+    budget: usize,
+    mut run: impl FnMut(&[Encoding]) -> bert::Result<Vec<T>>,
+) -> Result<Vec<T>, ApiError> {
+    let mut outputs = Vec::with_capacity(encodings.len());
+    for group in groups_by_tokens(encodings, budget, |e| e.ids.len()) {
+        outputs.extend(run(group)?);
+    }
+    Ok(outputs)
+}
+
+/// `[layer][head][query][key]` attention probabilities of one encoding.
+fn attention(models: &Models, encoding: &Encoding) -> Result<Vec<Vec<Vec<Vec<f32>>>>, ApiError> {
+    let (_, encoder) = models.encoder().ok_or_else(|| models.missing(Task::Embed))?;
+    Ok(attention_weights(encoder, encoding)?)
 }
 
 /// `run` over the texts and their encodings in groups of at most `budget` padded tokens, the outputs

@@ -4,20 +4,22 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorType};
 use crate::AppState;
 
-/// Refuses a request without `Authorization: Bearer <key>` when the server has a key; `/health`
-/// stays open for load balancers.
+/// Refuses a request without `Authorization: Bearer <key>` when the server has a key; the health
+/// checks (`GET /health`, `/ping`, `/`) stay open for load balancers, and the playground page for
+/// browsers (it asks for the key before calling the API).
 pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(key) = &state.config.api_key else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/health" {
+    let public = ["/health", "/ping", "/", "/playground"];
+    if request.method() == Method::GET && public.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let given = request

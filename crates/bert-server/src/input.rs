@@ -5,8 +5,9 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use bert::Encoding;
+use bert::{Encoding, TruncationSide};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorType};
@@ -92,16 +93,62 @@ pub fn kind(value: &Value) -> &'static str {
 
 /// Refuses an empty list or one longer than the server takes.
 pub fn check_count(count: usize, field: &str, max: usize) -> Result<(), ApiError> {
+    check_batch(count, field, max, false)
+}
+
+/// [`check_count`], except that a request that says `"split_batch": true` may send more than `max`
+/// (the server then runs them in parts of `max`).
+pub fn check_batch(count: usize, field: &str, max: usize, split: bool) -> Result<(), ApiError> {
     if count == 0 {
         return Err(ApiError::empty(format!("`{field}` is empty")));
     }
-    if count > max {
+    if count > max && !split {
         return Err(ApiError::too_large(format!(
             "`{field}` has {count} items; this server takes at most {max} per request \
-             (--max-client-batch-size)"
+             (--max-client-batch-size), or send \"split_batch\": true to have it split"
         )));
     }
     Ok(())
+}
+
+/// Which end of a too-long input loses tokens: text-embeddings-inference's `truncation_direction`,
+/// `"Right"` (default) or `"Left"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub enum Direction {
+    #[default]
+    #[serde(alias = "right")]
+    Right,
+    #[serde(alias = "left")]
+    Left,
+}
+
+impl From<Direction> for TruncationSide {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Right => TruncationSide::Right,
+            Direction::Left => TruncationSide::Left,
+        }
+    }
+}
+
+/// What to do with a text longer than the model takes: `"truncate"` (or refuse it, as `truncate`
+/// says) or `"chunk"` it into windows whose results are averaged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongText {
+    #[default]
+    Truncate,
+    Chunk,
+}
+
+/// `prompt + text` for each text.
+pub fn with_prompt(texts: Vec<String>, prompt: Option<&str>) -> Vec<String> {
+    match prompt {
+        Some(prompt) if !prompt.is_empty() => {
+            texts.into_iter().map(|t| format!("{prompt}{t}")).collect()
+        }
+        _ => texts,
+    }
 }
 
 /// Tokenizes each input with `encode`; one longer than the model takes is an error unless

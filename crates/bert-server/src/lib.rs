@@ -59,22 +59,35 @@ pub struct Shared {
 pub type AppState = Arc<Shared>;
 
 /// Every route, with its method, as `/openapi.json` documents them.
-pub const ROUTES: [(&str, &str); 15] = [
+pub const ROUTES: [(&str, &str); 28] = [
+    ("POST", "/"),
+    ("POST", "/invocations"),
     ("POST", "/embed"),
+    ("POST", "/embed_all"),
+    ("POST", "/embed_sparse"),
+    ("POST", "/similarity"),
     ("POST", "/v1/embeddings"),
+    ("POST", "/embeddings"),
     ("POST", "/predict"),
     ("POST", "/rerank"),
+    ("POST", "/v1/rerank"),
     ("POST", "/tokenize"),
+    ("POST", "/decode"),
     ("POST", "/fill-mask"),
     ("POST", "/generate"),
     ("POST", "/ner"),
     ("POST", "/nlu"),
     ("POST", "/qa"),
     ("POST", "/search"),
+    ("POST", "/attention"),
+    ("GET", "/"),
     ("GET", "/health"),
+    ("GET", "/ping"),
     ("GET", "/info"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("GET", "/api-doc/openapi.json"),
+    ("GET", "/playground"),
 ];
 
 /// The router over `models`, and the model thread it feeds (it ends once the router and every
@@ -100,26 +113,39 @@ pub fn start(models: Arc<Models>, config: ServerConfig) -> (AppState, JoinHandle
 
 /// Every route over `state`, behind the API key, body limit, admission and metrics middleware.
 pub fn router(state: AppState) -> Router {
-    use routes::{classify, embed, meta, tasks};
+    use routes::{classify, dispatch, embed, meta, openai, playground, tasks};
     let inference = Router::new()
+        .route("/", post(dispatch::invoke))
+        .route("/invocations", post(dispatch::invoke))
         .route("/embed", post(embed::embed))
-        .route("/v1/embeddings", post(embed::openai_embeddings))
+        .route("/embed_all", post(embed::embed_all))
+        .route("/embed_sparse", post(embed::embed_sparse))
+        .route("/similarity", post(embed::similarity))
+        .route("/v1/embeddings", post(openai::openai_embeddings))
+        .route("/embeddings", post(openai::openai_embeddings))
         .route("/predict", post(classify::predict))
         .route("/rerank", post(classify::rerank))
+        .route("/v1/rerank", post(classify::v1_rerank))
         .route("/tokenize", post(meta::tokenize))
+        .route("/decode", post(meta::decode))
         .route("/fill-mask", post(tasks::fill_mask))
         .route("/generate", post(tasks::generate))
         .route("/ner", post(tasks::ner))
         .route("/nlu", post(tasks::nlu))
         .route("/qa", post(tasks::qa))
         .route("/search", post(tasks::search))
+        .route("/attention", post(playground::attention))
         .route_layer(from_fn_with_state(state.clone(), guard::admit));
     Router::new()
         .merge(inference)
+        .route("/", get(playground::root))
+        .route("/playground", get(playground::page))
         .route("/health", get(meta::health))
+        .route("/ping", get(meta::health))
         .route("/info", get(meta::info))
         .route("/metrics", get(meta::metrics))
         .route("/openapi.json", get(meta::openapi))
+        .route("/api-doc/openapi.json", get(meta::openapi))
         .route_layer(from_fn_with_state(state.clone(), guard::record))
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)

@@ -2,6 +2,7 @@
 //! embeddings, a sequence classifier predictions and reranking, and so on. Each task loads its own
 //! pipeline, so asking for more tasks than the head implies costs a copy of the encoder each.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,8 @@ use bert::pipelines::{
     EmbedOptions, Embedder, FillMask, Generator, IntentSlotParser, PipelineOptions, QaOptions,
     QuestionAnswerer, TextClassifier, TokenClassifier,
 };
-use bert::pooling::Pooling;
+use bert::model::BertModel;
+use bert::pooling::{EmbeddingConfig, Pooling};
 use bert::search::Searcher;
 use bert::weights::config::BertConfig;
 use bert::weights::encoder_decoder_config::is_encoder_decoder;
@@ -86,12 +88,18 @@ impl Task {
     /// The routes this task serves.
     pub fn routes(self) -> &'static [&'static str] {
         match self {
-            Task::Embed => &["/embed", "/v1/embeddings"],
-            Task::Classify => &["/predict", "/rerank"],
+            Task::Embed => &[
+                "/embed",
+                "/embed_all",
+                "/similarity",
+                "/v1/embeddings",
+                "/embeddings",
+            ],
+            Task::Classify => &["/predict", "/rerank", "/v1/rerank"],
             Task::Ner => &["/ner"],
             Task::Nlu => &["/nlu"],
             Task::Qa => &["/qa"],
-            Task::FillMask => &["/fill-mask"],
+            Task::FillMask => &["/fill-mask", "/embed_sparse"],
             Task::Generate => &["/generate"],
             Task::Search => &["/search"],
         }
@@ -117,6 +125,27 @@ impl std::str::FromStr for Task {
     }
 }
 
+/// How embeddings are pooled: over the encoder's states, or SPLADE over the masked-LM head's logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedPooling {
+    Dense(Pooling),
+    /// `log(1 + relu(logits))` max-pooled over tokens: a vocabulary-sized sparse vector
+    /// (text-embeddings-inference's `--pooling splade`).
+    Splade,
+}
+
+impl std::str::FromStr for ServedPooling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "splade" => Ok(ServedPooling::Splade),
+            other => other.parse().map(ServedPooling::Dense).map_err(|_| {
+                format!("unknown pooling `{other}` (expected mean, cls, max, mean_sqrt_len or splade)")
+            }),
+        }
+    }
+}
+
 /// How to load the pipelines.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOptions {
@@ -125,7 +154,12 @@ pub struct ModelOptions {
     /// Longest input in tokens; default: the model's maximum.
     pub max_input_length: Option<usize>,
     /// Embedding pooling; default: the checkpoint's sentence-transformers setting, else mean.
-    pub pooling: Option<Pooling>,
+    pub pooling: Option<ServedPooling>,
+    /// The prompt (from `config_sentence_transformers.json`) put before every embedding input a
+    /// request does not give a `prompt_name` for; default: the file's `default_prompt_name`.
+    pub default_prompt_name: Option<String>,
+    /// A literal prompt to the same effect (not with `default_prompt_name`).
+    pub default_prompt: Option<String>,
     /// An index to serve at `/search` (with the model it was built with).
     pub index: Option<PathBuf>,
     /// The number format of the models' Linear layers.
@@ -146,6 +180,16 @@ pub struct Models {
     pub searcher: Option<Searcher>,
     /// Tokens per input, special tokens included.
     pub max_input_length: usize,
+    /// Whether embeddings are SPLADE vectors (`--pooling splade`): `POST /` answers as
+    /// `/embed_sparse`.
+    pub splade: bool,
+    /// Named prompts of the checkpoint (`config_sentence_transformers.json`).
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt put before embedding inputs that name none.
+    pub default_prompt: Option<String>,
+    /// The shared tokenizer cutting long texts into windows (a quarter window shared), for requests
+    /// with `"long_text": "chunk"`.
+    pub chunker: Option<Tokenizer>,
 }
 
 impl Models {
@@ -173,6 +217,10 @@ impl Models {
                 generator: None,
                 searcher: Some(searcher),
                 max_input_length,
+                splade: false,
+                prompts: BTreeMap::new(),
+                default_prompt: None,
+                chunker: None,
             });
         };
         let pipeline = PipelineOptions {
@@ -195,12 +243,29 @@ impl Models {
                     .into(),
             ));
         }
+        let splade = options.pooling == Some(ServedPooling::Splade);
+        let mut tasks = tasks;
+        if splade {
+            if !config.architectures.iter().flatten().any(|a| a.ends_with("ForMaskedLM")) {
+                return Err(bert::Error::InvalidInput(
+                    "--pooling splade needs a masked-LM checkpoint (architectures: BertForMaskedLM)"
+                        .into(),
+                ));
+            }
+            // SPLADE vectors come from the masked-LM head; /embed answers them densely.
+            tasks.retain(|&t| t != Task::Embed);
+            tasks.push(Task::FillMask);
+        }
         let wants = |task| tasks.contains(&task);
+        let dense = match options.pooling {
+            Some(ServedPooling::Dense(pooling)) => Some(pooling),
+            _ => None,
+        };
         let embedder = wants(Task::Embed)
             .then(|| {
                 let embed = EmbedOptions {
                     pipeline: pipeline.clone(),
-                    pooling: options.pooling,
+                    pooling: dense,
                     normalize: None,
                 };
                 Embedder::load(dir, &embed)
@@ -232,9 +297,85 @@ impl Models {
             generator: None,
             searcher,
             max_input_length: 0,
+            splade,
+            prompts: BTreeMap::new(),
+            default_prompt: None,
+            chunker: None,
         };
-        models.max_input_length = models.tokenizer_and_limit().1;
+        let (tokenizer, limit) = models.tokenizer_and_limit();
+        let chunker = tokenizer.clone().with_windows(limit, limit / 4)?;
+        models.max_input_length = limit;
+        models.chunker = Some(chunker);
+        models.read_prompts(dir, options)?;
         Ok(models)
+    }
+
+    /// The checkpoint's named prompts and the default one (`--default-prompt-name`,
+    /// `--default-prompt`, else the file's `default_prompt_name`).
+    fn read_prompts(&mut self, dir: &Path, options: &ModelOptions) -> bert::Result<()> {
+        let config = EmbeddingConfig::from_dir(dir)?;
+        let default_name = options
+            .default_prompt_name
+            .clone()
+            .or(config.default_prompt_name);
+        self.default_prompt = match (&options.default_prompt, default_name) {
+            (Some(prompt), _) => Some(prompt.clone()),
+            (None, Some(name)) => Some(
+                config
+                    .prompts
+                    .get(&name)
+                    .ok_or_else(|| {
+                        bert::Error::InvalidInput(format!(
+                            "--default-prompt-name {name}: {}",
+                            known_prompts(&config.prompts)
+                        ))
+                    })?
+                    .clone(),
+            ),
+            (None, None) => None,
+        };
+        self.prompts = config.prompts;
+        Ok(())
+    }
+
+    /// The prompt a request asks for by name, else the default (`None`: no prompt).
+    pub fn prompt(&self, name: Option<&str>) -> Result<Option<&str>, ApiError> {
+        match name {
+            None => Ok(self.default_prompt.as_deref()),
+            Some(name) => match self.prompts.get(name) {
+                Some(prompt) => Ok(Some(prompt)),
+                None => Err(ApiError::validation(format!(
+                    "`prompt_name`: `{name}` is not a prompt of this model; {}",
+                    known_prompts(&self.prompts)
+                ))),
+            },
+        }
+    }
+
+    /// The encoder of the first loaded pipeline with one, and that pipeline's tokenizer (for the
+    /// attention view).
+    pub fn encoder(&self) -> Option<(&Tokenizer, &BertModel)> {
+        if let Some(e) = &self.embedder {
+            return Some((&e.pipeline().tokenizer, &e.pipeline().model));
+        }
+        if let Some(c) = &self.classifier {
+            return Some((&c.pipeline().tokenizer, &c.pipeline().model.bert));
+        }
+        if let Some(t) = &self.tagger {
+            return Some((&t.pipeline().tokenizer, &t.pipeline().model.bert));
+        }
+        if let Some(p) = &self.parser {
+            return Some((&p.pipeline().tokenizer, &p.pipeline().model.bert));
+        }
+        if let Some(a) = &self.answerer {
+            return Some((&a.pipeline().tokenizer, &a.pipeline().model.bert));
+        }
+        if let Some(f) = &self.filler {
+            return Some((&f.pipeline().tokenizer, &f.pipeline().model.bert));
+        }
+        let searcher = self.searcher.as_ref()?;
+        let p = searcher.embedder.pipeline();
+        Some((&p.tokenizer, &p.model))
     }
 
     /// An encoder-decoder serves generation (and nothing else).
@@ -261,6 +402,10 @@ impl Models {
             max_input_length: generator.max_length,
             generator: Some(generator),
             searcher,
+            splade: false,
+            prompts: BTreeMap::new(),
+            default_prompt: None,
+            chunker: None,
         })
     }
 
@@ -309,13 +454,16 @@ impl Models {
         self.tokenizer_and_limit().0.encode(text)
     }
 
+    /// The routes of the loaded tasks.
+    pub fn routes(&self) -> Vec<&'static str> {
+        (self.tasks().into_iter())
+            .flat_map(|t| t.routes().iter().copied())
+            .collect()
+    }
+
     /// The error for a route whose task is not loaded.
     pub fn missing(&self, task: Task) -> ApiError {
-        let served: Vec<&str> = self
-            .tasks()
-            .into_iter()
-            .flat_map(|t| t.routes().iter().copied())
-            .collect();
+        let served = self.routes();
         let how = match task {
             Task::Search => "start it with --index INDEX".to_string(),
             _ => format!("start it with --task {task} on a checkpoint with that head"),
@@ -325,6 +473,15 @@ impl Models {
             served.join(", ")
         ))
     }
+}
+
+/// "the known prompts are `a`, `b`", or that there are none.
+fn known_prompts(prompts: &BTreeMap<String, String>) -> String {
+    if prompts.is_empty() {
+        return "this model has no prompts (config_sentence_transformers.json)".into();
+    }
+    let names: Vec<String> = prompts.keys().map(|k| format!("`{k}`")).collect();
+    format!("the known prompts are {}", names.join(", "))
 }
 
 /// A pipeline's tokenizer and limit, whatever its head.

@@ -94,6 +94,36 @@ impl Worker {
         receive(answer).await
     }
 
+    /// [`Worker::rows`] with the encodings queued as jobs of at most `part` each (a request that
+    /// asked for its batch to be split), answered in order.
+    pub async fn rows_in_parts(
+        &self,
+        kind: Rows,
+        encodings: Vec<Encoding>,
+        part: usize,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
+        if encodings.len() <= part {
+            return self.rows(kind, encodings).await;
+        }
+        let mut answers = Vec::new();
+        let mut encodings = encodings.into_iter().peekable();
+        while encodings.peek().is_some() {
+            let (reply, answer) = oneshot::channel();
+            let encodings = encodings.by_ref().take(part).collect();
+            self.submit(Job::Rows {
+                kind,
+                encodings,
+                reply,
+            })?;
+            answers.push(answer);
+        }
+        let mut rows = Vec::new();
+        for answer in answers {
+            rows.extend(receive(answer).await?);
+        }
+        Ok(rows)
+    }
+
     /// Sends the command `command` makes with its reply channel to the model thread, and awaits
     /// the answer: `worker.ask(|reply| Command::Ping { reply })`.
     pub async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {

@@ -32,6 +32,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         tasks: args.tasks.clone(),
         max_input_length: args.max_input_length,
         pooling: args.pooling,
+        default_prompt_name: args.default_prompt_name.clone(),
+        default_prompt: args.default_prompt.clone(),
         index: args.index.clone(),
         precision: args.dtype,
     };

@@ -1,5 +1,6 @@
 //! `POST /predict` (labels of texts and text pairs) and `POST /rerank` (a cross-encoder scoring
-//! passages against a query), shaped as text-embeddings-inference answers them.
+//! passages against a query), shaped as text-embeddings-inference answers them, and `POST /v1/rerank`
+//! in the shape of Cohere's and Jina's rerank APIs.
 
 use axum::extract::State;
 use axum::Json;
@@ -8,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::input::{check_count, encode_all, kind, texts, JsonBody};
+use crate::input::{check_batch, encode_all, kind, texts, Direction, JsonBody, LongText};
+use bert::Encoding;
+
 use crate::models::{Models, Task};
 use crate::routes::off_runtime;
 use crate::worker::Rows;
@@ -26,9 +29,16 @@ pub struct PredictRequest {
     #[serde(default)]
     inputs: Value,
     truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Direction,
     /// Logits instead of probabilities.
     #[serde(default)]
     raw_scores: bool,
+    /// `"chunk"`: a text longer than the model takes is scored window by window, scores averaged.
+    #[serde(default)]
+    long_text: LongText,
+    #[serde(default)]
+    split_batch: bool,
 }
 
 /// One input's labels, best first; a batch gets a list of these.
@@ -44,32 +54,49 @@ pub async fn predict(
     JsonBody(request): JsonBody<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let (sequences, batch) = sequences(&request.inputs)?;
-    check_count(
-        sequences.len(),
-        "inputs",
-        state.config.max_client_batch_size,
-    )?;
-    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
-    let logits = logits(&state, sequences, "inputs", truncate).await?;
-    let classifier = state
-        .models
-        .classifier
-        .as_ref()
-        .ok_or_else(|| state.models.missing(Task::Classify))?;
+    let max = state.config.max_client_batch_size;
+    check_batch(sequences.len(), "inputs", max, request.split_batch)?;
+    let Some(classifier) = &state.models.classifier else {
+        return Err(state.models.missing(Task::Classify));
+    };
     let function = if request.raw_scores {
         ScoreFunction::None
     } else {
         classifier.score_function()
     };
-    let mut ranked: Vec<Vec<ClassificationScore>> = logits
-        .iter()
-        .map(|row| classifier.ranked(function.apply(row)).scores)
+    let scoring = Scoring {
+        field: "inputs",
+        truncate: request.truncate.unwrap_or(state.config.auto_truncate),
+        direction: request.truncation_direction,
+        long_text: request.long_text,
+    };
+    let (logits, windows, _) = logits(&state, sequences, scoring).await?;
+    let scores: Vec<Vec<f32>> = logits.iter().map(|row| function.apply(row)).collect();
+    let mut ranked: Vec<Vec<ClassificationScore>> = average_windows(scores, &windows)
+        .into_iter()
+        .map(|scores| classifier.ranked(scores).scores)
         .collect();
     Ok(Json(if batch {
         PredictResponse::Batch(ranked)
     } else {
         PredictResponse::One(ranked.remove(0))
     }))
+}
+
+/// The mean of each input's window rows (`windows[i]` consecutive rows per input).
+fn average_windows(rows: Vec<Vec<f32>>, windows: &[usize]) -> Vec<Vec<f32>> {
+    if windows.iter().all(|&n| n == 1) {
+        return rows;
+    }
+    let mut rest = rows.as_slice();
+    windows
+        .iter()
+        .map(|&n| {
+            let (mine, others) = rest.split_at(n);
+            rest = others;
+            bert::pipelines::mean(mine)
+        })
+        .collect()
 }
 
 /// `inputs` as text-embeddings-inference reads it: a string; a list of exactly two strings (one
@@ -111,31 +138,71 @@ fn as_pair(value: &Value) -> Option<Sequence> {
     }
 }
 
-/// Classifier logits of each sequence.
+/// How a request's sequences are tokenized for the classifier.
+#[derive(Clone, Copy)]
+struct Scoring {
+    /// The request field the sequences came from, for errors.
+    field: &'static str,
+    truncate: bool,
+    direction: Direction,
+    long_text: LongText,
+}
+
+/// Classifier logits of each sequence (of each window, with `long_text` chunk), the number of
+/// windows of each sequence, and the tokens they took.
 async fn logits(
     state: &AppState,
     sequences: Vec<Sequence>,
-    field: &'static str,
-    truncate: bool,
-) -> Result<Vec<Vec<f32>>, ApiError> {
+    scoring: Scoring,
+) -> Result<(Vec<Vec<f32>>, Vec<usize>, usize), ApiError> {
     if state.models.classifier.is_none() {
         return Err(state.models.missing(Task::Classify));
     }
-    let encodings = off_runtime(state, move |models: &Models| {
-        let classifier = models.classifier.as_ref().expect("checked above");
-        encode_all(
-            &sequences,
-            field,
-            truncate,
-            models.max_input_length,
-            |s| match s {
-                Sequence::Single(text) => classifier.encode(text),
-                Sequence::Pair(text, pair) => classifier.encode_pair(text, pair),
-            },
-        )
+    let (encodings, windows) = off_runtime(state, move |models: &Models| {
+        encode_sequences(models, &sequences, scoring)
     })
     .await?;
-    state.worker.rows(Rows::Logits, encodings).await
+    let tokens = encodings.iter().map(|e| e.ids.len()).sum();
+    let part = state.config.max_client_batch_size;
+    let rows = state.worker.rows_in_parts(Rows::Logits, encodings, part).await?;
+    Ok((rows, windows, tokens))
+}
+
+fn encode_sequences(
+    models: &Models,
+    sequences: &[Sequence],
+    scoring: Scoring,
+) -> Result<(Vec<Encoding>, Vec<usize>), ApiError> {
+    let classifier = (models.classifier.as_ref()).ok_or_else(|| models.missing(Task::Classify))?;
+    let tokenizer = &classifier.pipeline().tokenizer;
+    if scoring.long_text == LongText::Chunk {
+        let chunker = models.chunker.as_ref().unwrap_or(tokenizer);
+        let mut encodings = Vec::new();
+        let mut windows = Vec::with_capacity(sequences.len());
+        for (i, sequence) in sequences.iter().enumerate() {
+            let Sequence::Single(text) = sequence else {
+                return Err(ApiError::validation(format!(
+                    "`{}[{i}]`: \"long_text\": \"chunk\" takes single texts, not pairs",
+                    scoring.field
+                )));
+            };
+            let w = chunker.encode_windows(text).map_err(ApiError::from)?;
+            windows.push(w.len());
+            encodings.extend(w);
+        }
+        return Ok((encodings, windows));
+    }
+    let side = scoring.direction.into();
+    let limit = models.max_input_length;
+    let encodings = encode_all(sequences, scoring.field, scoring.truncate, limit, |s| match s {
+        Sequence::Single(text) => tokenizer.encode_from(text, side),
+        Sequence::Pair(text, pair) => {
+            classifier.encode_pair(text, pair)?;
+            tokenizer.encode_pair_from(text, pair, side)
+        }
+    })?;
+    let windows = vec![1; encodings.len()];
+    Ok((encodings, windows))
 }
 
 #[derive(Deserialize)]
@@ -145,6 +212,8 @@ pub struct RerankRequest {
     #[serde(default)]
     texts: Value,
     truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Direction,
     #[serde(default)]
     raw_scores: bool,
     #[serde(default)]
@@ -163,45 +232,159 @@ pub async fn rerank(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<RerankRequest>,
 ) -> Result<Json<Vec<Rank>>, ApiError> {
-    let Value::String(query) = &request.query else {
+    let passages = texts(&request.texts, "texts")?;
+    let scoring = Scoring {
+        field: "texts",
+        truncate: request.truncate.unwrap_or(state.config.auto_truncate),
+        direction: request.truncation_direction,
+        long_text: LongText::Truncate,
+    };
+    let (ranked, _) = rank(&state, &request.query, &passages, scoring, request.raw_scores).await?;
+    Ok(Json(
+        ranked
+            .into_iter()
+            .map(|(index, score)| Rank {
+                index,
+                score,
+                text: request.return_text.then(|| passages[index].clone()),
+            })
+            .collect(),
+    ))
+}
+
+/// Each passage's index and score against the query by the cross-encoder, best first, and the
+/// tokens the pairs took.
+async fn rank(
+    state: &AppState,
+    query: &Value,
+    passages: &[String],
+    scoring: Scoring,
+    raw_scores: bool,
+) -> Result<(Vec<(usize, f32)>, usize), ApiError> {
+    let Value::String(query) = query else {
         return Err(ApiError::validation(format!(
             "`query` must be a string, not {}",
-            kind(&request.query)
+            kind(query)
         )));
     };
-    let passages = texts(&request.texts, "texts")?;
-    check_count(passages.len(), "texts", state.config.max_client_batch_size)?;
+    let max = state.config.max_client_batch_size;
+    check_batch(passages.len(), scoring.field, max, false)?;
     if let Some(classifier) = &state.models.classifier {
         let labels = classifier.labels().len();
         if labels != 1 {
             return Err(ApiError::unsupported(format!(
-                "/rerank needs a cross-encoder with one output; this classifier has {labels} labels \
-                 (use /predict)"
+                "reranking needs a cross-encoder with one output; this classifier has {labels} \
+                 labels (use /predict)"
             )));
         }
     }
-    let sequences = passages
-        .iter()
+    let sequences = (passages.iter())
         .map(|p| Sequence::Pair(query.clone(), p.clone()))
         .collect();
-    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
-    let logits = logits(&state, sequences, "texts", truncate).await?;
-    let mut ranks: Vec<Rank> = logits
-        .iter()
-        .zip(passages)
-        .enumerate()
-        .map(|(index, (row, text))| Rank {
+    let (logits, _, tokens) = logits(state, sequences, scoring).await?;
+    let mut ranked: Vec<(usize, f32)> = (logits.iter().enumerate())
+        .map(|(index, row)| (index, if raw_scores { row[0] } else { sigmoid(row[0]) }))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok((ranked, tokens))
+}
+
+/// Cohere's and Jina's rerank request.
+#[derive(Deserialize)]
+pub struct V1RerankRequest {
+    model: Option<String>,
+    #[serde(default)]
+    query: Value,
+    /// Strings, or `{"text": ...}` objects.
+    #[serde(default)]
+    documents: Value,
+    /// Keep the best N (default: all).
+    top_n: Option<usize>,
+    /// Echo each document in its result (default true, as Jina).
+    return_documents: Option<bool>,
+    truncate: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct V1RerankResponse {
+    model: String,
+    results: Vec<V1RerankResult>,
+    usage: V1Usage,
+}
+
+#[derive(Serialize)]
+pub struct V1RerankResult {
+    index: usize,
+    relevance_score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<Document>,
+}
+
+#[derive(Serialize)]
+pub struct Document {
+    text: String,
+}
+
+#[derive(Serialize)]
+pub struct V1Usage {
+    total_tokens: usize,
+}
+
+/// `POST /v1/rerank`: documents ranked against a query, in Cohere's and Jina's shape.
+pub async fn v1_rerank(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<V1RerankRequest>,
+) -> Result<Json<V1RerankResponse>, ApiError> {
+    let documents = documents(&request.documents)?;
+    if request.top_n == Some(0) {
+        return Err(ApiError::validation("`top_n` must be at least 1"));
+    }
+    let scoring = Scoring {
+        field: "documents",
+        truncate: request.truncate.unwrap_or(state.config.auto_truncate),
+        direction: Direction::Right,
+        long_text: LongText::Truncate,
+    };
+    let (mut ranked, total_tokens) =
+        rank(&state, &request.query, &documents, scoring, false).await?;
+    ranked.truncate(request.top_n.unwrap_or(usize::MAX));
+    let echo = request.return_documents.unwrap_or(true);
+    let results = (ranked.into_iter())
+        .map(|(index, relevance_score)| V1RerankResult {
             index,
-            score: if request.raw_scores {
-                row[0]
-            } else {
-                sigmoid(row[0])
-            },
-            text: request.return_text.then_some(text),
+            relevance_score,
+            document: echo.then(|| Document {
+                text: documents[index].clone(),
+            }),
         })
         .collect();
-    ranks.sort_by(|a, b| b.score.total_cmp(&a.score));
-    Ok(Json(ranks))
+    Ok(Json(V1RerankResponse {
+        model: request.model.unwrap_or_else(|| state.config.model_id.clone()),
+        results,
+        usage: V1Usage { total_tokens },
+    }))
+}
+
+/// `documents` as strings, from strings or `{"text": ...}` objects.
+fn documents(value: &Value) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = value else {
+        return texts(value, "documents");
+    };
+    (items.iter().enumerate())
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            Value::Object(o) => match o.get("text") {
+                Some(Value::String(s)) => Ok(s.clone()),
+                _ => Err(ApiError::validation(format!(
+                    "`documents[{i}]` must be a string or an object with a string `text`"
+                ))),
+            },
+            other => Err(ApiError::validation(format!(
+                "`documents[{i}]` must be a string or {{\"text\": ...}}, not {}",
+                kind(other)
+            ))),
+        })
+        .collect()
 }
 
 fn sigmoid(x: f32) -> f32 {

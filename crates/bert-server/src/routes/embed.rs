@@ -1,18 +1,55 @@
-//! `POST /embed` (text-embeddings-inference) and `POST /v1/embeddings` (OpenAI): sentence vectors.
+//! Sentence vectors as text-embeddings-inference serves them: `POST /embed` (pooled, optionally
+//! normalised and cut to `dimensions`), `POST /embed_all` (every token's vector), `POST /similarity`
+//! (cosine of a source sentence with others) and `POST /embed_sparse` (SPLADE over the masked-LM
+//! head). All read `truncate`, `truncation_direction` and `prompt_name` alike; `/embed` also chunks
+//! long texts (`"long_text": "chunk"`) and splits big batches (`"split_batch": true`).
 
 use axum::extract::State;
 use axum::Json;
+use bert::pooling::normalize;
+use bert::Encoding;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use bert::pooling::normalize;
-
+use crate::commands::Command;
 use crate::error::ApiError;
-use crate::input::{check_count, encode_all, texts, JsonBody};
-use crate::models::Task;
+use crate::input::{
+    check_batch, check_count, encode_all, kind, texts, with_prompt, Direction, JsonBody, LongText,
+};
+use crate::models::{Models, Task};
 use crate::routes::off_runtime;
 use crate::worker::Rows;
 use crate::AppState;
+
+/// Masked-LM logits rows in one SPLADE pass (each row is a vocabulary of floats).
+const SPARSE_TOKENS: usize = 2048;
+
+/// How one request's texts become encodings and vectors.
+pub struct EmbedInput {
+    pub texts: Vec<String>,
+    /// The request field the texts came from, for errors.
+    pub field: &'static str,
+    pub truncate: bool,
+    pub direction: Direction,
+    pub prompt_name: Option<String>,
+    pub long_text: LongText,
+    pub split_batch: bool,
+}
+
+impl EmbedInput {
+    /// `texts` under `field` with the server's defaults for everything else.
+    pub fn new(state: &AppState, texts: Vec<String>, field: &'static str) -> Self {
+        EmbedInput {
+            texts,
+            field,
+            truncate: state.config.auto_truncate,
+            direction: Direction::Right,
+            prompt_name: None,
+            long_text: LongText::Truncate,
+            split_batch: false,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub struct EmbedRequest {
@@ -22,170 +59,308 @@ pub struct EmbedRequest {
     normalize: Option<bool>,
     /// Cut inputs longer than the model takes instead of refusing them.
     truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Direction,
+    /// A prompt of `config_sentence_transformers.json` to put before each input.
+    prompt_name: Option<String>,
+    /// Keep the first N dimensions (Matryoshka), then normalise.
+    dimensions: Option<usize>,
+    #[serde(default)]
+    long_text: LongText,
+    #[serde(default)]
+    split_batch: bool,
 }
 
 pub async fn embed(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<EmbedRequest>,
 ) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
-    let texts = texts(&request.inputs, "inputs")?;
-    let truncate = request.truncate.unwrap_or(state.config.auto_truncate);
-    let (mut vectors, _) = embeddings(&state, texts, "inputs", truncate).await?;
+    let input = EmbedInput {
+        texts: texts(&request.inputs, "inputs")?,
+        field: "inputs",
+        truncate: request.truncate.unwrap_or(state.config.auto_truncate),
+        direction: request.truncation_direction,
+        prompt_name: request.prompt_name,
+        long_text: request.long_text,
+        split_batch: request.split_batch,
+    };
+    let (mut vectors, _) = embeddings(&state, input).await?;
+    if let Some(d) = request.dimensions {
+        keep_dimensions(&mut vectors, d)?;
+    }
     if request.normalize.unwrap_or(true) {
         vectors.iter_mut().for_each(|v| normalize(v));
     }
     Ok(Json(vectors))
 }
 
-#[derive(Deserialize)]
-pub struct OpenAiRequest {
-    #[serde(default)]
-    input: Value,
-    model: Option<String>,
-    /// `float` (default) or `base64` (little-endian f32 bytes).
-    encoding_format: Option<String>,
-    /// Keep the first N dimensions (then renormalise).
-    dimensions: Option<usize>,
-}
-
-#[derive(Serialize)]
-pub struct OpenAiResponse {
-    object: &'static str,
-    data: Vec<OpenAiEmbedding>,
-    model: String,
-    usage: Usage,
-}
-
-#[derive(Serialize)]
-pub struct OpenAiEmbedding {
-    object: &'static str,
-    embedding: Value,
-    index: usize,
-}
-
-#[derive(Serialize)]
-pub struct Usage {
-    prompt_tokens: usize,
-    total_tokens: usize,
-}
-
-pub async fn openai_embeddings(
-    State(state): State<AppState>,
-    JsonBody(request): JsonBody<OpenAiRequest>,
-) -> Result<Json<OpenAiResponse>, ApiError> {
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::validation(format!(
-                "`encoding_format` must be \"float\" or \"base64\", not \"{other}\""
-            )))
-        }
-    };
-    if matches!(&request.input, Value::Array(items) if items.iter().any(Value::is_number)) {
-        return Err(ApiError::validation(
-            "`input` as token ids is not supported: send text",
-        ));
+/// Cuts each vector to its first `d` values (refusing 0 and more than there are).
+pub fn keep_dimensions(vectors: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
+    let size = vectors.first().map_or(0, Vec::len);
+    if d == 0 || d > size {
+        return Err(ApiError::validation(format!(
+            "`dimensions` must be between 1 and the model's {size}, not {d}"
+        )));
     }
-    let texts = texts(&request.input, "input")?;
-    let (mut vectors, tokens) =
-        embeddings(&state, texts, "input", state.config.auto_truncate).await?;
-    for v in &mut vectors {
-        if let Some(d) = request.dimensions {
-            if d == 0 || d > v.len() {
-                return Err(ApiError::validation(format!(
-                    "`dimensions` must be between 1 and {}, not {d}",
-                    v.len()
-                )));
-            }
-            v.truncate(d);
-        }
-        normalize(v);
-    }
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, v)| OpenAiEmbedding {
-            object: "embedding",
-            embedding: if base64 {
-                Value::String(to_base64(&v))
-            } else {
-                Value::from(v)
-            },
-            index,
-        })
-        .collect();
-    Ok(Json(OpenAiResponse {
-        object: "list",
-        data,
-        model: request
-            .model
-            .unwrap_or_else(|| state.config.model_id.clone()),
-        usage: Usage {
-            prompt_tokens: tokens,
-            total_tokens: tokens,
-        },
-    }))
+    vectors.iter_mut().for_each(|v| v.truncate(d));
+    Ok(())
 }
 
-/// Pooled, unnormalised vectors of `texts` and the number of tokens they took.
-async fn embeddings(
+/// Pooled, unnormalised vectors of the input's texts and the number of tokens they took (SPLADE
+/// vectors, as dense vocabulary-sized rows, on a `--pooling splade` server).
+pub async fn embeddings(
     state: &AppState,
-    texts: Vec<String>,
-    field: &'static str,
-    truncate: bool,
+    input: EmbedInput,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    check_count(texts.len(), field, state.config.max_client_batch_size)?;
+    let max = state.config.max_client_batch_size;
+    check_batch(input.texts.len(), input.field, max, input.split_batch)?;
+    if state.models.splade {
+        let sparse = sparse_vectors(state, input).await?;
+        let vocab = state.models.config.vocab_size;
+        return Ok((sparse.iter().map(|v| densify(v, vocab)).collect(), 0));
+    }
     if state.models.embedder.is_none() {
         return Err(state.models.missing(Task::Embed));
     }
+    let chunk = input.long_text == LongText::Chunk;
+    let (encodings, windows) = off_runtime(state, move |models| encode(models, input)).await?;
+    let tokens = encodings.iter().map(|e| e.ids.len()).sum();
+    let part = if chunk { usize::MAX } else { max };
+    let vectors = state
+        .worker
+        .rows_in_parts(Rows::Embeddings, encodings, part)
+        .await?;
+    Ok((average_windows(vectors, &windows), tokens))
+}
+
+/// The encodings of the input's texts (prompted), and how many windows each text took.
+fn encode(models: &Models, input: EmbedInput) -> Result<(Vec<Encoding>, Vec<usize>), ApiError> {
+    let embedder = (models.embedder.as_ref()).ok_or_else(|| models.missing(Task::Embed))?;
+    let prompt = models.prompt(input.prompt_name.as_deref())?;
+    let texts = with_prompt(input.texts, prompt);
+    let tokenizer = &embedder.pipeline().tokenizer;
+    if input.long_text == LongText::Chunk {
+        let chunker = models.chunker.as_ref().unwrap_or(tokenizer);
+        let mut encodings = Vec::new();
+        let mut windows = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let w = chunker.encode_windows(text).map_err(|e| {
+                let mut error = ApiError::from(e);
+                error.message = format!("`{}[{i}]`: {}", input.field, error.message);
+                error
+            })?;
+            windows.push(w.len());
+            encodings.extend(w);
+        }
+        return Ok((encodings, windows));
+    }
+    let side = input.direction.into();
+    let encodings = encode_all(
+        &texts,
+        input.field,
+        input.truncate,
+        models.max_input_length,
+        |t| tokenizer.encode_from(t, side),
+    )?;
+    let windows = vec![1; encodings.len()];
+    Ok((encodings, windows))
+}
+
+/// The mean of each text's window vectors (`windows[i]` consecutive rows per text).
+fn average_windows(vectors: Vec<Vec<f32>>, windows: &[usize]) -> Vec<Vec<f32>> {
+    if windows.iter().all(|&n| n == 1) {
+        return vectors;
+    }
+    let mut rest = vectors.as_slice();
+    windows
+        .iter()
+        .map(|&n| {
+            let (mine, others) = rest.split_at(n);
+            rest = others;
+            bert::pipelines::mean(mine)
+        })
+        .collect()
+}
+
+/// The texts, truncation and prompt fields every embedding route reads.
+#[derive(Deserialize, Default)]
+pub struct TextOptions {
+    truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Direction,
+    prompt_name: Option<String>,
+}
+
+impl TextOptions {
+    fn input(self, state: &AppState, texts: Vec<String>, field: &'static str) -> EmbedInput {
+        EmbedInput {
+            truncate: self.truncate.unwrap_or(state.config.auto_truncate),
+            direction: self.truncation_direction,
+            prompt_name: self.prompt_name,
+            ..EmbedInput::new(state, texts, field)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EmbedAllRequest {
+    #[serde(default)]
+    inputs: Value,
+    #[serde(flatten)]
+    options: TextOptions,
+}
+
+/// `POST /embed_all`: per input, every token's final hidden state (special tokens included).
+pub async fn embed_all(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<EmbedAllRequest>,
+) -> Result<Json<Vec<Vec<Vec<f32>>>>, ApiError> {
+    let texts = texts(&request.inputs, "inputs")?;
+    check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let input = request.options.input(&state, texts, "inputs");
+    if state.models.embedder.is_none() {
+        return Err(state.models.missing(Task::Embed));
+    }
+    let (encodings, _) = off_runtime(&state, move |models| encode(models, input)).await?;
+    let budget = state.config.max_batch_tokens;
+    let states = state
+        .worker
+        .ask(|reply| Command::TokenStates {
+            encodings,
+            budget,
+            reply,
+        })
+        .await?;
+    Ok(Json(states))
+}
+
+#[derive(Deserialize)]
+pub struct SimilarityRequest {
+    #[serde(default)]
+    inputs: Value,
+    /// `truncate`, `truncation_direction`, `prompt_name`.
+    #[serde(default)]
+    parameters: Option<TextOptions>,
+}
+
+/// `POST /similarity`: the cosine similarity of `inputs.source_sentence` with each of
+/// `inputs.sentences`, in their order.
+pub async fn similarity(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<SimilarityRequest>,
+) -> Result<Json<Vec<f32>>, ApiError> {
+    let Value::Object(inputs) = &request.inputs else {
+        return Err(ApiError::validation(format!(
+            "`inputs` must be an object {{\"source_sentence\": text, \"sentences\": [text, ...]}}, \
+             not {}",
+            kind(&request.inputs)
+        )));
+    };
+    let source = match inputs.get("source_sentence") {
+        Some(Value::String(s)) => s.clone(),
+        other => {
+            return Err(ApiError::validation(format!(
+                "`inputs.source_sentence` must be a string, not {}",
+                other.map_or("missing", kind)
+            )))
+        }
+    };
+    let sentences = texts(
+        inputs.get("sentences").unwrap_or(&Value::Null),
+        "inputs.sentences",
+    )?;
+    check_count(
+        sentences.len() + 1,
+        "inputs.sentences",
+        state.config.max_client_batch_size,
+    )?;
+    if sentences.is_empty() {
+        return Err(ApiError::empty("`inputs.sentences` is empty"));
+    }
+    let all = std::iter::once(source).chain(sentences).collect();
+    let options = request.parameters.unwrap_or_default();
+    let (vectors, _) = embeddings(&state, options.input(&state, all, "inputs.sentences")).await?;
+    let (source, others) = vectors.split_first().expect("one vector per text");
+    Ok(Json(others.iter().map(|v| cosine(source, v)).collect()))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b)).max(1e-12)
+}
+
+/// One vocabulary entry of a SPLADE vector.
+#[derive(Serialize)]
+pub struct SparseValue {
+    index: u32,
+    value: f32,
+}
+
+/// `POST /embed_sparse`: per input, the non-zero entries of its SPLADE vector, by token id.
+pub async fn embed_sparse(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<EmbedAllRequest>,
+) -> Result<Json<Vec<Vec<SparseValue>>>, ApiError> {
+    let texts = texts(&request.inputs, "inputs")?;
+    let input = request.options.input(&state, texts, "inputs");
+    check_count(input.texts.len(), "inputs", state.config.max_client_batch_size)?;
+    let vectors = sparse_vectors(&state, input).await?;
+    Ok(Json(
+        vectors
+            .into_iter()
+            .map(|v| {
+                (v.into_iter())
+                    .map(|(index, value)| SparseValue { index, value })
+                    .collect()
+            })
+            .collect(),
+    ))
+}
+
+/// SPLADE vectors of the input's texts from the masked-LM head.
+async fn sparse_vectors(
+    state: &AppState,
+    input: EmbedInput,
+) -> Result<Vec<Vec<(u32, f32)>>, ApiError> {
+    if state.models.filler.is_none() {
+        return Err(no_masked_lm(&state.models));
+    }
     let encodings = off_runtime(state, move |models| {
-        let embedder = models
-            .embedder
-            .as_ref()
-            .ok_or_else(|| models.missing(Task::Embed))?;
-        encode_all(&texts, field, truncate, models.max_input_length, |t| {
-            embedder.encode(t)
+        let filler = models.filler.as_ref().ok_or_else(|| no_masked_lm(models))?;
+        let prompt = models.prompt(input.prompt_name.as_deref())?;
+        let texts = with_prompt(input.texts, prompt);
+        let side = input.direction.into();
+        let limit = models.max_input_length;
+        encode_all(&texts, input.field, input.truncate, limit, |t| {
+            filler.encode_any(t, side)
         })
     })
     .await?;
-    let tokens = encodings.iter().map(|e| e.ids.len()).sum();
-    let vectors = state.worker.rows(Rows::Embeddings, encodings).await?;
-    Ok((vectors, tokens))
+    let budget = SPARSE_TOKENS.min(state.config.max_batch_tokens);
+    state
+        .worker
+        .ask(|reply| Command::Sparse {
+            encodings,
+            budget,
+            reply,
+        })
+        .await
 }
 
-/// Standard base64 (with padding) of the vector's little-endian bytes, as OpenAI sends them.
-fn to_base64(v: &[f32]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> shift) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+fn no_masked_lm(models: &Models) -> ApiError {
+    ApiError::unsupported(format!(
+        "/embed_sparse needs a masked-LM head (a *ForMaskedLM checkpoint, served with --pooling \
+         splade or --task fill-mask); this server serves {}",
+        models.routes().join(", ")
+    ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_alphabet_and_padding() {
-        // 1.0f32 = 00 00 80 3F; 2.0 = 00 00 00 40 (python: base64.b64encode(struct.pack('<f', x))).
-        assert_eq!(to_base64(&[1.0]), "AACAPw==");
-        assert_eq!(to_base64(&[1.0, 2.0]), "AACAPwAAAEA=");
-        assert_eq!(to_base64(&[1.0, 2.0, 1.0]), "AACAPwAAAEAAAIA/");
+/// A sparse vector written out in full.
+fn densify(sparse: &[(u32, f32)], size: usize) -> Vec<f32> {
+    let mut dense = vec![0.0; size];
+    for &(i, w) in sparse {
+        dense[i as usize] = w;
     }
+    dense
 }

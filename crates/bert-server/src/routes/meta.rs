@@ -1,5 +1,5 @@
-//! The routes about the server rather than the model's tasks: `GET /health`, `GET /info`,
-//! `GET /metrics`, `GET /openapi.json` and `POST /tokenize`.
+//! The routes about the server rather than the model's tasks: `GET /health` (and `/ping`),
+//! `GET /info`, `GET /metrics`, `GET /openapi.json`, `POST /tokenize` and `POST /decode`.
 
 use axum::extract::State;
 use axum::http::header;
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::commands::Command;
 use crate::error::ApiError;
-use crate::input::{check_count, texts, JsonBody};
+use crate::input::{check_count, kind, texts, with_prompt, JsonBody};
 use crate::routes::off_runtime;
 use crate::AppState;
 
@@ -82,6 +82,8 @@ pub struct TokenizeRequest {
     inputs: Value,
     /// Keep `[CLS]`, `[SEP]` (default true).
     add_special_tokens: Option<bool>,
+    /// A prompt of `config_sentence_transformers.json` to put before each input.
+    prompt_name: Option<String>,
 }
 
 /// One token as text-embeddings-inference lists it; `start`/`stop` are character offsets.
@@ -102,7 +104,8 @@ pub async fn tokenize(
     check_count(texts.len(), "inputs", state.config.max_client_batch_size)?;
     let special = request.add_special_tokens.unwrap_or(true);
     let tokens = off_runtime(&state, move |models| {
-        texts
+        let prompt = models.prompt(request.prompt_name.as_deref())?;
+        with_prompt(texts, prompt)
             .iter()
             .map(|text| {
                 let e = models.encode(text)?;
@@ -125,4 +128,72 @@ pub async fn tokenize(
     })
     .await?;
     Ok(Json(tokens))
+}
+
+#[derive(Deserialize)]
+pub struct DecodeRequest {
+    /// Token ids: one list, or a list of lists.
+    #[serde(default)]
+    ids: Value,
+    /// Leave out `[CLS]`, `[SEP]`, `[PAD]`... (default true).
+    skip_special_tokens: Option<bool>,
+}
+
+/// `POST /decode`: token ids back to text, one string per list of ids.
+pub async fn decode(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<DecodeRequest>,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let lists = id_lists(&request.ids)?;
+    check_count(lists.len(), "ids", state.config.max_client_batch_size)?;
+    let skip = request.skip_special_tokens.unwrap_or(true);
+    let texts = off_runtime(&state, move |models| {
+        let tokenizer = models.tokenizer_and_limit().0;
+        let vocab = tokenizer.vocab_size();
+        (lists.iter().enumerate())
+            .map(|(i, ids)| {
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(ApiError::validation(format!(
+                        "`ids[{i}]`: {id} is not a token id (the vocabulary has {vocab})"
+                    )));
+                }
+                Ok(tokenizer.decode(ids, skip)?)
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(texts))
+}
+
+/// `[id, ...]` or `[[id, ...], ...]`.
+fn id_lists(value: &Value) -> Result<Vec<Vec<u32>>, ApiError> {
+    let id = |v: &Value, at: &str| {
+        (v.as_u64().and_then(|n| u32::try_from(n).ok())).ok_or_else(|| {
+            ApiError::validation(format!("`{at}` must be a token id, not {}", kind(v)))
+        })
+    };
+    match value {
+        Value::Array(items) if items.iter().all(Value::is_array) && !items.is_empty() => (items
+            .iter()
+            .enumerate())
+        .map(|(i, list)| {
+            let list = list.as_array().expect("checked");
+            if list.is_empty() {
+                return Err(ApiError::empty(format!("`ids[{i}]` is empty")));
+            }
+            (list.iter().enumerate())
+                .map(|(j, v)| id(v, &format!("ids[{i}][{j}]")))
+                .collect()
+        })
+        .collect(),
+        Value::Array(items) if items.is_empty() => Err(ApiError::empty("`ids` is empty")),
+        Value::Array(items) => Ok(vec![(items.iter().enumerate())
+            .map(|(j, v)| id(v, &format!("ids[{j}]")))
+            .collect::<Result<_, _>>()?]),
+        Value::Null => Err(ApiError::validation("`ids` is required")),
+        other => Err(ApiError::validation(format!(
+            "`ids` must be a list of token ids or a list of such lists, not {}",
+            kind(other)
+        ))),
+    }
 }

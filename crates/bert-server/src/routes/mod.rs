@@ -3,8 +3,11 @@
 //! answer.
 
 pub mod classify;
+pub mod dispatch;
 pub mod embed;
 pub mod meta;
+pub mod openai;
+pub mod playground;
 pub mod tasks;
 
 use std::sync::Arc;

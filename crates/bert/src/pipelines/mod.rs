@@ -2,6 +2,7 @@
 //! its own ([`Pipeline::encode`], so one bad text fails alone) and runs many encodings as one padded
 //! batch.
 
+mod attention;
 mod classify;
 mod embed;
 mod fill_mask;
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
+pub use attention::attention_weights;
 pub use classify::{Classification, ClassificationScore, ScoreFunction, TextClassifier};
 pub use embed::{EmbedOptions, Embedder};
 pub use fill_mask::{FillMask, MaskPrediction};
@@ -54,7 +56,7 @@ impl LongText {
 }
 
 /// The mean of equal-length vectors.
-fn mean(vectors: &[Vec<f32>]) -> Vec<f32> {
+pub fn mean(vectors: &[Vec<f32>]) -> Vec<f32> {
     let n = vectors.len().max(1) as f32;
     let mut sum = vec![0f32; vectors.first().map_or(0, Vec::len)];
     for v in vectors {
