@@ -7,7 +7,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bert::generation::GenerationConfig;
 use bert::pipelines::{
-    attention_weights, Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions, Understanding,
+    attention_weights, Aggregation, Answer, Entity, GeneratedText, MaskPrediction, QaOptions,
+    Understanding,
 };
 use bert::search::{Mode, SearchHit};
 use bert::Encoding;
@@ -169,7 +170,8 @@ impl Command {
                 budget,
                 reply,
             } => answer(reply, || {
-                let embedder = (models.embedder.as_ref()).ok_or_else(|| models.missing(Task::Embed))?;
+                let embedder =
+                    (models.embedder.as_ref()).ok_or_else(|| models.missing(Task::Embed))?;
                 in_groups(&encodings, budget, |group| embedder.token_states(group))
             }),
             Command::Sparse {
@@ -177,7 +179,8 @@ impl Command {
                 budget,
                 reply,
             } => answer(reply, || {
-                let filler = (models.filler.as_ref()).ok_or_else(|| models.missing(Task::FillMask))?;
+                let filler =
+                    (models.filler.as_ref()).ok_or_else(|| models.missing(Task::FillMask))?;
                 in_groups(&encodings, budget, |group| filler.splade(group))
             }),
             Command::Attention { encoding, reply } => {
@@ -301,7 +304,9 @@ fn in_groups<T>(
 
 /// `[layer][head][query][key]` attention probabilities of one encoding.
 fn attention(models: &Models, encoding: &Encoding) -> Result<Vec<Vec<Vec<Vec<f32>>>>, ApiError> {
-    let (_, encoder) = models.encoder().ok_or_else(|| models.missing(Task::Embed))?;
+    let (_, encoder) = models
+        .encoder()
+        .ok_or_else(|| models.missing(Task::Embed))?;
     Ok(attention_weights(encoder, encoding)?)
 }
 

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use bert::model::BertModel;
 use bert::pipelines::{
     EmbedOptions, Embedder, FillMask, Generator, IntentSlotParser, PipelineOptions, QaOptions,
     QuestionAnswerer, TextClassifier, TokenClassifier,
 };
-use bert::model::BertModel;
 use bert::pooling::{EmbeddingConfig, Pooling};
 use bert::search::Searcher;
 use bert::weights::config::BertConfig;
@@ -140,7 +140,9 @@ impl std::str::FromStr for ServedPooling {
         match s {
             "splade" => Ok(ServedPooling::Splade),
             other => other.parse().map(ServedPooling::Dense).map_err(|_| {
-                format!("unknown pooling `{other}` (expected mean, cls, max, mean_sqrt_len or splade)")
+                format!(
+                    "unknown pooling `{other}` (expected mean, cls, max, mean_sqrt_len or splade)"
+                )
             }),
         }
     }
@@ -246,7 +248,12 @@ impl Models {
         let splade = options.pooling == Some(ServedPooling::Splade);
         let mut tasks = tasks;
         if splade {
-            if !config.architectures.iter().flatten().any(|a| a.ends_with("ForMaskedLM")) {
+            if !config
+                .architectures
+                .iter()
+                .flatten()
+                .any(|a| a.ends_with("ForMaskedLM"))
+            {
                 return Err(bert::Error::InvalidInput(
                     "--pooling splade needs a masked-LM checkpoint (architectures: BertForMaskedLM)"
                         .into(),

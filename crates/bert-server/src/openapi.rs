@@ -188,7 +188,10 @@ pub fn document() -> Value {
     });
     let mut paths = paths;
     let dispatch = post("The route that fits the model: /rerank for a cross-encoder, /predict for a classifier, /embed_sparse with --pooling splade, /embed for an embedding model, else the task's own route", json!({}), &[], json!({}));
-    let root = get("The web playground for a browser (Accept: text/html); the health check otherwise", "text/html");
+    let root = get(
+        "The web playground for a browser (Accept: text/html); the health check otherwise",
+        "text/html",
+    );
     paths["/"] = json!({"post": dispatch["post"], "get": root["get"]});
     json!({
         "openapi": "3.1.0",

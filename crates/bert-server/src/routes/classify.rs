@@ -102,8 +102,8 @@ fn average_windows(rows: Vec<Vec<f32>>, windows: &[usize]) -> Vec<Vec<f32>> {
 /// `inputs` as text-embeddings-inference reads it: a string; a list of exactly two strings (one
 /// pair); or a list of strings and two-string lists (a batch). Also says whether it was a batch.
 fn sequences(value: &Value) -> Result<(Vec<Sequence>, bool), ApiError> {
-    if let Some(pair) = as_pair(value) {
-        return Ok((vec![pair], false));
+    if let Some(sequence) = as_sequence(value) {
+        return Ok((vec![sequence], false));
     }
     match value {
         Value::String(s) => Ok((vec![Sequence::Single(s.clone())], false)),
@@ -113,9 +113,10 @@ fn sequences(value: &Value) -> Result<(Vec<Sequence>, bool), ApiError> {
                 .enumerate()
                 .map(|(i, item)| match item {
                     Value::String(s) => Ok(Sequence::Single(s.clone())),
-                    other => as_pair(other).ok_or_else(|| {
+                    other => as_sequence(other).ok_or_else(|| {
                         ApiError::validation(format!(
-                            "`inputs[{i}]` must be a string or a [text, text_pair] list, not {}",
+                            "`inputs[{i}]` must be a string, a [text] or a [text, text_pair] list, \
+                             not {}",
                             kind(other)
                         ))
                     }),
@@ -131,8 +132,10 @@ fn sequences(value: &Value) -> Result<(Vec<Sequence>, bool), ApiError> {
     }
 }
 
-fn as_pair(value: &Value) -> Option<Sequence> {
+/// `[text]` or `[text, text_pair]`.
+fn as_sequence(value: &Value) -> Option<Sequence> {
     match value.as_array().map(Vec::as_slice) {
+        Some([Value::String(a)]) => Some(Sequence::Single(a.clone())),
         Some([Value::String(a), Value::String(b)]) => Some(Sequence::Pair(a.clone(), b.clone())),
         _ => None,
     }
@@ -164,7 +167,10 @@ async fn logits(
     .await?;
     let tokens = encodings.iter().map(|e| e.ids.len()).sum();
     let part = state.config.max_client_batch_size;
-    let rows = state.worker.rows_in_parts(Rows::Logits, encodings, part).await?;
+    let rows = state
+        .worker
+        .rows_in_parts(Rows::Logits, encodings, part)
+        .await?;
     Ok((rows, windows, tokens))
 }
 
@@ -194,13 +200,19 @@ fn encode_sequences(
     }
     let side = scoring.direction.into();
     let limit = models.max_input_length;
-    let encodings = encode_all(sequences, scoring.field, scoring.truncate, limit, |s| match s {
-        Sequence::Single(text) => tokenizer.encode_from(text, side),
-        Sequence::Pair(text, pair) => {
-            classifier.encode_pair(text, pair)?;
-            tokenizer.encode_pair_from(text, pair, side)
-        }
-    })?;
+    let encodings = encode_all(
+        sequences,
+        scoring.field,
+        scoring.truncate,
+        limit,
+        |s| match s {
+            Sequence::Single(text) => tokenizer.encode_from(text, side),
+            Sequence::Pair(text, pair) => {
+                classifier.encode_pair(text, pair)?;
+                tokenizer.encode_pair_from(text, pair, side)
+            }
+        },
+    )?;
     let windows = vec![1; encodings.len()];
     Ok((encodings, windows))
 }
@@ -239,7 +251,14 @@ pub async fn rerank(
         direction: request.truncation_direction,
         long_text: LongText::Truncate,
     };
-    let (ranked, _) = rank(&state, &request.query, &passages, scoring, request.raw_scores).await?;
+    let (ranked, _) = rank(
+        &state,
+        &request.query,
+        &passages,
+        scoring,
+        request.raw_scores,
+    )
+    .await?;
     Ok(Json(
         ranked
             .into_iter()
@@ -359,7 +378,9 @@ pub async fn v1_rerank(
         })
         .collect();
     Ok(Json(V1RerankResponse {
-        model: request.model.unwrap_or_else(|| state.config.model_id.clone()),
+        model: request
+            .model
+            .unwrap_or_else(|| state.config.model_id.clone()),
         results,
         usage: V1Usage { total_tokens },
     }))
@@ -409,7 +430,14 @@ mod tests {
             sequences(&json!(["a", "b", "c"])).unwrap(),
             (vec![single("a"), single("b"), single("c")], true)
         );
-        assert_eq!(sequences(&json!(["a"])).unwrap(), (vec![single("a")], true));
+        assert_eq!(
+            sequences(&json!(["a"])).unwrap(),
+            (vec![single("a")], false)
+        );
+        assert_eq!(
+            sequences(&json!([["a"], ["b", "c"]])).unwrap(),
+            (vec![single("a"), pair("b", "c")], true)
+        );
         assert_eq!(
             sequences(&json!([["a", "b"], "c"])).unwrap(),
             (vec![pair("a", "b"), single("c")], true)

@@ -49,7 +49,9 @@ where
     F: Future<Output = Result<R, ApiError>>,
 {
     match parse::<T>(body) {
-        Ok(request) => handler(State(state), JsonBody(request)).await.into_response(),
+        Ok(request) => handler(State(state), JsonBody(request))
+            .await
+            .into_response(),
         Err(error) => error.into_response(),
     }
 }

@@ -304,7 +304,11 @@ pub async fn embed_sparse(
 ) -> Result<Json<Vec<Vec<SparseValue>>>, ApiError> {
     let texts = texts(&request.inputs, "inputs")?;
     let input = request.options.input(&state, texts, "inputs");
-    check_count(input.texts.len(), "inputs", state.config.max_client_batch_size)?;
+    check_count(
+        input.texts.len(),
+        "inputs",
+        state.config.max_client_batch_size,
+    )?;
     let vectors = sparse_vectors(&state, input).await?;
     Ok(Json(
         vectors

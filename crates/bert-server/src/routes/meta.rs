@@ -173,19 +173,19 @@ fn id_lists(value: &Value) -> Result<Vec<Vec<u32>>, ApiError> {
         })
     };
     match value {
-        Value::Array(items) if items.iter().all(Value::is_array) && !items.is_empty() => (items
-            .iter()
-            .enumerate())
-        .map(|(i, list)| {
-            let list = list.as_array().expect("checked");
-            if list.is_empty() {
-                return Err(ApiError::empty(format!("`ids[{i}]` is empty")));
-            }
-            (list.iter().enumerate())
-                .map(|(j, v)| id(v, &format!("ids[{i}][{j}]")))
+        Value::Array(items) if items.iter().all(Value::is_array) && !items.is_empty() => {
+            (items.iter().enumerate())
+                .map(|(i, list)| {
+                    let list = list.as_array().expect("checked");
+                    if list.is_empty() {
+                        return Err(ApiError::empty(format!("`ids[{i}]` is empty")));
+                    }
+                    (list.iter().enumerate())
+                        .map(|(j, v)| id(v, &format!("ids[{i}][{j}]")))
+                        .collect()
+                })
                 .collect()
-        })
-        .collect(),
+        }
         Value::Array(items) if items.is_empty() => Err(ApiError::empty("`ids` is empty")),
         Value::Array(items) => Ok(vec![(items.iter().enumerate())
             .map(|(j, v)| id(v, &format!("ids[{j}]")))

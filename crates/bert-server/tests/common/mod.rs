@@ -98,3 +98,38 @@ pub fn assert_close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
         assert!((x - y).abs() <= tolerance, "{what}[{i}]: {x} vs {y}");
     }
 }
+
+/// The router over the checkpoint in `dir` loaded with `options`.
+pub fn server_at(
+    dir: &std::path::Path,
+    options: ModelOptions,
+    config: ServerConfig,
+) -> (Router, AppState) {
+    let models = Arc::new(Models::load(Some(dir), &options).expect("loading a checkpoint"));
+    let (state, _thread) = bert_server::start(models, config);
+    (bert_server::router(state.clone()), state)
+}
+
+/// A copy of a fixture checkpoint in a fresh temporary directory, with `files` written into it.
+pub fn fixture_copy(name: &str, tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bert-server-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    for (file, contents) in files {
+        std::fs::write(dir.join(file), contents).unwrap();
+    }
+    dir
+}
+
+/// A request with `Accept: <accept>`.
+pub async fn get_accepting(router: &Router, path: &str, accept: &str) -> Answer {
+    let request = Request::get(path)
+        .header("accept", accept)
+        .body(Body::empty())
+        .unwrap();
+    send(router, request).await
+}
