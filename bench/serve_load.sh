@@ -24,6 +24,7 @@ if [ -z "$TEXTS" ]; then
     python3 -c 'import csv,sys; [print(r["text"].replace("\n"," ")) for r in csv.DictReader(open(sys.argv[1]))]' \
         "$DATA/sentiment_rt_test.csv" > "$TEXTS"
 fi
-cargo build --release -p bert-cli -p bert-server --example load
+cargo build --release -p bert-cli
+cargo build --release -p bert-server --example load
 target/release/examples/load --bert target/release/bert --model "$MODEL" --texts "$TEXTS" \
     --requests "${REQUESTS:-2000}" --flat "${FLAT:-100000}" --seconds "${SECONDS_PER_PHASE:-300}"

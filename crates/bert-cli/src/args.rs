@@ -86,7 +86,8 @@ impl Command {
             | Command::FillMask(_)
             | Command::Classify(_)
             | Command::Ner(_)
-            | Command::Nlu(_) => 0,
+            | Command::Nlu(_)
+            | Command::Serve(_) => 0,
             _ => 1,
         }
     }

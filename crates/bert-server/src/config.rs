@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub auto_truncate: bool,
     /// The name `/info` and `/v1/embeddings` report.
     pub model_id: String,
+    /// Forward passes run at once, each on one thread, when batched requests make several (1: one
+    /// pass at a time on every thread).
+    pub shards: usize,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +38,7 @@ impl Default for ServerConfig {
             api_key: None,
             auto_truncate: false,
             model_id: String::new(),
+            shards: 1,
         }
     }
 }

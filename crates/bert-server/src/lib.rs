@@ -100,7 +100,12 @@ pub fn app(models: Arc<Models>, config: ServerConfig) -> (Router, JoinHandle<()>
 /// The shared state with its model thread running.
 pub fn start(models: Arc<Models>, config: ServerConfig) -> (AppState, JoinHandle<()>) {
     let metrics = Arc::new(Metrics::default());
-    let (worker, thread) = Worker::start(models.clone(), config.max_batch_tokens, metrics.clone());
+    let (worker, thread) = Worker::start(
+        models.clone(),
+        config.max_batch_tokens,
+        config.shards,
+        metrics.clone(),
+    );
     let state = Arc::new(Shared {
         models,
         worker,

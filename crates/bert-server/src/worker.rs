@@ -1,8 +1,10 @@
 //! The model's own thread. Handlers never run the model on the async runtime: they tokenize, queue a
-//! job here and await the reply. Embedding and classification jobs waiting together are merged and cut
-//! into forward passes of at most `max_batch_tokens` padded tokens, shortest inputs together so that
-//! little padding is computed; the other tasks run one request at a time. A job whose client has gone
-//! (timed out, disconnected) is dropped unrun, and a panic fails only the jobs of its batch.
+//! job here and await the reply. Embedding and classification jobs waiting together are merged, sorted
+//! by length and cut into forward passes of at most `max_batch_tokens` padded tokens that waste little
+//! on padding; with several shards the passes run at once, each on one thread (whole passes per core
+//! scale better than every op split across cores, as the CLI's batches do). The other tasks run one
+//! request at a time. A job whose client has gone (timed out, disconnected) is dropped unrun, and a
+//! panic fails only the jobs of its batch.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use bert::train::shards::Shards;
 use bert::Encoding;
 use tokio::sync::oneshot;
 
@@ -68,13 +71,20 @@ impl Worker {
     pub fn start(
         models: Arc<Models>,
         max_batch_tokens: usize,
+        shards: usize,
         metrics: Arc<Metrics>,
     ) -> (Worker, JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel();
         let thread_metrics = metrics.clone();
         let handle = std::thread::Builder::new()
             .name("bert-model".into())
-            .spawn(move || run(&models, &jobs, max_batch_tokens.max(1), &thread_metrics))
+            .spawn(move || {
+                let shards = Shards::new(shards).unwrap_or_else(|_| {
+                    Shards::new(1).expect("one shard needs no thread of its own")
+                });
+                let limits = (max_batch_tokens.max(1), &shards);
+                run(&models, &jobs, limits, &thread_metrics)
+            })
             .expect("spawning the model thread");
         (Worker { queue, metrics }, handle)
     }
@@ -149,7 +159,8 @@ async fn receive<T>(answer: oneshot::Receiver<Result<T, ApiError>>) -> Result<T,
 
 /// The model thread's loop: take what is queued, run the oldest job with what it can share a batch
 /// with, repeat.
-fn run(models: &Models, jobs: &mpsc::Receiver<Job>, max_batch_tokens: usize, metrics: &Metrics) {
+fn run(models: &Models, jobs: &mpsc::Receiver<Job>, limits: Limits, metrics: &Metrics) {
+    let max_batch_tokens = limits.0;
     let mut pending: VecDeque<Job> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -169,7 +180,7 @@ fn run(models: &Models, jobs: &mpsc::Receiver<Job>, max_batch_tokens: usize, met
             Job::Rows { kind, .. } => {
                 let mut group = vec![first];
                 take_companions(&mut pending, kind, max_batch_tokens, &mut group, metrics);
-                run_rows(models, kind, group, max_batch_tokens, metrics);
+                run_rows(models, kind, group, limits, metrics);
             }
         }
     }
@@ -202,14 +213,12 @@ fn take_companions(
     }
 }
 
+/// The token budget of one forward pass, and the shards passes run in.
+type Limits<'a> = (usize, &'a Shards);
+
 /// Runs the encodings of `group` in forward passes and answers each job with its rows.
-fn run_rows(
-    models: &Models,
-    kind: Rows,
-    group: Vec<Job>,
-    max_batch_tokens: usize,
-    metrics: &Metrics,
-) {
+fn run_rows(models: &Models, kind: Rows, group: Vec<Job>, limits: Limits, metrics: &Metrics) {
+    let (max_batch_tokens, shards) = limits;
     let mut replies = Vec::new();
     let mut items: Vec<Item> = Vec::new();
     for (j, job) in group.into_iter().enumerate() {
@@ -226,13 +235,11 @@ fn run_rows(
         results[j].push(None);
     }
     items.sort_by_key(|(_, _, e)| e.ids.len());
+    // At least one pass per shard, so that every shard has work.
+    let per_pass = items.len().div_ceil(shards.count()).max(1);
+    let passes = passes(&items, max_batch_tokens, per_pass, |(_, _, e)| e.ids.len());
     let mut failure = None;
-    for pass in groups_by_tokens(&items, max_batch_tokens, |(_, _, e)| e.ids.len()) {
-        let encodings: Vec<Encoding> = pass.iter().map(|(_, _, e)| e.clone()).collect();
-        let started = Instant::now();
-        let rows = catch_unwind(AssertUnwindSafe(|| forward(models, kind, &encodings)))
-            .unwrap_or_else(|_| Err(panicked()));
-        metrics.batch(&encodings, started.elapsed());
+    for (pass, rows) in run_passes(models, kind, &passes, shards, metrics) {
         match rows {
             Ok(rows) => {
                 for ((j, i, _), row) in pass.iter().zip(rows) {
@@ -249,6 +256,67 @@ fn run_rows(
         };
         let _ = reply.send(answer);
     }
+}
+
+/// Each pass with its rows: one pass at a time on every thread, or, with several passes and shards,
+/// the passes spread over the shards, each on one thread.
+fn run_passes<'p>(
+    models: &Models,
+    kind: Rows,
+    passes: &[&'p [Item]],
+    shards: &Shards,
+    metrics: &Metrics,
+) -> Vec<(&'p [Item], Result<Vec<Vec<f32>>, ApiError>)> {
+    let one_pass = |pass: &[Item]| {
+        let encodings: Vec<Encoding> = pass.iter().map(|(_, _, e)| e.clone()).collect();
+        let started = Instant::now();
+        let rows = catch_unwind(AssertUnwindSafe(|| forward(models, kind, &encodings)))
+            .unwrap_or_else(|_| Err(panicked()));
+        metrics.batch(&encodings, started.elapsed());
+        rows
+    };
+    let count = shards.count();
+    if count == 1 || passes.len() < 2 {
+        return passes.iter().map(|&pass| (pass, one_pass(pass))).collect();
+    }
+    let done = shards.run(|shard| {
+        let mine = passes.iter().skip(shard).step_by(count);
+        Ok::<_, ()>(mine.map(|&pass| (pass, one_pass(pass))).collect::<Vec<_>>())
+    });
+    done.map(|d| d.into_iter().flatten().collect())
+        .unwrap_or_default()
+}
+
+/// A pass is grown past this many padded tokens only while it wastes little on padding.
+const FULL_PASS_TOKENS: usize = 128;
+
+/// Consecutive groups of at most `most` of `items` (sorted by length, `len` giving an item's tokens)
+/// whose padded size fits `budget` and, once past [`FULL_PASS_TOKENS`], is at most an eighth padding:
+/// a long input does not pad many short ones. An item longer than the budget makes a group alone.
+pub fn passes<T>(items: &[T], budget: usize, most: usize, len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let mut end = start + 1;
+        let mut longest = len(&items[start]);
+        let mut tokens = longest;
+        while end < items.len() {
+            let next = len(&items[end]);
+            let padded = longest.max(next) * (end + 1 - start);
+            let wasteful = (padded - tokens - next) * 8 > padded;
+            let full =
+                end - start >= most || longest * (end - start) >= FULL_PASS_TOKENS && wasteful;
+            if padded > budget || full {
+                break;
+            }
+            longest = longest.max(next);
+            tokens += next;
+            end += 1;
+        }
+        groups.push(&items[start..end]);
+        start = end;
+    }
+    groups
 }
 
 /// An encoding and where its row goes: (job, position in the job).
@@ -306,6 +374,36 @@ mod tests {
             ..Default::default()
         };
         (0, 0, encoding)
+    }
+
+    #[test]
+    fn passes_stop_growing_when_padding_would_be_wasted() {
+        let lengths = |ls: &[usize]| -> Vec<Item> { ls.iter().map(|&l| item(l)).collect() };
+        let tokens = |(_, _, e): &Item| e.ids.len();
+        let sizes = |items: &[Item]| -> Vec<usize> {
+            passes(items, 16_384, 100, tokens)
+                .iter()
+                .map(|p| p.len())
+                .collect()
+        };
+        // Equal lengths fill one pass up to the budget.
+        assert_eq!(sizes(&lengths(&[32; 40])), vec![40]);
+        // 20 x 30 = 600 tokens; a 60-token input would make half of 21 x 60 padding.
+        let mut mixed = vec![30; 20];
+        mixed.push(60);
+        assert_eq!(sizes(&lengths(&mixed)), vec![20, 1]);
+        // Below 128 padded tokens a pass keeps growing, padding or not.
+        assert_eq!(sizes(&lengths(&[5, 5, 60])), vec![3]);
+        assert_eq!(
+            passes(&lengths(&[10, 10, 10]), 20, 100, tokens).len(),
+            2,
+            "the budget holds"
+        );
+        assert_eq!(
+            passes(&lengths(&[10; 9]), 1000, 4, tokens).len(),
+            3,
+            "so does the count"
+        );
     }
 
     #[test]

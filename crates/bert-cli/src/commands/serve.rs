@@ -62,6 +62,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         api_key: args.api_key.filter(|k| !k.is_empty()),
         auto_truncate: args.auto_truncate,
         model_id: args.model.unwrap_or(what),
+        shards: crate::threads::shards(),
     };
     let address = format!("{}:{}", args.host, args.port);
     bert_server::run(Arc::new(models), config, &address)?;
