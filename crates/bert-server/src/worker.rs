@@ -213,6 +213,9 @@ fn take_companions(
     }
 }
 
+/// A forward pass's rows, or why it failed.
+type RowsResult = Result<Vec<Vec<f32>>, ApiError>;
+
 /// The token budget of one forward pass, and the shards passes run in.
 type Limits<'a> = (usize, &'a Shards);
 
@@ -266,7 +269,7 @@ fn run_passes<'p>(
     passes: &[&'p [Item]],
     shards: &Shards,
     metrics: &Metrics,
-) -> Vec<(&'p [Item], Result<Vec<Vec<f32>>, ApiError>)> {
+) -> Vec<(&'p [Item], RowsResult)> {
     let one_pass = |pass: &[Item]| {
         let encodings: Vec<Encoding> = pass.iter().map(|(_, _, e)| e.clone()).collect();
         let started = Instant::now();
