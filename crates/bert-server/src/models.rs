@@ -248,14 +248,12 @@ impl Models {
         let splade = options.pooling == Some(ServedPooling::Splade);
         let mut tasks = tasks;
         if splade {
-            if !config
-                .architectures
-                .iter()
-                .flatten()
-                .any(|a| a.ends_with("ForMaskedLM"))
-            {
+            let masked_lm =
+                |a: &String| a.ends_with("ForMaskedLM") || a.ends_with("ForPreTraining");
+            if !config.architectures.iter().flatten().any(masked_lm) {
                 return Err(bert::Error::InvalidInput(
-                    "--pooling splade needs a masked-LM checkpoint (architectures: BertForMaskedLM)"
+                    "--pooling splade needs a masked-LM checkpoint (architectures: BertForMaskedLM \
+                     or BertForPreTraining)"
                         .into(),
                 ));
             }

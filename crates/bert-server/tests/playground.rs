@@ -1,7 +1,8 @@
 //! The web playground in a real browser: a headless Chromium (Debian's `chromium` package, installed
 //! by `scripts/setup.sh`; `$CHROMIUM` names another) loads `GET /` from servers on loopback, types
 //! into the forms, clicks submit, and reads what the page rendered: the similarity heatmap, score
-//! bars, entities marked in the text, the answer marked in its context, the attention canvas. It
+//! bars, entities marked in the text, the answer marked in its context, fill-mask candidates, an
+//! intent, generated text, the attention canvas. It
 //! checks the page at phone width (no sideways scrolling), that every control has a label and that
 //! the tabs answer the arrow keys, and saves screenshots under the test's temporary directory
 //! (`docs/images/playground-*.png` are copies).
@@ -68,11 +69,9 @@ fn submit(page: &mut Browser, task: &str) {
 
 fn open(page: &mut Browser, address: SocketAddr, tab: &str) {
     page.navigate(&format!("http://{address}/#{tab}"));
-    page.wait_for(
-        "document.body.dataset.ready === '1'",
-        WAIT,
-        "the page to load /info",
-    );
+    // Until the new page has a body, the expression reads the old page or none.
+    let ready = format!("location.host === '{address}' && document.body?.dataset.ready === '1'");
+    page.wait_for(&ready, WAIT, "the page to load /info");
 }
 
 #[test]
@@ -91,8 +90,12 @@ fn the_playground_works_in_a_real_browser() {
         ("tiny-classify", &[Task::Embed, Task::Classify]),
         ("tiny-ner", &[]),
         ("tiny-qa", &[]),
+        ("tiny-mlm", &[]),
+        ("tiny-intent-slots", &[]),
+        ("tiny-seq2seq", &[]),
     ]);
     let (classify, ner, qa) = (addresses[0], addresses[1], addresses[2]);
+    let (mlm, nlu, seq2seq) = (addresses[3], addresses[4], addresses[5]);
     let shots = screenshots();
     let mut page = Browser::start(&executable);
     page.viewport(1100, 900, false);
@@ -165,6 +168,36 @@ fn the_playground_works_in_a_real_browser() {
     let marks = page.eval("document.querySelectorAll('#ner-result mark.entity').length");
     assert!(marks.as_u64().unwrap() > 0, "entities are marked: {marks}");
     page.screenshot(&shots.join("playground-ner.png"));
+
+    // Fill-mask: a score bar per candidate.
+    open(&mut page, mlm, "fill-mask");
+    page.type_into("fill-mask-input", "the capital of france is [MASK].");
+    submit(&mut page, "fill-mask");
+    let bars = page.eval("document.querySelectorAll('#fill-mask-result .score-bar').length");
+    assert_eq!(bars, json!(5), "top_k 5");
+
+    // NLU: the intent shown, slots marked.
+    open(&mut page, nlu, "nlu");
+    page.type_into("nlu-input", "show me flights from boston to denver");
+    submit(&mut page, "nlu");
+    let shown = page.eval("document.getElementById('nlu-result').textContent");
+    assert!(
+        shown.as_str().is_some_and(|t| t.contains("boston")),
+        "{shown}"
+    );
+
+    // Generate: each input beside its output.
+    open(&mut page, seq2seq, "generate");
+    page.type_into("generate-input", "the sea is calm");
+    page.type_into("generate-max", "4");
+    submit(&mut page, "generate");
+    let shown = page.eval("document.getElementById('generate-result').textContent");
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.contains("the sea is calm")),
+        "{shown}"
+    );
 
     // QA at phone width: the answer marked in its context, and no sideways scrolling.
     page.viewport(360, 740, true);

@@ -177,6 +177,22 @@ async fn embed_sparse_gives_splade_vectors_and_says_when_there_is_no_masked_lm_h
         let index = entry["index"].as_u64().unwrap() as usize;
         assert!((dense[index] - entry["value"].as_f64().unwrap() as f32).abs() < 1e-6);
     }
+    let info = get(&splade, "/info").await.body;
+    assert_eq!(
+        info["model_type"],
+        json!({"embedding": {"pooling": "splade"}})
+    );
+    let error = bert_server::Models::load(
+        Some(&fixture("tiny-base")),
+        &ModelOptions {
+            pooling: Some(ServedPooling::Splade),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("no masked-LM head")
+    .to_string();
+    assert!(error.contains("masked-LM"), "{error}");
     // A masked-LM checkpoint served as it comes (embed, fill-mask) has the head too.
     let mlm = default_server("tiny-mlm");
     assert_eq!(

@@ -42,6 +42,8 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
             "classifier"
         };
         json!({ kind: { "id2label": id2label, "label2id": label2id } })
+    } else if models.splade {
+        json!({ "embedding": { "pooling": "splade" } })
     } else if let Some(embedder) = &models.embedder {
         json!({ "embedding": { "pooling": embedder.pooling().name() } })
     } else {
