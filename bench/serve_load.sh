@@ -7,7 +7,8 @@
 # MODEL is a checkpoint directory or a Hub id, e.g. $BERT_TEST_MODELS/all-MiniLM-L6-v2 or
 # sentence-transformers/all-MiniLM-L6-v2. TEXTS_FILE has one text per line; by default
 # the Rotten Tomatoes test snippets (scripts/datasets.sh DIR sentiment, text column). REQUESTS (2000
-# per client count), FLAT (100000 requests for the memory run) and SECONDS_PER_PHASE (300) bound it.
+# per client count and round), ROUNDS (3 alternating server/CLI rounds for the ratio), FLAT (100000
+# requests for the memory run) and SECONDS_PER_PHASE (300) bound it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ -z "$1" ]; then
@@ -27,4 +28,5 @@ fi
 cargo build --release -p bert-cli
 cargo build --release -p bert-server --example load
 target/release/examples/load --bert target/release/bert --model "$MODEL" --texts "$TEXTS" \
-    --requests "${REQUESTS:-2000}" --flat "${FLAT:-100000}" --seconds "${SECONDS_PER_PHASE:-300}"
+    --requests "${REQUESTS:-2000}" --rounds "${ROUNDS:-3}" --flat "${FLAT:-100000}" \
+    --seconds "${SECONDS_PER_PHASE:-300}"

@@ -1,15 +1,15 @@
 //! Load benchmark for `bert serve`, on loopback only: starts the server, sends one-text `/embed`
 //! requests from 1, 8 and 64 concurrent clients, and prints throughput, p50/p99 latency, the
 //! server's peak RSS and how it batched (inputs per forward pass, the share of padding, the time its
-//! model spent, summed over shards) for each; then the same texts through `bert embed` in one process
-//! (the median of three runs), for the ratio; then a long run that samples the server's RSS to show
-//! whether memory stays flat.
+//! model spent, summed over shards) for each; then rounds that alternate the largest client count
+//! with the same texts through `bert embed` in one process, for the ratio (the median round); then a
+//! long run that samples the server's RSS to show whether memory stays flat.
 //! Bounded in requests and in seconds per phase.
 //!
 //! ```sh
 //! cargo build --release -p bert-cli -p bert-server --example load
 //! target/release/examples/load --bert target/release/bert --model DIR --texts FILE \
-//!     [--requests 2000] [--clients 1,8,64] [--flat 100000] [--seconds 300]
+//!     [--requests 2000] [--clients 1,8,64] [--rounds 3] [--flat 100000] [--seconds 300]
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +26,7 @@ struct Options {
     clients: Vec<usize>,
     flat: usize,
     seconds: u64,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -59,6 +60,7 @@ fn options() -> Options {
             .collect(),
         flat: number("--flat", 100_000),
         seconds: number("--seconds", 300) as u64,
+        rounds: number("--rounds", 3).max(1),
     }
 }
 
@@ -211,7 +213,6 @@ fn main() {
     println!(
         "| clients | requests | errors | req/s | p50 ms | p99 ms | server RSS MiB (peak) | inputs per pass | padding | model busy |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
-    let (mut best, mut last) = (0f64, 0f64);
     for &clients in &options.clients {
         let before = counters(&url);
         let result = phase(
@@ -223,7 +224,6 @@ fn main() {
             &|_| {},
         );
         let rate = result.requests as f64 / result.seconds;
-        (best, last) = (best.max(rate), rate);
         let after = counters(&url);
         let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
         println!(
@@ -238,21 +238,36 @@ fn main() {
             100.0 * delta[4] / result.seconds,
         );
     }
-    // The median of three runs: one process's rate varies more than the server's long phases.
-    let mut runs: Vec<f64> = (0..3)
-        .map(|_| in_process(&options, options.requests))
-        .collect();
-    runs.sort_by(f64::total_cmp);
-    let direct = runs[1];
+    // The ratio, from rounds that alternate the server (at the largest client count) and one process,
+    // so that both meet the same drift of a shared machine; the median round counts.
+    let clients = options.clients.last().copied().unwrap_or(64);
     println!(
-        "\n`bert embed` in one process, batch 32 (median of 3 runs: {:.1}, {:.1}, {:.1}): {direct:.1} \
-         texts/s; the server at {} clients does {:.2}x that, at its best {:.2}x",
-        runs[0],
-        runs[1],
-        runs[2],
-        options.clients.last().copied().unwrap_or(0),
-        last / direct,
-        best / direct
+        "\nThe server at {clients} clients against `bert embed` in one process (batch 32), alternating:\n\n\
+         | round | server texts/s | bert embed texts/s | ratio |\n| --- | --- | --- | --- |"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=options.rounds {
+        let served = phase(
+            &url,
+            &options.texts,
+            clients,
+            options.requests,
+            limit,
+            &|_| {},
+        );
+        let served = served.requests as f64 / served.seconds;
+        let direct = in_process(&options, options.requests);
+        println!(
+            "| {round} | {served:.1} | {direct:.1} | {:.2}x |",
+            served / direct
+        );
+        ratios.push(served / direct);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "\nMedian ratio over {} rounds: {:.2}x",
+        ratios.len(),
+        ratios[ratios.len() / 2]
     );
 
     if options.flat > 0 {
