@@ -459,11 +459,15 @@ impl Models {
         self.tokenizer_and_limit().0.encode(text)
     }
 
-    /// The routes of the loaded tasks.
+    /// The routes of the loaded tasks (and `/embed` on a SPLADE server).
     pub fn routes(&self) -> Vec<&'static str> {
-        (self.tasks().into_iter())
+        let mut routes: Vec<&str> = (self.tasks().into_iter())
             .flat_map(|t| t.routes().iter().copied())
-            .collect()
+            .collect();
+        if self.splade {
+            routes.push("/embed");
+        }
+        routes
     }
 
     /// The error for a route whose task is not loaded.

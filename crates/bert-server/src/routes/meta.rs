@@ -54,7 +54,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         "model_dtype": "float32",
         "model_type": model_type,
         "tasks": tasks.iter().map(|t| t.name()).collect::<Vec<_>>(),
-        "routes": tasks.iter().flat_map(|t| t.routes().iter().copied()).collect::<Vec<_>>(),
+        "routes": models.routes(),
         "max_concurrent_requests": config.max_concurrent_requests,
         "max_input_length": models.max_input_length,
         "max_batch_tokens": config.max_batch_tokens,
