@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use bert::{Encoding, TruncationSide};
+use bert::{Encoding, Tokenizer, TruncationSide};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -172,6 +172,38 @@ pub fn encode_all<I>(
                 )));
             }
             Ok(encoding)
+        })
+        .collect()
+}
+
+/// Each text cut into windows by `chunker` (a tokenizer with windows), and how many windows each took.
+pub fn encode_windows<'t>(
+    texts: impl IntoIterator<Item = &'t str>,
+    field: &str,
+    chunker: &Tokenizer,
+) -> Result<(Vec<Encoding>, Vec<usize>), ApiError> {
+    let mut encodings = Vec::new();
+    let mut windows = Vec::new();
+    for (i, text) in texts.into_iter().enumerate() {
+        let w = (chunker.encode_windows(text)).map_err(|e| at(ApiError::from(e), field, i))?;
+        windows.push(w.len());
+        encodings.extend(w);
+    }
+    Ok((encodings, windows))
+}
+
+/// The mean of each input's window rows (`windows[i]` consecutive rows per input).
+pub fn average_windows(rows: Vec<Vec<f32>>, windows: &[usize]) -> Vec<Vec<f32>> {
+    if windows.iter().all(|&n| n == 1) {
+        return rows;
+    }
+    let mut rest = rows.as_slice();
+    windows
+        .iter()
+        .map(|&n| {
+            let (mine, others) = rest.split_at(n);
+            rest = others;
+            bert::pipelines::mean(mine)
         })
         .collect()
 }

@@ -51,23 +51,7 @@ async fn embed_gives_the_pipelines_vectors_normalised_unless_asked_not_to() {
 }
 
 fn decode_base64(text: &str) -> Vec<f32> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let mut bytes = Vec::new();
-    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &c)| n | (u32::from(value(c)) << (18 - 6 * i)));
-        bytes.extend(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    bytes
+    base64_bytes(text)
         .chunks(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect()

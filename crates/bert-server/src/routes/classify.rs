@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::input::{check_batch, encode_all, kind, texts, Direction, JsonBody, LongText};
+use crate::input::{
+    average_windows, check_batch, encode_all, encode_windows, kind, texts, Direction, JsonBody,
+    LongText,
+};
 use bert::Encoding;
 
 use crate::models::{Models, Task};
@@ -81,22 +84,6 @@ pub async fn predict(
     } else {
         PredictResponse::One(ranked.remove(0))
     }))
-}
-
-/// The mean of each input's window rows (`windows[i]` consecutive rows per input).
-fn average_windows(rows: Vec<Vec<f32>>, windows: &[usize]) -> Vec<Vec<f32>> {
-    if windows.iter().all(|&n| n == 1) {
-        return rows;
-    }
-    let mut rest = rows.as_slice();
-    windows
-        .iter()
-        .map(|&n| {
-            let (mine, others) = rest.split_at(n);
-            rest = others;
-            bert::pipelines::mean(mine)
-        })
-        .collect()
 }
 
 /// `inputs` as text-embeddings-inference reads it: a string; a list of exactly two strings (one
@@ -183,20 +170,16 @@ fn encode_sequences(
     let tokenizer = &classifier.pipeline().tokenizer;
     if scoring.long_text == LongText::Chunk {
         let chunker = models.chunker.as_ref().unwrap_or(tokenizer);
-        let mut encodings = Vec::new();
-        let mut windows = Vec::with_capacity(sequences.len());
-        for (i, sequence) in sequences.iter().enumerate() {
-            let Sequence::Single(text) = sequence else {
-                return Err(ApiError::validation(format!(
+        let texts = (sequences.iter().enumerate())
+            .map(|(i, sequence)| match sequence {
+                Sequence::Single(text) => Ok(text.as_str()),
+                Sequence::Pair(..) => Err(ApiError::validation(format!(
                     "`{}[{i}]`: \"long_text\": \"chunk\" takes single texts, not pairs",
                     scoring.field
-                )));
-            };
-            let w = chunker.encode_windows(text).map_err(ApiError::from)?;
-            windows.push(w.len());
-            encodings.extend(w);
-        }
-        return Ok((encodings, windows));
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return encode_windows(texts, scoring.field, chunker);
     }
     let side = scoring.direction.into();
     let limit = models.max_input_length;

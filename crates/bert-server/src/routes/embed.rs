@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::commands::Command;
 use crate::error::ApiError;
 use crate::input::{
-    check_batch, check_count, encode_all, kind, texts, with_prompt, Direction, JsonBody, LongText,
+    average_windows, check_batch, check_count, encode_all, encode_windows, kind, texts,
+    with_prompt, Direction, JsonBody, LongText,
 };
 use crate::models::{Models, Task};
 use crate::routes::off_runtime;
@@ -141,18 +142,7 @@ fn encode(models: &Models, input: EmbedInput) -> Result<(Vec<Encoding>, Vec<usiz
     let tokenizer = &embedder.pipeline().tokenizer;
     if input.long_text == LongText::Chunk {
         let chunker = models.chunker.as_ref().unwrap_or(tokenizer);
-        let mut encodings = Vec::new();
-        let mut windows = Vec::with_capacity(texts.len());
-        for (i, text) in texts.iter().enumerate() {
-            let w = chunker.encode_windows(text).map_err(|e| {
-                let mut error = ApiError::from(e);
-                error.message = format!("`{}[{i}]`: {}", input.field, error.message);
-                error
-            })?;
-            windows.push(w.len());
-            encodings.extend(w);
-        }
-        return Ok((encodings, windows));
+        return encode_windows(texts.iter().map(String::as_str), input.field, chunker);
     }
     let side = input.direction.into();
     let encodings = encode_all(
@@ -164,22 +154,6 @@ fn encode(models: &Models, input: EmbedInput) -> Result<(Vec<Encoding>, Vec<usiz
     )?;
     let windows = vec![1; encodings.len()];
     Ok((encodings, windows))
-}
-
-/// The mean of each text's window vectors (`windows[i]` consecutive rows per text).
-fn average_windows(vectors: Vec<Vec<f32>>, windows: &[usize]) -> Vec<Vec<f32>> {
-    if windows.iter().all(|&n| n == 1) {
-        return vectors;
-    }
-    let mut rest = vectors.as_slice();
-    windows
-        .iter()
-        .map(|&n| {
-            let (mine, others) = rest.split_at(n);
-            rest = others;
-            bert::pipelines::mean(mine)
-        })
-        .collect()
 }
 
 /// The texts, truncation and prompt fields every embedding route reads.

@@ -222,7 +222,7 @@ impl Browser {
             "Page.captureScreenshot",
             json!({"format": "png", "captureBeyondViewport": true}),
         );
-        let png = decode_base64(shot["data"].as_str().expect("image data"));
+        let png = crate::common::base64_bytes(shot["data"].as_str().expect("image data"));
         std::fs::write(path, png).expect("writing the screenshot");
     }
 }
@@ -232,21 +232,4 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
-        let n = (chunk.iter().enumerate())
-            .fold(0u32, |n, (i, &c)| n | (u32::from(value(c)) << (18 - 6 * i)));
-        bytes.extend(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    bytes
 }

@@ -133,3 +133,22 @@ pub async fn get_accepting(router: &Router, path: &str, accept: &str) -> Answer 
         .unwrap();
     send(router, request).await
 }
+
+/// The bytes of standard base64 text (with or without padding).
+pub fn base64_bytes(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let n = (chunk.iter().enumerate())
+            .fold(0u32, |n, (i, &c)| n | (u32::from(value(c)) << (18 - 6 * i)));
+        bytes.extend(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    bytes
+}
