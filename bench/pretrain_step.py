@@ -3,10 +3,12 @@
 same config, batch, sequence length and thread count, one run, medians and ratios.
 
     python bench/pretrain_step.py [--size mini] [--batch 32] [--seq 128] [--steps 20] [--threads 2]
-        [--bf16]
+        [--bf16] [--gradient-checkpointing] [--engines bert,torch]
 
 With --bf16 both train in mixed precision: `bert pretrain --bf16` and PyTorch under
-`torch.autocast("cpu", dtype=torch.bfloat16)` (what transformers' Trainer does for `--bf16`).
+`torch.autocast("cpu", dtype=torch.bfloat16)` (what transformers' Trainer does for `--bf16`). With
+--gradient-checkpointing both recompute each layer in the backward pass (`bert pretrain
+--gradient-checkpointing`, transformers' `gradient_checkpointing_enable()`). --engines bert runs one side.
 
 Both sides train on full-length instances (short_seq_prob 0) with 20 masked positions each, AdamW and
 clipping, dropout on. PyTorch gets random token ids (its data pipeline is not timed); `bert` runs its whole
@@ -53,6 +55,8 @@ def run_bert(args, work):
            "--save-every", "0", "--log-every", "1", "--max-predictions-per-seq", "20", "--overwrite"]
     if args.bf16:
         cmd.append("--bf16")
+    if args.gradient_checkpointing:
+        cmd.append("--gradient-checkpointing")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(done.stderr)
@@ -74,6 +78,8 @@ def run_torch(args):
     config = BertConfig(vocab_size=args.vocab, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=hidden // 64, intermediate_size=4 * hidden)
     model = BertForPreTraining(config)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.train()
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
@@ -112,17 +118,25 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--bf16", action="store_true", help="mixed precision on both sides")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each layer in the backward pass, on both sides")
+    parser.add_argument("--engines", default="bert,torch", help="which sides to run (bert, torch or both)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        ours, our_mb = run_bert(args, work)
-    theirs, their_mb = run_torch(args)
+    engines = args.engines.split(",")
     print(f"BERT-{args.size}, batch {args.batch} x {args.seq}, vocab {args.vocab}, {args.threads} threads, "
-          f"{'bf16 mixed precision' if args.bf16 else 'f32'}, median of {args.steps - 2} steps")
+          f"{'bf16 mixed precision' if args.bf16 else 'f32'}"
+          f"{', gradient checkpointing' if args.gradient_checkpointing else ''}, median of {args.steps - 2} steps")
     print(f"| engine | step time | peak RSS |")
     print(f"| --- | --- | --- |")
-    print(f"| bert pretrain | {ours * 1000:.0f} ms | {our_mb:.0f} MB |")
-    print(f"| PyTorch (transformers BertForPreTraining) | {theirs * 1000:.0f} ms | {their_mb:.0f} MB |")
-    print(f"step-time ratio bert / PyTorch: {ours / theirs:.2f}x")
+    if "bert" in engines:
+        with tempfile.TemporaryDirectory() as work:
+            ours, our_mb = run_bert(args, work)
+        print(f"| bert pretrain | {ours * 1000:.0f} ms | {our_mb:.0f} MB |")
+    if "torch" in engines:
+        theirs, their_mb = run_torch(args)
+        print(f"| PyTorch (transformers BertForPreTraining) | {theirs * 1000:.0f} ms | {their_mb:.0f} MB |")
+    if "bert" in engines and "torch" in engines:
+        print(f"step-time ratio bert / PyTorch: {ours / theirs:.2f}x")
 
 
 if __name__ == "__main__":

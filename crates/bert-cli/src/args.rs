@@ -855,6 +855,11 @@ pub struct TrainingArgs {
     /// gradients, optimizer state, LayerNorm, softmax and losses stay f32.
     #[arg(long)]
     pub bf16: bool,
+    /// Keep only each encoder layer's input during the forward pass and run the layer again in the
+    /// backward pass (transformers' `gradient_checkpointing`): much less memory for activations,
+    /// about one more forward pass of time per step. The gradients are the same.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// What a command's training defaults to where the flags are not given.
@@ -907,6 +912,7 @@ impl TrainingArgs {
         options.overwrite = self.overwrite;
         options.seed = self.seed;
         options.shards = self.shards;
+        options.gradient_checkpointing = self.gradient_checkpointing;
         options.precision = if self.bf16 {
             Precision::Bf16
         } else {

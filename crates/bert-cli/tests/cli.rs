@@ -548,6 +548,27 @@ fn vocab_then_pretrain_then_fill_mask() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(lines(&out)[0]["predictions"].as_array().unwrap().len(), 5);
 
+    // With --gradient-checkpointing: the same losses, step for step.
+    let checkpointed = dir.join("checkpointed");
+    let mut with_flag: Vec<&str> = args.to_vec();
+    with_flag[5] = checkpointed.to_str().unwrap();
+    with_flag.push("--gradient-checkpointing");
+    let out = bert(&with_flag, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let losses = |run: &std::path::Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
+            .collect()
+    };
+    let (plain, recomputed) = (losses(&run), losses(&checkpointed));
+    assert!(plain.len() >= 6, "{plain:?}");
+    assert_eq!(plain.len(), recomputed.len());
+    for (a, b) in plain.iter().zip(&recomputed) {
+        assert!((a - b).abs() < 1e-4, "{plain:?} vs {recomputed:?}");
+    }
+
     // The same command again: refused, nothing overwritten.
     let out = bert(&args, b"");
     assert_eq!(out.status.code(), Some(2));

@@ -112,9 +112,9 @@ impl BertEmbeddings {
                     later = positions.narrow(0, first_position.min(positions.dim(0)?), rows)?;
                     &later
                 };
-                let pad = match mode {
-                    Mode::Train(_) => self.pad_token_id,
-                    _ => None,
+                let pad = match mode.is_train() {
+                    true => self.pad_token_id,
+                    false => None,
                 };
                 embedding_sum(
                     [words, types, positions],
@@ -142,8 +142,8 @@ impl BertEmbeddings {
         let c = word_embeddings.dim(1)?;
         let ids = batch.input_ids.flatten_all()?;
         let words = word_embeddings.embedding(&ids)?; // (B*T, C)
-        let words = match (mode, self.pad_token_id) {
-            (Mode::Train(_), Some(pad)) => no_gradient_where(&words, &ids.eq(pad)?)?,
+        let words = match (mode.is_train(), self.pad_token_id) {
+            (true, Some(pad)) => no_gradient_where(&words, &ids.eq(pad)?)?,
             _ => words,
         };
         let types = token_type_embeddings.embedding(&batch.token_type_ids.flatten_all()?)?;

@@ -4,6 +4,8 @@
 //! Dimension letters: B batch, T tokens, C hidden size, H heads, D = C / H head size, I intermediate size.
 //! Field names follow the checkpoint keys, so each `load` is a walk down the weight names.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 use crate::batch::Batch;
@@ -11,6 +13,7 @@ use crate::error::Result;
 use crate::kernels::{amx, cpu};
 use crate::model::attention::Heads;
 use crate::model::embeddings::BertEmbeddings;
+use crate::nn::checkpoint::{checkpointed, Block};
 use crate::nn::{activation, attention_bias, Dropout, LayerNorm, Linear, Mode, Precision};
 use crate::ops::attention::FusedAttention;
 use crate::weights::config::{BertConfig, HiddenAct};
@@ -256,7 +259,7 @@ pub struct BertOutput {
 /// Embeddings, the layer stack and an optional pooler: `transformers`' `BertModel`.
 pub struct BertModel {
     embeddings: BertEmbeddings,
-    layers: Vec<BertLayer>,
+    layers: Vec<Arc<BertLayer>>,
     pooler: Option<BertPooler>,
 }
 
@@ -265,7 +268,7 @@ impl BertModel {
     pub fn load(p: &Params, c: &BertConfig, add_pooling_layer: bool) -> Result<Self> {
         let layer_params = p.pp("encoder").pp("layer");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| BertLayer::load(&layer_params.pp(i), c))
+            .map(|i| BertLayer::load(&layer_params.pp(i), c).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let pooler = if add_pooling_layer {
             Some(BertPooler::load(&p.pp("pooler"), c)?)
@@ -309,7 +312,9 @@ impl BertModel {
         let bias = attention_bias(&batch.attention_mask, x.dtype())?; // (B, 1, 1, T)
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias, mode)?;
+            let (layer, bias) = (layer.clone(), bias.clone());
+            let block: Block = Arc::new(move |x, mode| layer.forward(x, &bias, mode));
+            x = checkpointed(&x, mode, block)?;
         }
         let pooled = match &self.pooler {
             Some(pooler) => Some(pooler.forward(&x)?),

@@ -3,6 +3,7 @@
 //! two switches every layer reads: [`Mode`] (inference or training) and [`Precision`] (the number
 //! format of Linear layers).
 
+pub mod checkpoint;
 pub mod dropout;
 pub mod functional;
 pub mod layer_norm;

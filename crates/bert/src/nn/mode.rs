@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 
+use crate::nn::checkpoint::Recomputation;
 use crate::rng::Rng;
 
 /// Whether a forward pass is for inference or training.
@@ -11,10 +12,21 @@ pub enum Mode<'a> {
     Eval,
     /// Dropout on, with masks from this generator; every op differentiable.
     Train(&'a Mutex<Rng>),
+    /// Training with gradient checkpointing ([`crate::nn::checkpoint`]): each encoder layer keeps only
+    /// its input and runs again in the backward pass, its weights' gradients collected here.
+    Checkpointed(&'a Mutex<Rng>, &'a Recomputation),
 }
 
 impl Mode<'_> {
     pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
+        !matches!(self, Mode::Eval)
+    }
+
+    /// The dropout generator, when training.
+    pub fn rng(&self) -> Option<&Mutex<Rng>> {
+        match self {
+            Mode::Eval => None,
+            Mode::Train(rng) | Mode::Checkpointed(rng, _) => Some(rng),
+        }
     }
 }

@@ -66,6 +66,15 @@ impl GradientSum {
         Ok(())
     }
 
+    /// Adds the gradients that recomputing checkpointed layers found during the backward pass of the
+    /// (single) part ([`crate::nn::checkpoint`]); nothing when the pass was skipped.
+    pub fn add_recomputed(&mut self, recomputed: GradStore) -> Result<()> {
+        if let Some(first) = self.parts.first_mut() {
+            first.extend(recomputed)?;
+        }
+        Ok(())
+    }
+
     /// Adds the parts of `other`, which must have the same scale.
     pub fn append(&mut self, other: GradientSum, vars: &[Tensor]) -> Result<()> {
         if !other.parts.is_empty() && !self.parts.is_empty() && other.scale != self.scale {

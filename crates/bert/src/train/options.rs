@@ -64,6 +64,9 @@ pub struct TrainingOptions {
     pub shards: usize,
     /// bf16: mixed precision (Linear products in bf16 with f32 sums; weights and optimizer f32).
     pub precision: Precision,
+    /// Keep only each encoder layer's input in the forward pass and recompute the layer in the
+    /// backward pass (`gradient_checkpointing`): less memory, one more forward pass per step.
+    pub gradient_checkpointing: bool,
 }
 
 impl TrainingOptions {
@@ -97,6 +100,7 @@ impl TrainingOptions {
             world: World::single(),
             shards: 0,
             precision: Precision::F32,
+            gradient_checkpointing: false,
         }
     }
 

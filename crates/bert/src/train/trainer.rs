@@ -24,6 +24,7 @@ use crate::files::write::write_file;
 use crate::nn::Mode;
 use crate::train::exchange::{exchange_gradients, step_totals};
 use crate::train::options::{EvalStrategy, TrainingOptions};
+use crate::nn::checkpoint::Recomputation;
 use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
 use crate::train::task::{Evaluated, Task};
 use crate::train::{
@@ -382,14 +383,22 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
             })
             .collect();
         let weights = loss_weights(world, &counts)?;
-        let seed = self.options.seed;
+        let (seed, checkpointing) = (self.options.seed, self.options.gradient_checkpointing);
         self.shards.run(|s| -> Result<_> {
             let Some(batch) = &batches[s] else {
                 return Ok(None);
             };
             let dropout = dropout_stream(seed, micro_batch, plan.global[s]);
-            let part = task.loss(batch, &weights[s], &Mode::Train(&dropout))?;
-            Gradients::of(&part.loss, part.tokens).map(Some)
+            if !checkpointing {
+                let part = task.loss(batch, &weights[s], &Mode::Train(&dropout))?;
+                return Gradients::of(&part.loss, part.tokens).map(Some);
+            }
+            let recomputed = Recomputation::default();
+            let mode = Mode::Checkpointed(&dropout, &recomputed);
+            let part = task.loss(batch, &weights[s], &mode)?;
+            let mut gradients = Gradients::of(&part.loss, part.tokens)?;
+            gradients.grads.add_recomputed(recomputed.take())?;
+            Ok(Some(gradients))
         })
     }
 

@@ -198,3 +198,38 @@ fn a_fresh_store_initialises_every_weight_as_transformers_does() {
     assert!(std > 0.005 && std < 0.05, "std {std}");
     assert_eq!(store.report().newly_initialized.len(), vars.len());
 }
+
+/// Gradient checkpointing (`Mode::Checkpointed`) recomputes each layer in the backward pass with the
+/// same dropout masks: every weight's gradient equals the one of the plain training pass.
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    let (store, config, batch) = setup("tiny-pretraining", false);
+    let model = BertForPreTraining::load(&store.root(), &config).unwrap();
+    let loss_of = |mode: &Mode| {
+        let out = model.forward(&batch, mode).unwrap();
+        let mlm = loss::token_cross_entropy(&out.prediction_logits, &mlm_labels(&batch)).unwrap();
+        let nsp = loss::cross_entropy(&out.seq_relationship_logits, &labels(&[0, 1], &[2])).unwrap();
+        (mlm + nsp).unwrap()
+    };
+    let plain = loss_of(&Mode::Train(&Mutex::new(Rng::new(7))))
+        .backward()
+        .unwrap();
+    let recomputed = bert::nn::checkpoint::Recomputation::default();
+    let rng = Mutex::new(Rng::new(7));
+    let loss = loss_of(&Mode::Checkpointed(&rng, &recomputed));
+    let mut checkpointed = loss.backward().unwrap();
+    let layer_weights = recomputed.take();
+    checkpointed.extend(layer_weights).unwrap();
+    let vars = store.vars();
+    let mut layer_vars = 0;
+    for (name, var) in &vars {
+        let a = plain.get(var).unwrap_or_else(|| panic!("{name}: no plain gradient"));
+        let b = checkpointed
+            .get(var)
+            .unwrap_or_else(|| panic!("{name}: no gradient with checkpointing"));
+        let diff = max_abs_diff(a, b);
+        assert!(diff < 1e-6, "{name}: gradients differ by {diff}");
+        layer_vars += usize::from(name.contains(".layer."));
+    }
+    assert!(layer_vars > 10, "the layers' weights were compared ({layer_vars})");
+}
