@@ -34,7 +34,10 @@ impl Recomputation {
     }
 
     fn add(&self, grads: GradStore) -> candle_core::Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(grads)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(grads)
     }
 }
 
@@ -47,7 +50,9 @@ pub fn checkpointed(x: &Tensor, mode: &Mode, block: Block) -> Result<Tensor> {
         return block(x, &Mode::Train(rng));
     }
     let start = rng.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let output = block(&x.detach(), &Mode::Train(rng))?.detach().contiguous()?;
+    let output = block(&x.detach(), &Mode::Train(rng))?
+        .detach()
+        .contiguous()?;
     let op = Checkpoint {
         block,
         start,
@@ -79,8 +84,9 @@ impl CustomOp1 for Checkpoint {
     fn bwd(&self, x: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let input = Var::from_tensor(&x.detach())?;
         let rng = Mutex::new(self.start.clone());
-        let output = (self.block)(input.as_tensor(), &Mode::Train(&rng))
-            .map_err(|e| candle_core::Error::Msg(format!("recomputing a checkpointed block: {e}")))?;
+        let output = (self.block)(input.as_tensor(), &Mode::Train(&rng)).map_err(|e| {
+            candle_core::Error::Msg(format!("recomputing a checkpointed block: {e}"))
+        })?;
         let weights: Vec<Tensor> = (output.sorted_nodes().into_iter())
             .filter(|node| node.is_variable() && node.id() != input.id())
             .cloned()

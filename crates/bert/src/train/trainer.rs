@@ -21,10 +21,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::files::write::write_file;
+use crate::nn::checkpoint::Recomputation;
 use crate::nn::Mode;
 use crate::train::exchange::{exchange_gradients, step_totals};
 use crate::train::options::{EvalStrategy, TrainingOptions};
-use crate::nn::checkpoint::Recomputation;
 use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
 use crate::train::task::{Evaluated, Task};
 use crate::train::{

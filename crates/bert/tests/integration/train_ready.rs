@@ -208,7 +208,8 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     let loss_of = |mode: &Mode| {
         let out = model.forward(&batch, mode).unwrap();
         let mlm = loss::token_cross_entropy(&out.prediction_logits, &mlm_labels(&batch)).unwrap();
-        let nsp = loss::cross_entropy(&out.seq_relationship_logits, &labels(&[0, 1], &[2])).unwrap();
+        let nsp =
+            loss::cross_entropy(&out.seq_relationship_logits, &labels(&[0, 1], &[2])).unwrap();
         (mlm + nsp).unwrap()
     };
     let plain = loss_of(&Mode::Train(&Mutex::new(Rng::new(7))))
@@ -223,7 +224,9 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     let vars = store.vars();
     let mut layer_vars = 0;
     for (name, var) in &vars {
-        let a = plain.get(var).unwrap_or_else(|| panic!("{name}: no plain gradient"));
+        let a = plain
+            .get(var)
+            .unwrap_or_else(|| panic!("{name}: no plain gradient"));
         let b = checkpointed
             .get(var)
             .unwrap_or_else(|| panic!("{name}: no gradient with checkpointing"));
@@ -231,5 +234,8 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         assert!(diff < 1e-6, "{name}: gradients differ by {diff}");
         layer_vars += usize::from(name.contains(".layer."));
     }
-    assert!(layer_vars > 10, "the layers' weights were compared ({layer_vars})");
+    assert!(
+        layer_vars > 10,
+        "the layers' weights were compared ({layer_vars})"
+    );
 }
