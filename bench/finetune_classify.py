@@ -2,7 +2,8 @@
 """Fine-tuning side by side: `bert finetune` and transformers' Trainer fine-tune the same checkpoint on
 the same real data with the same hyper-parameters, seed and thread count; both pick the best epoch on the
 dev set by loss, and both are scored on the held-out test set with scikit-learn. Prints accuracy,
-macro-F1 and training wall time, and the time ratio.
+macro-F1, training wall time and peak RSS during training (for PyTorch, of the whole Python process), and
+the time ratio.
 
 Data: Rotten Tomatoes critic snippets (scripts/datasets.sh OUT sentiment).
 
@@ -21,6 +22,7 @@ import csv
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,14 +56,16 @@ def run_bert(args, train, dev, test, work):
                "--overwrite", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--learning-rate", str(args.learning_rate), "--max-length", str(args.max_length),
                "--seed", str(args.seed), "--log-every", "50"] + (["--bf16"] if args.bf16 else [])
+    peak = os.path.join(work, "bert-peak-kb")
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak] + command, env=env, check=True)
     seconds = time.perf_counter() - start
+    peak_mb = int(open(peak).read().split()[-1]) / 1024
     texts = "\n".join(t.replace("\n", " ") for t, _ in test) + "\n"
     result = subprocess.run([bert, "classify", "--model", out, "--batch-size", "64"], input=texts.encode(),
                             env=env, check=True, capture_output=True)
     predicted = [json.loads(line)["label"] for line in result.stdout.decode().splitlines()]
-    return seconds, predicted
+    return seconds, peak_mb, predicted
 
 
 def run_pytorch(args, train, dev, test, work):
@@ -93,9 +97,10 @@ def run_pytorch(args, train, dev, test, work):
                       data_collator=DataCollatorWithPadding(tok))
     trainer.train()
     seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     logits = trainer.predict(test_set).predictions
     predicted = [labels[i] for i in np.argmax(logits, axis=1)]
-    return seconds, predicted
+    return seconds, peak_mb, predicted
 
 
 def main():
@@ -135,16 +140,16 @@ def main():
         for name, run in runs.items():
             if args.only and not name.lower().startswith(args.only):
                 continue
-            seconds, predicted = run()
-            results[name] = (seconds, *scores(truth, predicted))
+            seconds, peak_mb, predicted = run()
+            results[name] = (seconds, peak_mb, *scores(truth, predicted))
             print(f"{name}: {seconds:.1f}s", file=sys.stderr)
     print(f"\nall-MiniLM-L6-v2 on Rotten Tomatoes: {len(train)} train, {len(dev)} dev, {len(test)} test; "
           f"{args.epochs} epochs, batch {args.batch_size}, lr {args.learning_rate}, {args.threads} threads, "
           f"{'bf16 mixed precision' if args.bf16 else 'f32'}\n")
-    print("| engine | test accuracy | test macro-F1 | training wall time |")
-    print("| --- | --- | --- | --- |")
-    for name, (seconds, accuracy, f1) in results.items():
-        print(f"| {name} | {accuracy:.4f} | {f1:.4f} | {seconds:.0f} s |")
+    print("| engine | test accuracy | test macro-F1 | training wall time | peak RSS (training) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, (seconds, peak_mb, accuracy, f1) in results.items():
+        print(f"| {name} | {accuracy:.4f} | {f1:.4f} | {seconds:.0f} s | {peak_mb:.0f} MB |")
     if len(results) == 2:
         (a, *_), (b, *_) = results.values()
         print(f"\ntime ratio bert / PyTorch: {a / b:.2f}x")
