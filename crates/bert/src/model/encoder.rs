@@ -16,6 +16,8 @@ use crate::model::embeddings::BertEmbeddings;
 use crate::nn::checkpoint::{checkpointed, Block};
 use crate::nn::{activation, attention_bias, Dropout, LayerNorm, Linear, Mode, Precision};
 use crate::ops::attention::FusedAttention;
+use crate::ops::fused_kernels_apply;
+use crate::ops::training_attention::TrainingAttention;
 use crate::weights::config::{BertConfig, HiddenAct};
 use crate::weights::params::Params;
 
@@ -106,9 +108,34 @@ impl BertSelfAttention {
             return Ok(qkv.apply_op1_no_bwd(&op)?);
         }
         let [q, k, v] = self.projections.each(x)?;
+        if mode.is_train() && fused_kernels_apply(x) {
+            return self.attend_in_one_op(&q, &k, &v, bias, mode);
+        }
         let [q, k, v] = [q, k, v].map(|x| self.heads.split(&x));
         self.heads
             .attend(&q?, &k?, &v?, Some(bias), &self.dropout, mode)
+    }
+
+    /// Training attention as one op with its own backward pass ([`TrainingAttention`]), with the
+    /// dropout masks the composite form would draw.
+    fn attend_in_one_op(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        mode: &Mode,
+    ) -> Result<Tensor> {
+        let (b, t, _) = q.dims3()?;
+        let heads = self.heads.count;
+        let op = TrainingAttention::new(
+            heads,
+            (1.0 / (self.heads.size as f64).sqrt()) as f32,
+            bias.flatten_all()?.to_vec1()?,
+            self.dropout.mask(b * heads * t * t, mode),
+        );
+        Ok(q.contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
     }
 
     /// Inference that also returns the attention probabilities, (B, H, T, T).

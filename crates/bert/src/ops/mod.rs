@@ -17,6 +17,7 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
 pub mod softmax;
+pub mod training_attention;
 
 pub(crate) type CResult<T> = candle_core::Result<T>;
 
