@@ -125,6 +125,12 @@ impl CustomOp3 for TrainingAttention {
             )
         }
         let (heads, d) = (self.heads, c / self.heads);
+        if t == 0 || d == 0 {
+            candle_core::bail!(
+                "training attention: no tokens or no head size in {:?}",
+                l1.dims()
+            )
+        }
         if self.mask.len() != b * t
             || self
                 .dropout
