@@ -116,9 +116,9 @@ pub async fn embeddings(
     let max = state.config.max_client_batch_size;
     check_batch(input.texts.len(), input.field, max, input.split_batch)?;
     if state.models.splade {
-        let sparse = sparse_vectors(state, input).await?;
+        let (sparse, tokens) = sparse_vectors(state, input).await?;
         let vocab = state.models.config.vocab_size;
-        return Ok((sparse.iter().map(|v| densify(v, vocab)).collect(), 0));
+        return Ok((sparse.iter().map(|v| densify(v, vocab)).collect(), tokens));
     }
     if state.models.embedder.is_none() {
         return Err(state.models.missing(Task::Embed));
@@ -283,7 +283,7 @@ pub async fn embed_sparse(
         "inputs",
         state.config.max_client_batch_size,
     )?;
-    let vectors = sparse_vectors(&state, input).await?;
+    let (vectors, _) = sparse_vectors(&state, input).await?;
     Ok(Json(
         vectors
             .into_iter()
@@ -296,11 +296,11 @@ pub async fn embed_sparse(
     ))
 }
 
-/// SPLADE vectors of the input's texts from the masked-LM head.
+/// SPLADE vectors of the input's texts from the masked-LM head, and the tokens they took.
 async fn sparse_vectors(
     state: &AppState,
     input: EmbedInput,
-) -> Result<Vec<Vec<(u32, f32)>>, ApiError> {
+) -> Result<(Vec<Vec<(u32, f32)>>, usize), ApiError> {
     if state.models.filler.is_none() {
         return Err(no_masked_lm(&state.models));
     }
@@ -315,15 +315,17 @@ async fn sparse_vectors(
         })
     })
     .await?;
+    let tokens = encodings.iter().map(|e| e.ids.len()).sum();
     let budget = SPARSE_TOKENS.min(state.config.max_batch_tokens);
-    state
+    let vectors = state
         .worker
         .ask(|reply| Command::Sparse {
             encodings,
             budget,
             reply,
         })
-        .await
+        .await?;
+    Ok((vectors, tokens))
 }
 
 fn no_masked_lm(models: &Models) -> ApiError {
