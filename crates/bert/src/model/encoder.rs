@@ -58,14 +58,13 @@ impl Projections {
         })
     }
 
-    /// `(B, T, 3C)`: queries, keys and values side by side.
+    /// `(B, T, 3C)`: queries, keys and values side by side (one product in either form).
     fn stacked(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Projections::Stacked(qkv) => qkv.forward(x),
-            Projections::Separate { query, key, value } => Ok(Tensor::cat(
-                &[query.forward(x)?, key.forward(x)?, value.forward(x)?],
-                2,
-            )?),
+            Projections::Separate { query, key, value } => {
+                Linear::forward_side_by_side(&[query, key, value], x)
+            }
         }
     }
 
@@ -107,26 +106,19 @@ impl BertSelfAttention {
             let qkv = self.projections.stacked(x)?.contiguous()?;
             return Ok(qkv.apply_op1_no_bwd(&op)?);
         }
-        let [q, k, v] = self.projections.each(x)?;
         if mode.is_train() && fused_kernels_apply(x) {
-            return self.attend_in_one_op(&q, &k, &v, bias, mode);
+            return self.attend_in_one_op(&self.projections.stacked(x)?, bias, mode);
         }
+        let [q, k, v] = self.projections.each(x)?;
         let [q, k, v] = [q, k, v].map(|x| self.heads.split(&x));
         self.heads
             .attend(&q?, &k?, &v?, Some(bias), &self.dropout, mode)
     }
 
-    /// Training attention as one op with its own backward pass ([`TrainingAttention`]), with the
-    /// dropout masks the composite form would draw.
-    fn attend_in_one_op(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        bias: &Tensor,
-        mode: &Mode,
-    ) -> Result<Tensor> {
-        let (b, t, _) = q.dims3()?;
+    /// Training attention as one op with its own backward pass ([`TrainingAttention`]) over the
+    /// stacked projections `(B, T, 3C)`, with the dropout masks the composite form would draw.
+    fn attend_in_one_op(&self, qkv: &Tensor, bias: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let (b, t, _) = qkv.dims3()?;
         let heads = self.heads.count;
         let op = TrainingAttention::new(
             heads,
@@ -134,8 +126,7 @@ impl BertSelfAttention {
             bias.flatten_all()?.to_vec1()?,
             self.dropout.mask(b * heads * t * t, mode),
         );
-        Ok(q.contiguous()?
-            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
+        Ok(qkv.contiguous()?.apply_op1(op)?)
     }
 
     /// Inference that also returns the attention probabilities, (B, H, T, T).

@@ -100,6 +100,38 @@ impl Linear {
         self.forward_then(x, true)
     }
 
+    /// The outputs of `layers` over the same `x` side by side (queries, keys and values), computed as
+    /// one product over their weights stacked for this call, so that the backward pass also runs one
+    /// product per gradient; each layer's weights still get their own gradient.
+    pub fn forward_side_by_side(layers: &[&Linear], x: &Tensor) -> Result<Tensor> {
+        let held: Option<Vec<(&Tensor, &Tensor, bool)>> = (layers.iter())
+            .map(|l| match &l.weights {
+                Held::F32 {
+                    weight,
+                    bias,
+                    bf16_products,
+                } => Some((weight, bias, *bf16_products)),
+                Held::Fixed(_) => None,
+            })
+            .collect();
+        let Some(held) = held.filter(|h| h.windows(2).all(|w| w[0].2 == w[1].2)) else {
+            let outputs = (layers.iter())
+                .map(|l| l.forward(x))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&outputs, x.rank() - 1)?);
+        };
+        let weights: Vec<&Tensor> = held.iter().map(|h| h.0).collect();
+        let biases: Vec<&Tensor> = held.iter().map(|h| h.1).collect();
+        let stacked = Linear {
+            weights: Held::F32 {
+                weight: Tensor::cat(&weights, 0)?,
+                bias: Tensor::cat(&biases, 0)?,
+                bf16_products: held[0].2,
+            },
+        };
+        stacked.forward(x)
+    }
+
     fn forward_then(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];

@@ -1,5 +1,6 @@
 //! Self-attention for training in one op with its own backward pass, over the query, key and value
-//! projections `(B, T, C)` as the three Linear layers compute them: for each sequence and head,
+//! projections side by side, `(B, T, 3C)`, as one product of the three Linear layers' weights
+//! computes them: for each sequence and head,
 //! `P = softmax(scale Q K^T + mask)`, the dropout mask `M` (drawn for the whole `(B, H, T, T)` at
 //! once, as the composite form's dropout draws it), and `(P * M) V` written straight into the
 //! `(B, T, C)` layout the output projection reads. The heads are read and written through strided
@@ -12,7 +13,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::buffer::output_buffer;
@@ -46,14 +47,23 @@ impl TrainingAttention {
         }
     }
 
-    /// Head `h` of sequence `b` of a `(B, T, C)` tensor's values, `T x D`.
-    fn head<'a>(&self, data: &'a [f32], t: usize, c: usize, b: usize, h: usize) -> View<'a> {
+    /// Head `h` of sequence `b` of part `part` (0 queries, 1 keys, 2 values) of the stacked
+    /// `(B, T, 3C)` values, `T x D`.
+    fn head<'a>(
+        &self,
+        qkv: &'a [f32],
+        t: usize,
+        c: usize,
+        part: usize,
+        b: usize,
+        h: usize,
+    ) -> View<'a> {
         let d = c / self.heads;
         View {
-            data: &data[b * t * c + h * d..][..(t - 1) * c + d],
+            data: &qkv[b * t * 3 * c + part * c + h * d..][..(t - 1) * 3 * c + d],
             rows: t,
             cols: d,
-            row: c,
+            row: 3 * c,
             col: 1,
         }
     }
@@ -77,66 +87,50 @@ impl TrainingAttention {
     }
 }
 
-/// Writes a head's `T x D` rows into columns `h * D..` of a `(B, T, C)` output.
+/// Writes a head's `T x D` rows into columns `column..` of rows `b * T..` of an output whose rows
+/// are `width` long.
 ///
 /// # Safety
-/// No other head of the same sequence writes the same columns at once.
+/// No other piece writes the same elements at once.
 unsafe fn write_head(
     out: &SharedOut,
     rows: &[f32],
     b: usize,
-    h: usize,
     t: usize,
-    c: usize,
-    d: usize,
+    width: usize,
+    column: usize,
 ) {
-    for (ti, row) in rows.chunks(d).enumerate() {
-        // SAFETY: head h of sequence b alone writes these columns of these rows.
-        unsafe { out.write((b * t + ti) * c + h * d, row) };
+    for (ti, row) in rows.chunks(rows.len() / t.max(1)).enumerate() {
+        // SAFETY: the caller's promise.
+        unsafe { out.write((b * t + ti) * width + column, row) };
     }
 }
 
-impl CustomOp3 for TrainingAttention {
+impl CustomOp1 for TrainingAttention {
     fn name(&self) -> &'static str {
         "bert-training-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
-        let q = contiguous_f32(s1, l1, self.name())?;
-        let k = contiguous_f32(s2, l2, self.name())?;
-        let v = contiguous_f32(s3, l3, self.name())?;
-        let &[b, t, c] = l1.dims() else {
-            candle_core::bail!("training attention: expects (B, T, C), got {:?}", l1.dims())
-        };
-        if l2.dims() != l1.dims() || l3.dims() != l1.dims() || c % self.heads != 0 {
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout, self.name())?;
+        let &[b, t, c3] = layout.dims() else {
             candle_core::bail!(
-                "training attention: Q, K, V shapes {:?}, {:?}, {:?}",
-                l1.dims(),
-                l2.dims(),
-                l3.dims()
+                "training attention: expects (B, T, 3C), got {:?}",
+                layout.dims()
+            )
+        };
+        let c = c3 / 3;
+        if c3 % 3 != 0 || c % self.heads != 0 || t == 0 || c == 0 {
+            candle_core::bail!(
+                "training attention: {:?} is not (B, T, 3C) with C a multiple of {} heads",
+                layout.dims(),
+                self.heads
             )
         }
         let (heads, d) = (self.heads, c / self.heads);
-        if t == 0 || d == 0 {
-            candle_core::bail!(
-                "training attention: no tokens or no head size in {:?}",
-                l1.dims()
-            )
-        }
-        if self.mask.len() != b * t
-            || self
-                .dropout
-                .as_ref()
-                .is_some_and(|m| m.len() != b * heads * t * t)
-        {
+        let masks_fit = self.mask.len() == b * t
+            && (self.dropout.as_ref()).is_none_or(|m| m.len() == b * heads * t * t);
+        if !masks_fit {
             candle_core::bail!("training attention: masks do not fit {b} x {heads} x {t}")
         }
         let mut probs = vec![0f32; b * heads * t * t];
@@ -144,57 +138,54 @@ impl CustomOp3 for TrainingAttention {
         let shared = SharedOut(out.as_mut_ptr());
         probs.par_chunks_mut(t * t).enumerate().for_each(|(i, p)| {
             let (bi, h) = (i / heads, i % heads);
-            matmul(self.head(q, t, c, bi, h), self.head(k, t, c, bi, h).t(), p);
+            let part = |which| self.head(qkv, t, c, which, bi, h);
+            matmul(part(0), part(1).t(), p);
             let mask = &self.mask[bi * t..(bi + 1) * t];
             p.chunks_mut(t)
                 .for_each(|row| softmax_scaled_masked(row, self.scale, mask));
             let mut buffer = Vec::new();
             let weights = self.dropped(p, i, t, &mut buffer);
             let mut context = output_buffer(t * d);
-            matmul(
-                View::row_major(weights, t, t),
-                self.head(v, t, c, bi, h),
-                &mut context,
-            );
-            // SAFETY: each (sequence, head) pair runs once.
-            unsafe { write_head(&shared, &context, bi, h, t, c, d) };
+            matmul(View::row_major(weights, t, t), part(2), &mut context);
+            // SAFETY: each (sequence, head) pair runs once and writes its own columns.
+            unsafe { write_head(&shared, &context, bi, t, c, h * d) };
         });
         *self.probs.lock().unwrap_or_else(|e| e.into_inner()) = probs;
         Ok((CpuStorage::F32(out), Shape::from((b, t, c))))
     }
 
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (b, t, c) = q.dims3()?;
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (b, t, c3) = qkv.dims3()?;
+        let c = c3 / 3;
         let (heads, d) = (self.heads, c / self.heads);
         let probs = self.probs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut grads = [b * t * c; 3].map(output_buffer);
-        let [dq, dk, dv] = grads.each_mut().map(|g| SharedOut(g.as_mut_ptr()));
-        with_f32_values(&[q, k, v, grad], |values| {
-            let [q, k, v, g] = [values[0], values[1], values[2], values[3]];
+        let mut dqkv = output_buffer(b * t * c3);
+        let shared = SharedOut(dqkv.as_mut_ptr());
+        with_f32_values(&[qkv, grad], |values| {
+            let (qkv, g) = (values[0], values[1]);
             (0..b * heads).into_par_iter().for_each(|i| {
                 let (bi, h) = (i / heads, i % heads);
-                let (qh, kh, vh, gh) = (
-                    self.head(q, t, c, bi, h),
-                    self.head(k, t, c, bi, h),
-                    self.head(v, t, c, bi, h),
-                    self.head(g, t, c, bi, h),
-                );
+                let part = |which| self.head(qkv, t, c, which, bi, h);
+                let gh = View {
+                    data: &g[bi * t * c + h * d..][..(t - 1) * c + d],
+                    rows: t,
+                    cols: d,
+                    row: c,
+                    col: 1,
+                };
                 let p = &probs[i * t * t..][..t * t];
                 let mut buffer = Vec::new();
                 let weights = self.dropped(p, i, t, &mut buffer);
                 let mut rows = output_buffer(t * d);
+                // Each (sequence, head) pair runs once and writes its own columns of dQ, dK, dV.
+                let write = |rows: &[f32], which: usize| {
+                    // SAFETY: as said above.
+                    unsafe { write_head(&shared, rows, bi, t, c3, which * c + h * d) }
+                };
                 matmul(View::row_major(weights, t, t).t(), gh, &mut rows);
-                // SAFETY: each (sequence, head) pair runs once.
-                unsafe { write_head(&dv, &rows, bi, h, t, c, d) };
+                write(&rows, 2);
                 let mut ds = output_buffer(t * t);
-                matmul(gh, vh.t(), &mut ds);
+                matmul(gh, part(2).t(), &mut ds);
                 if let Some(mask) = &self.dropout {
                     let m = &mask[i * t * t..][..t * t];
                     ds.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
@@ -205,18 +196,14 @@ impl CustomOp3 for TrainingAttention {
                         .zip(p)
                         .for_each(|(x, p)| *x = p * (*x - s) * self.scale);
                 }
-                matmul(View::row_major(&ds, t, t), kh, &mut rows);
-                // SAFETY: as above.
-                unsafe { write_head(&dq, &rows, bi, h, t, c, d) };
-                matmul(View::row_major(&ds, t, t).t(), qh, &mut rows);
-                // SAFETY: as above.
-                unsafe { write_head(&dk, &rows, bi, h, t, c, d) };
+                matmul(View::row_major(&ds, t, t), part(1), &mut rows);
+                write(&rows, 0);
+                matmul(View::row_major(&ds, t, t).t(), part(0), &mut rows);
+                write(&rows, 1);
             });
             Ok(())
         })
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let device = q.device();
-        let [dq, dk, dv] = grads.map(|g| Tensor::from_vec(g, (b, t, c), device));
-        Ok((Some(dq?), Some(dk?), Some(dv?)))
+        Ok(Some(Tensor::from_vec(dqkv, (b, t, c3), qkv.device())?))
     }
 }
