@@ -229,11 +229,7 @@ fn fill_mask(
         .ok_or_else(|| models.missing(Task::FillMask))?;
     let limit = models.max_input_length;
     let encodings = encode_all(texts, "inputs", truncate, limit, |t| filler.encode(t))?;
-    let mut predictions = Vec::with_capacity(texts.len());
-    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-        predictions.extend(filler.predict(group, top_k)?);
-    }
-    Ok(predictions)
+    in_groups(&encodings, budget, |group| filler.predict(group, top_k))
 }
 
 fn generate(
@@ -249,11 +245,9 @@ fn generate(
         .ok_or_else(|| models.missing(Task::Generate))?;
     let limit = models.max_input_length;
     let encodings = encode_all(texts, "inputs", truncate, limit, |t| generator.encode(t))?;
-    let mut outputs = Vec::with_capacity(texts.len());
-    for group in groups_by_tokens(&encodings, budget, |e| e.ids.len()) {
-        outputs.extend(generator.generate(group, config)?);
-    }
-    Ok(outputs)
+    in_groups(&encodings, budget, |group| {
+        generator.generate(group, config)
+    })
 }
 
 fn nlu(
@@ -304,7 +298,7 @@ fn in_groups<T>(
 
 /// `[layer][head][query][key]` attention probabilities of one encoding.
 fn attention(models: &Models, encoding: &Encoding) -> Result<Vec<Vec<Vec<Vec<f32>>>>, ApiError> {
-    let (_, encoder) = models
+    let encoder = models
         .encoder()
         .ok_or_else(|| models.missing(Task::Embed))?;
     Ok(attention_weights(encoder, encoding)?)
@@ -318,14 +312,12 @@ fn in_text_groups<T>(
     budget: usize,
     mut run: impl FnMut(&[&str], &[Encoding]) -> bert::Result<Vec<T>>,
 ) -> Result<Vec<T>, ApiError> {
-    let mut outputs = Vec::with_capacity(texts.len());
     let mut done = 0;
-    for group in groups_by_tokens(encodings, budget, |e| e.ids.len()) {
+    in_groups(encodings, budget, |group| {
         let mine: Vec<&str> = (texts[done..done + group.len()].iter())
             .map(String::as_str)
             .collect();
-        outputs.extend(run(&mine, group)?);
         done += group.len();
-    }
-    Ok(outputs)
+        run(&mine, group)
+    })
 }

@@ -357,30 +357,16 @@ impl Models {
         }
     }
 
-    /// The encoder of the first loaded pipeline with one, and that pipeline's tokenizer (for the
-    /// attention view).
-    pub fn encoder(&self) -> Option<(&Tokenizer, &BertModel)> {
-        if let Some(e) = &self.embedder {
-            return Some((&e.pipeline().tokenizer, &e.pipeline().model));
-        }
-        if let Some(c) = &self.classifier {
-            return Some((&c.pipeline().tokenizer, &c.pipeline().model.bert));
-        }
-        if let Some(t) = &self.tagger {
-            return Some((&t.pipeline().tokenizer, &t.pipeline().model.bert));
-        }
-        if let Some(p) = &self.parser {
-            return Some((&p.pipeline().tokenizer, &p.pipeline().model.bert));
-        }
-        if let Some(a) = &self.answerer {
-            return Some((&a.pipeline().tokenizer, &a.pipeline().model.bert));
-        }
-        if let Some(f) = &self.filler {
-            return Some((&f.pipeline().tokenizer, &f.pipeline().model.bert));
-        }
-        let searcher = self.searcher.as_ref()?;
-        let p = searcher.embedder.pipeline();
-        Some((&p.tokenizer, &p.model))
+    /// The encoder of the first loaded pipeline with one (for the attention view; its tokenizer is
+    /// the one [`Models::encode`] uses).
+    pub fn encoder(&self) -> Option<&BertModel> {
+        (self.embedder.as_ref().map(|e| &e.pipeline().model))
+            .or_else(|| self.classifier.as_ref().map(|c| &c.pipeline().model.bert))
+            .or_else(|| self.tagger.as_ref().map(|t| &t.pipeline().model.bert))
+            .or_else(|| self.parser.as_ref().map(|p| &p.pipeline().model.bert))
+            .or_else(|| self.answerer.as_ref().map(|a| &a.pipeline().model.bert))
+            .or_else(|| self.filler.as_ref().map(|f| &f.pipeline().model.bert))
+            .or_else(|| self.searcher.as_ref().map(|s| &s.embedder.pipeline().model))
     }
 
     /// An encoder-decoder serves generation (and nothing else).

@@ -297,6 +297,18 @@ const FULL_PASS_TOKENS: usize = 128;
 /// whose padded size fits `budget` and, once past [`FULL_PASS_TOKENS`], is at most an eighth padding:
 /// a long input does not pad many short ones. An item longer than the budget makes a group alone.
 pub fn passes<T>(items: &[T], budget: usize, most: usize, len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    cut(items, budget, most, true, len)
+}
+
+/// [`passes`] and [`groups_by_tokens`]: consecutive groups of at most `most` items within `budget`
+/// padded tokens, and, when `spare_padding`, at most an eighth padding past [`FULL_PASS_TOKENS`].
+fn cut<T>(
+    items: &[T],
+    budget: usize,
+    most: usize,
+    spare_padding: bool,
+    len: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
     let mut groups = Vec::new();
     let mut start = 0;
     while start < items.len() {
@@ -306,10 +318,10 @@ pub fn passes<T>(items: &[T], budget: usize, most: usize, len: impl Fn(&T) -> us
         while end < items.len() {
             let next = len(&items[end]);
             let padded = longest.max(next) * (end + 1 - start);
-            let wasteful = (padded - tokens - next) * 8 > padded;
-            let full =
-                end - start >= most || longest * (end - start) >= FULL_PASS_TOKENS && wasteful;
-            if padded > budget || full {
+            let wasteful = spare_padding
+                && longest * (end - start) >= FULL_PASS_TOKENS
+                && (padded - tokens - next) * 8 > padded;
+            if padded > budget || end - start >= most || wasteful {
                 break;
             }
             longest = longest.max(next);
@@ -328,23 +340,7 @@ type Item = (usize, usize, Encoding);
 /// Consecutive groups of `items` whose padded size (count x longest, `len` giving an item's tokens)
 /// fits `budget`; an item longer than the budget makes a group alone.
 pub fn groups_by_tokens<T>(items: &[T], budget: usize, len: impl Fn(&T) -> usize) -> Vec<&[T]> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    while start < items.len() {
-        let mut end = start + 1;
-        let mut longest = len(&items[start]);
-        while end < items.len() {
-            let next = longest.max(len(&items[end]));
-            if next * (end + 1 - start) > budget {
-                break;
-            }
-            longest = next;
-            end += 1;
-        }
-        groups.push(&items[start..end]);
-        start = end;
-    }
-    groups
+    cut(items, budget, usize::MAX, false, len)
 }
 
 /// One forward pass.

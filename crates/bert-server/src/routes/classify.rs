@@ -167,7 +167,8 @@ fn encode_sequences(
     scoring: Scoring,
 ) -> Result<(Vec<Encoding>, Vec<usize>), ApiError> {
     let classifier = (models.classifier.as_ref()).ok_or_else(|| models.missing(Task::Classify))?;
-    let tokenizer = &classifier.pipeline().tokenizer;
+    let pipeline = classifier.pipeline();
+    let tokenizer = &pipeline.tokenizer;
     if scoring.long_text == LongText::Chunk {
         let chunker = models.chunker.as_ref().unwrap_or(tokenizer);
         let texts = (sequences.iter().enumerate())
@@ -190,10 +191,7 @@ fn encode_sequences(
         limit,
         |s| match s {
             Sequence::Single(text) => tokenizer.encode_from(text, side),
-            Sequence::Pair(text, pair) => {
-                classifier.encode_pair(text, pair)?;
-                tokenizer.encode_pair_from(text, pair, side)
-            }
+            Sequence::Pair(text, pair) => pipeline.encode_pair_from(text, pair, side),
         },
     )?;
     let windows = vec![1; encodings.len()];

@@ -310,8 +310,9 @@ async fn sparse_vectors(
         let texts = with_prompt(input.texts, prompt);
         let side = input.direction.into();
         let limit = models.max_input_length;
+        let tokenizer = &filler.pipeline().tokenizer;
         encode_all(&texts, input.field, input.truncate, limit, |t| {
-            filler.encode_any(t, side)
+            tokenizer.encode_from(t, side)
         })
     })
     .await?;

@@ -70,8 +70,7 @@ pub async fn attention(
         )));
     }
     let encoding = off_runtime(&state, move |models| {
-        let (tokenizer, _) = models.encoder().expect("checked above");
-        let encoding = tokenizer.encode(&text)?;
+        let encoding = models.encode(&text)?;
         if encoding.ids.len() > ATTENTION_TOKENS || encoding.truncated {
             return Err(ApiError::too_large(format!(
                 "`inputs` takes {} tokens; the attention view shows at most {ATTENTION_TOKENS}",

@@ -330,9 +330,14 @@ impl BertModel {
         let bias = attention_bias(&batch.attention_mask, x.dtype())?; // (B, 1, 1, T)
         let mut x = x;
         for layer in &self.layers {
-            let (layer, bias) = (layer.clone(), bias.clone());
-            let block: Block = Arc::new(move |x, mode| layer.forward(x, &bias, mode));
-            x = checkpointed(&x, mode, block)?;
+            x = match mode {
+                Mode::Checkpointed(..) => {
+                    let (layer, bias) = (layer.clone(), bias.clone());
+                    let block: Block = Arc::new(move |x, mode| layer.forward(x, &bias, mode));
+                    checkpointed(&x, mode, block)?
+                }
+                _ => layer.forward(&x, &bias, mode)?,
+            };
         }
         let pooled = match &self.pooler {
             Some(pooler) => Some(pooler.forward(&x)?),

@@ -8,7 +8,7 @@ use candle_core::DType;
 use crate::error::{Error, Result};
 use crate::model::{BertForMaskedLM, Mode};
 use crate::pipelines::{softmax, Pipeline, PipelineOptions};
-use crate::tokenizer::{Encoding, TruncationSide};
+use crate::tokenizer::Encoding;
 
 /// One candidate for one mask.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -86,11 +86,6 @@ impl FillMask {
                     .collect()
             })
             .collect()
-    }
-
-    /// Tokenizes a text with no mask required, cut at `side` when too long (for [`FillMask::splade`]).
-    pub fn encode_any(&self, text: &str, side: TruncationSide) -> Result<Encoding> {
-        self.pipeline.tokenizer.encode_from(text, side)
     }
 
     /// SPLADE vectors (Formal et al., 2021): for each encoding, `log(1 + relu(logits))` of the

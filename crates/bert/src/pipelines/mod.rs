@@ -26,7 +26,7 @@ pub use nlu::{IntentSlotParser, Slot, Understanding};
 pub use qa::{Answer, QaOptions, QuestionAnswerer};
 
 use crate::error::{Error, Result};
-use crate::tokenizer::{Encoding, Tokenizer, Truncation};
+use crate::tokenizer::{Encoding, Tokenizer, Truncation, TruncationSide};
 use crate::weights::config::BertConfig;
 use crate::weights::encoder_decoder_config::{is_encoder_decoder, EncoderDecoderConfig};
 use crate::weights::params::LoadReport;
@@ -165,13 +165,23 @@ impl<M> Pipeline<M> {
 
     /// Tokenizes a text pair (token types 0 and 1).
     pub fn encode_pair(&self, text: &str, pair: &str) -> Result<Encoding> {
+        self.encode_pair_from(text, pair, TruncationSide::Right)
+    }
+
+    /// [`Pipeline::encode_pair`], cutting a too-long pair at `side`.
+    pub fn encode_pair_from(
+        &self,
+        text: &str,
+        pair: &str,
+        side: TruncationSide,
+    ) -> Result<Encoding> {
         if self.config.type_vocab_size < 2 {
             return Err(Error::InvalidInput(format!(
                 "this model has type_vocab_size {}: it takes single texts, not pairs",
                 self.config.type_vocab_size
             )));
         }
-        self.tokenizer.encode_pair(text, pair)
+        self.tokenizer.encode_pair_from(text, pair, side)
     }
 
     /// Pads encodings into one batch.

@@ -389,12 +389,11 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
                 return Ok(None);
             };
             let dropout = dropout_stream(seed, micro_batch, plan.global[s]);
-            if !checkpointing {
-                let part = task.loss(batch, &weights[s], &Mode::Train(&dropout))?;
-                return Gradients::of(&part.loss, part.tokens).map(Some);
-            }
             let recomputed = Recomputation::default();
-            let mode = Mode::Checkpointed(&dropout, &recomputed);
+            let mode = match checkpointing {
+                true => Mode::Checkpointed(&dropout, &recomputed),
+                false => Mode::Train(&dropout),
+            };
             let part = task.loss(batch, &weights[s], &mode)?;
             let mut gradients = Gradients::of(&part.loss, part.tokens)?;
             gradients.grads.add_recomputed(recomputed.take())?;
