@@ -179,8 +179,7 @@ impl BertResidualOutput {
 
     pub(crate) fn forward(&self, x: &Tensor, residual: &Tensor, mode: &Mode) -> Result<Tensor> {
         let x = self.dense.forward(x)?;
-        let x = self.dropout.forward(&x, mode)?;
-        self.layer_norm.forward(&(x + residual)?, mode)
+        (self.layer_norm).forward_residual(&x, residual, &self.dropout, mode)
     }
 }
 

@@ -4,9 +4,10 @@
 use candle_core::{Tensor, D};
 
 use crate::error::Result;
-use crate::nn::Mode;
+use crate::nn::{Dropout, Mode};
 use crate::ops::fused_kernels_apply;
 use crate::ops::layer_norm::LayerNormOp;
+use crate::ops::residual_layer_norm::ResidualLayerNorm;
 use crate::weights::params::{Init, Params};
 
 /// LayerNorm over the last dimension.
@@ -57,5 +58,26 @@ impl LayerNorm {
         Ok(normed
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)?)
+    }
+
+    /// `LayerNorm(dropout(x) + residual)`, the end of every encoder sub-block: in training on f32
+    /// CPU tensors one op that keeps only the dropout mask for its backward pass
+    /// ([`ResidualLayerNorm`]), the same values as the composite form.
+    pub fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        dropout: &Dropout,
+        mode: &Mode,
+    ) -> Result<Tensor> {
+        if mode.is_train() && fused_kernels_apply(x) && x.shape() == residual.shape() {
+            let op = ResidualLayerNorm::new(self.eps as f32, dropout.mask(x.elem_count(), mode));
+            let weight_and_bias = Tensor::stack(&[&self.weight, &self.bias], 0)?;
+            return Ok(x
+                .contiguous()?
+                .apply_op3(&residual.contiguous()?, &weight_and_bias, op)?);
+        }
+        let x = dropout.forward(x, mode)?;
+        self.forward(&(x + residual)?, mode)
     }
 }

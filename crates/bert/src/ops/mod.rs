@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
+pub mod residual_layer_norm;
 pub mod softmax;
 pub mod training_attention;
 
