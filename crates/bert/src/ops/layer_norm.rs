@@ -46,28 +46,28 @@ pub(crate) fn input_gradient_row(row: &[f32], w: &[f32], g: &[f32], eps: f32, dx
 /// `2 x D` sums over the rows of `x` (rows of `d`) and their output gradient `g`: the weight
 /// gradient `sum(g * xhat)`, then the bias gradient `sum(g)`.
 pub(crate) fn parameter_gradients(x: &[f32], g: &[f32], d: usize, eps: f32) -> Vec<f32> {
-        // Fixed chunks summed in order, so the result does not depend on the thread count or on
-        // scheduling: training must be reproducible bit for bit.
-        const ROWS_PER_CHUNK: usize = 64;
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(ROWS_PER_CHUNK * d)
-            .zip(g.par_chunks(ROWS_PER_CHUNK * d))
-            .map(|(xs, gs)| {
-                let mut acc = vec![0f32; 2 * d];
-                for (row, g) in xs.chunks(d).zip(gs.chunks(d)) {
-                    let (mean, rstd) = moments(row, eps);
-                    for i in 0..d {
-                        acc[i] += g[i] * (row[i] - mean) * rstd;
-                        acc[d + i] += g[i];
-                    }
+    // Fixed chunks summed in order, so the result does not depend on the thread count or on
+    // scheduling: training must be reproducible bit for bit.
+    const ROWS_PER_CHUNK: usize = 64;
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(ROWS_PER_CHUNK * d)
+        .zip(g.par_chunks(ROWS_PER_CHUNK * d))
+        .map(|(xs, gs)| {
+            let mut acc = vec![0f32; 2 * d];
+            for (row, g) in xs.chunks(d).zip(gs.chunks(d)) {
+                let (mean, rstd) = moments(row, eps);
+                for i in 0..d {
+                    acc[i] += g[i] * (row[i] - mean) * rstd;
+                    acc[d + i] += g[i];
                 }
-                acc
-            })
-            .collect();
-        let mut sums = vec![0f32; 2 * d];
-        for partial in partials {
-            sums.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
-        }
+            }
+            acc
+        })
+        .collect();
+    let mut sums = vec![0f32; 2 * d];
+    for partial in partials {
+        sums.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
     sums
 }
 

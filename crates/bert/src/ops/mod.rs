@@ -12,6 +12,7 @@ use crate::error::Result;
 pub mod attention;
 pub mod bias_add;
 pub mod cross_entropy;
+pub mod dropout_mask;
 pub mod embedding;
 pub mod gelu;
 pub mod layer_norm;

@@ -13,44 +13,32 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::buffer::output_buffer;
+use crate::ops::dropout_mask::DropoutMask;
 use crate::ops::layer_norm::{input_gradient_row, normalize_row, parameter_gradients};
 use crate::ops::{f32_rows, with_f32_values, CResult};
 
 /// `LayerNorm(d * m + r)` over `(d, r, [weight; bias])`, the last a `(2, C)` stack.
 pub struct ResidualLayerNorm {
     eps: f32,
-    /// Per value of `d`: kept (1) or dropped (0); none without dropout.
-    kept: Option<Vec<u8>>,
-    /// What a kept value is multiplied by, `1 / (1 - p)`.
-    scale: f32,
+    /// The dropout mask over `d`; none without dropout.
+    dropout: Option<DropoutMask>,
 }
 
 impl ResidualLayerNorm {
     /// `dropout` as [`crate::nn::Dropout::mask`] gives it: 0 where dropped, `1 / (1 - p)` where kept.
     pub fn new(eps: f32, dropout: Option<Vec<f32>>) -> Self {
-        let scale = (dropout.as_ref())
-            .and_then(|m| m.iter().copied().find(|&v| v != 0.0))
-            .unwrap_or(1.0);
-        let kept = dropout.map(|m| m.iter().map(|&v| u8::from(v != 0.0)).collect());
-        ResidualLayerNorm { eps, kept, scale }
-    }
-
-    /// The multiplier of value `i` of `d`: what the composite form's mask holds there.
-    fn factor(kept: &[u8], i: usize, scale: f32) -> f32 {
-        if kept[i] != 0 {
-            scale
-        } else {
-            0.0
+        ResidualLayerNorm {
+            eps,
+            dropout: dropout.map(|m| DropoutMask::new(&m)),
         }
     }
 
     /// `z = d * m + r` for rows starting at value `start`, into `z`.
     fn sum_rows(&self, d: &[f32], r: &[f32], start: usize, z: &mut [f32]) {
-        match &self.kept {
-            Some(kept) => {
-                for (i, (z, (d, r))) in z.iter_mut().zip(d.iter().zip(r)).enumerate() {
-                    *z = d * Self::factor(kept, start + i, self.scale) + r;
-                }
+        match &self.dropout {
+            Some(mask) => {
+                mask.apply(d, start, z);
+                z.iter_mut().zip(r).for_each(|(z, r)| *z += r);
             }
             None => {
                 for (z, (d, r)) in z.iter_mut().zip(d.iter().zip(r)) {
@@ -61,7 +49,7 @@ impl ResidualLayerNorm {
     }
 
     fn check(&self, n: usize, r: usize, width: usize, wb: usize) -> CResult<()> {
-        if r != n || wb != 2 * width || self.kept.as_ref().is_some_and(|k| k.len() != n) {
+        if r != n || wb != 2 * width || self.dropout.as_ref().is_some_and(|m| m.len() != n) {
             candle_core::bail!(
                 "residual layer norm: {n} values, a residual of {r}, {wb} weight and bias values \
                  for rows of {width}, or a dropout mask of another size"
@@ -122,12 +110,8 @@ impl CustomOp3 for ResidualLayerNorm {
                     let at = row * c;
                     self.sum_rows(&d[at..at + c], &r[at..at + c], at, z);
                     input_gradient_row(z, w, &g[at..at + c], self.eps, dz);
-                    match &self.kept {
-                        Some(kept) => {
-                            for (i, (dd, dz)) in dd.iter_mut().zip(dz.iter()).enumerate() {
-                                *dd = dz * Self::factor(kept, at + i, self.scale);
-                            }
-                        }
+                    match &self.dropout {
+                        Some(mask) => mask.apply(dz, at, dd),
                         None => dd.copy_from_slice(dz),
                     }
                 });
@@ -176,8 +160,9 @@ mod tests {
             let op = ResidualLayerNorm::new(1e-12, dropout.clone());
             let fused = d.as_tensor().apply_op3(r.as_tensor(), &wb, op).unwrap();
             let dropped = match &dropout {
-                Some(m) => (d.as_tensor() * Tensor::from_vec(m.clone(), (rows, c), cpu).unwrap())
-                    .unwrap(),
+                Some(m) => {
+                    (d.as_tensor() * Tensor::from_vec(m.clone(), (rows, c), cpu).unwrap()).unwrap()
+                }
                 None => d.as_tensor().clone(),
             };
             let composite = (dropped + r.as_tensor())

@@ -20,6 +20,7 @@ use crate::kernels::buffer::output_buffer;
 use crate::kernels::gemm::{matmul, View};
 use crate::kernels::tile_gemm::SharedOut;
 use crate::kernels::vector_math::softmax_scaled_masked;
+use crate::ops::dropout_mask::DropoutMask;
 use crate::ops::{contiguous_f32, with_f32_values, CResult};
 
 /// `softmax(scale Q K^T + mask)` with dropout, times `V`, per head.
@@ -29,20 +30,20 @@ pub struct TrainingAttention {
     pub scale: f32,
     /// The additive mask, `(B, T)`: 0 for real tokens, a large negative number for padding.
     pub mask: Vec<f32>,
-    /// The dropout mask over `(B, H, T, T)`: 0 where dropped, `1 / (1 - p)` where kept; none without
-    /// dropout.
-    pub dropout: Option<Vec<f32>>,
+    /// The dropout mask over `(B, H, T, T)`; none without dropout.
+    dropout: Option<DropoutMask>,
     /// `P` as the forward pass left it, for the backward pass.
     probs: Mutex<Vec<f32>>,
 }
 
 impl TrainingAttention {
+    /// `dropout` as [`crate::nn::Dropout::mask`] draws it: 0 where dropped, `1 / (1 - p)` where kept.
     pub fn new(heads: usize, scale: f32, mask: Vec<f32>, dropout: Option<Vec<f32>>) -> Self {
         TrainingAttention {
             heads,
             scale,
             mask,
-            dropout,
+            dropout: dropout.map(|m| DropoutMask::new(&m)),
             probs: Mutex::new(Vec::new()),
         }
     }
@@ -80,9 +81,8 @@ impl TrainingAttention {
         let Some(mask) = &self.dropout else {
             return probs;
         };
-        let m = &mask[i * t * t..][..t * t];
-        out.clear();
-        out.extend(probs.iter().zip(m).map(|(p, m)| p * m));
+        out.resize(t * t, 0.0);
+        mask.apply(probs, i * t * t, out);
         out
     }
 }
@@ -187,8 +187,7 @@ impl CustomOp1 for TrainingAttention {
                 let mut ds = output_buffer(t * t);
                 matmul(gh, part(2).t(), &mut ds);
                 if let Some(mask) = &self.dropout {
-                    let m = &mask[i * t * t..][..t * t];
-                    ds.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
+                    mask.apply_in_place(&mut ds, i * t * t);
                 }
                 for (row, p) in ds.chunks_mut(t).zip(p.chunks(t)) {
                     let s: f32 = row.iter().zip(p).map(|(x, p)| x * p).sum();
