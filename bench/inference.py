@@ -9,7 +9,12 @@ ratio to bert in the same format; then, given a text file, end-to-end embedding 
 to bert's f32 embeddings, and, given a fine-tuned classifier, each format's label agreement with f32.
 
     python bench/inference.py [--threads 2] [--shapes 1x16,32x128,8x512] [--dtypes f32,bf16,int8]
-        [--texts FILE [--minilm DIR] [--classifier DIR]]
+        [--texts FILE [--minilm DIR] [--classifier DIR]] [--cli]
+
+--cli adds `bert embed` (the command line, end to end) on the same BERT-base: whole processes over 32
+and 160 inputs of 128 tokens (so that start-up and loading cancel in the difference), against ONNX
+Runtime's fused model run over the same token ids in batches of 32, with the cosine of bert's mean
+pooled vectors to ONNX Runtime's.
 
 --minilm (all-MiniLM-L6-v2, for the end-to-end run) defaults to $BERT_TEST_MODELS/all-MiniLM-L6-v2.
 
@@ -165,6 +170,68 @@ def run_cli(command, model_dir, texts, threads, dtype, runs=3):
     return statistics.median(times), [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def write_vocabulary(directory, size):
+    """A WordPiece vocabulary of `size` entries in BERT's layout (`[PAD]` 0, `[UNK]` 100, `[CLS]` 101,
+    `[SEP]` 102, `[MASK]` 103), whole words `w0`, `w1`, ... after them; the words it holds."""
+    specials = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = [f"w{i}" for i in range(size - len(specials))]
+    with open(os.path.join(directory, "vocab.txt"), "w") as f:
+        f.write("\n".join(specials + words) + "\n")
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"do_lower_case": True, "model_max_length": 512}, f)
+    return words
+
+
+def cli_end_to_end(directory, config, session, threads, runs=3):
+    """`bert embed` f32 over whole processes of 32 and 160 inputs of 128 tokens, alternating, `runs`
+    of each: sequences/s from the difference of the medians; ONNX Runtime over the same ids."""
+    import random
+
+    import numpy as np
+
+    words = write_vocabulary(directory, config.vocab_size)
+    rng = random.Random(0)
+    chosen = [[rng.randrange(len(words)) for _ in range(126)] for _ in range(160)]
+    texts = [" ".join(words[i] for i in row) for row in chosen]
+    ids = np.array([[101] + [104 + i for i in row] + [102] for row in chosen], dtype=np.int64)
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), BERT_CACHE=os.path.join(directory, "cache"))
+
+    def embed(count):
+        started = time.perf_counter()
+        out = subprocess.run([BERT, "embed", "--model", directory, "--batch-size", "32", "--pooling", "mean",
+                              "--no-normalize"], input="\n".join(texts[:count]) + "\n", capture_output=True,
+                             text=True, env=env)
+        if out.returncode != 0:
+            sys.exit(out.stderr)
+        return time.perf_counter() - started, [json.loads(line)["embedding"] for line in out.stdout.splitlines()]
+
+    embed(32)  # the first load writes the cache
+    small, large = [], []
+    for _ in range(runs):
+        small.append(embed(32)[0])
+        seconds, vectors = embed(160)
+        large.append(seconds)
+    bert_rate = 128 / (statistics.median(large) - statistics.median(small))
+    batches = [ids[i:i + 32] for i in range(0, 160, 32)]
+    feed = lambda b: {"input_ids": b, "attention_mask": np.ones_like(b)}
+    session.run(None, feed(batches[0]))
+    times, pooled = [], []
+    for batch in batches:
+        started = time.perf_counter()
+        hidden = session.run(None, feed(batch))[0]
+        times.append(time.perf_counter() - started)
+        pooled.extend(hidden.mean(axis=1).tolist())
+    ort_rate = 32 / statistics.median(times)
+    cosines = [cosine(a, b) for a, b in zip(vectors, pooled)]
+    print(f"\nbert embed (the command line, end to end) on BERT-base f32, 128 tokens per input, batch 32, "
+          f"{threads} threads: whole processes of 32 and 160 inputs, median of {runs} each "
+          f"({statistics.median(small):.2f} s and {statistics.median(large):.2f} s)")
+    print("| engine | sequences/s | ratio to ONNX Runtime |\n| --- | --- | --- |")
+    print(f"| bert embed | {bert_rate:.2f} | {bert_rate / ort_rate:.2f}x |")
+    print(f"| ONNX Runtime (fused), median of 5 batches of 32 | {ort_rate:.2f} | 1.00x |")
+    print(f"cosine of bert's mean-pooled vectors to ONNX Runtime's: worst {min(cosines):.6f}")
+
+
 def cosine(a, b):
     dot = sum(x * y for x, y in zip(a, b))
     return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
@@ -215,6 +282,8 @@ def main():
     parser.add_argument("--texts", help="a file of texts, one per line, for the end-to-end embedding run")
     parser.add_argument("--minilm", help="all-MiniLM-L6-v2 for the --texts run; default: "
                         "$BERT_TEST_MODELS/all-MiniLM-L6-v2")
+    parser.add_argument("--cli", action="store_true", help="also `bert embed` end to end on BERT-base against "
+                        "ONNX Runtime (f32)")
     parser.add_argument("--classifier", help="a fine-tuned classification checkpoint: with --texts, each "
                         "format's label agreement with f32")
     args = parser.parse_args()
@@ -269,6 +338,8 @@ def main():
           + ", ".join(f"{d} {statistics.median(ms):.0f} ms" for d, ms in loads.items())
           + f"; weights {weights_mb:.0f} MiB; peak RSS "
           + ", ".join(f"{s} {mb:.0f} MiB" for s, mb in peaks))
+    if args.cli and session is not None:
+        cli_end_to_end(directory, config, session, args.threads)
     if args.texts:
         end_to_end(args.texts, args.minilm, args.threads, dtypes)
         if args.classifier:
