@@ -142,11 +142,12 @@ pub fn matmul_strided(a: View, b: View, c: &mut [f32], ldc: usize, epilogue: Epi
             .for_each(|row| epilogue.finish(&zeros, &mut row[..n]));
         return;
     }
+    let cpu = crate::kernels::cpu::avx512f() || crate::kernels::cpu::avx2_fma();
+    if m <= FEW_ROWS && a.col == 1 && b.row == 1 && cpu {
+        return by_dots(a, b, c, ldc, epilogue);
+    }
     if !crate::kernels::cpu::avx512f() {
         return portable(a, b, c, ldc, epilogue);
-    }
-    if m <= FEW_ROWS && a.col == 1 && b.row == 1 {
-        return by_dots(a, b, c, ldc, epilogue);
     }
     blocked(a, b, c, ldc, epilogue);
 }
@@ -272,6 +273,11 @@ fn dots(
         // SAFETY: the CPU has AVX-512F, checked just above.
         return unsafe { dots_avx512(rows, columns, ahead) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::cpu::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { dots_avx2(rows, columns, ahead) };
+    }
     let _ = ahead;
     rows.map(|r| columns.map(|c| dot_portable(r, c)))
 }
@@ -310,6 +316,54 @@ unsafe fn dots_avx512(
             for c in 0..COLUMNS {
                 let tail: f32 = (p..k).map(|q| rows[r][q] * columns[c][q]).sum();
                 out[r][c] = _mm512_reduce_add_ps(sums[r][c]) + tail;
+            }
+        }
+        out
+    }
+}
+
+/// [`dots`] with AVX2 and FMA: sixteen 256-bit registers hold two rows' sums at a time (twelve
+/// accumulators), so the block is two passes of two rows over the same columns, the second reading
+/// them from the cache.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2(
+    rows: [&[f32]; ROWS],
+    columns: [&[f32]; COLUMNS],
+    ahead: &[&[f32]],
+) -> [[f32; COLUMNS]; ROWS] {
+    // SAFETY: the caller guarantees what this function requires: the CPU features it is compiled
+    // for, and pointers and lengths inside the buffers they name.
+    unsafe {
+        use std::arch::x86_64::*;
+        let k = columns[0].len();
+        let mut out = [[0f32; COLUMNS]; ROWS];
+        for half in 0..ROWS / 2 {
+            let pair = [rows[2 * half], rows[2 * half + 1]];
+            let mut sums = [[_mm256_setzero_ps(); COLUMNS]; 2];
+            let mut p = 0;
+            while p + 8 <= k {
+                if half == 0 && p % 16 == 0 {
+                    for next in ahead {
+                        // A hint only: an address past the end of `next` is not read.
+                        _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().wrapping_add(p).cast());
+                    }
+                }
+                let x = pair.map(|r| _mm256_loadu_ps(r.as_ptr().add(p)));
+                for c in 0..COLUMNS {
+                    let w = _mm256_loadu_ps(columns[c].as_ptr().add(p));
+                    sums[0][c] = _mm256_fmadd_ps(x[0], w, sums[0][c]);
+                    sums[1][c] = _mm256_fmadd_ps(x[1], w, sums[1][c]);
+                }
+                p += 8;
+            }
+            for r in 0..2 {
+                for c in 0..COLUMNS {
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), sums[r][c]);
+                    let tail: f32 = (p..k).map(|q| pair[r][q] * columns[c][q]).sum();
+                    out[2 * half + r][c] = lanes.iter().sum::<f32>() + tail;
+                }
             }
         }
         out
