@@ -27,7 +27,7 @@ impl DropoutMask {
         self.kept.is_empty()
     }
 
-    /// `values[j] *= factor(start + j)` for each `j`.
+    /// Multiplies each `values[j]` by the mask's value at `start + j` (0 or the scale).
     pub fn apply_in_place(&self, values: &mut [f32], start: usize) {
         let kept = &self.kept[start..start + values.len()];
         for (v, &k) in values.iter_mut().zip(kept) {
@@ -35,7 +35,7 @@ impl DropoutMask {
         }
     }
 
-    /// `values[j] * factor(start + j)` for each `j`, into `out`.
+    /// Each `values[j]` times the mask's value at `start + j`, into `out[j]`.
     pub fn apply(&self, values: &[f32], start: usize, out: &mut [f32]) {
         let kept = &self.kept[start..start + values.len()];
         for ((o, &v), &k) in out.iter_mut().zip(values).zip(kept) {
