@@ -70,6 +70,11 @@ pub enum Command {
     /// meaning, best first, as JSON Lines {"query", "rank", "score", "file", "start", "end", "text"}
     /// (start and end are byte offsets into the file).
     Search(SearchArgs),
+    /// Find the lines of two files that translate each other (bitext mining): both files embedded,
+    /// nearest neighbours both ways scored by ratio margin; pairs above --threshold as JSON Lines
+    /// {"source", "target", "source_line", "target_line", "score"}. --mode parallel aligns two
+    /// documents known to be translations, keeping their order.
+    Align(AlignArgs),
     /// Copy an index into a Qdrant collection (vectors, with the passages as payloads), for search
     /// past one machine: `bert search --qdrant URL --collection NAME --model M` then queries it.
     Export(ExportArgs),
@@ -91,6 +96,37 @@ impl Command {
             _ => 1,
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct AlignArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Sentences in one language, one per line (blank lines are skipped; line numbers count them).
+    pub source: PathBuf,
+    /// Sentences in the other language, one per line.
+    pub target: PathBuf,
+    /// mine: pairs from two collections in any order (each sentence's best match both ways, kept
+    /// one-to-one, best first); parallel: two documents known to be translations, aligned in order
+    /// with gaps allowed.
+    #[arg(long, value_enum, default_value = "mine")]
+    pub mode: AlignMode,
+    /// Keep pairs whose margin is above this: the pair's cosine over the mean cosine of each side to
+    /// its --neighbours nearest sentences on the other side (1: no closer than the neighbourhood).
+    #[arg(long, default_value_t = 1.06)]
+    pub threshold: f32,
+    /// Nearest neighbours that make up each sentence's neighbourhood in the margin (LASER's 4).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub neighbours: u64,
+}
+
+/// How `bert align` pairs sentences.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlignMode {
+    /// Two collections in any order.
+    Mine,
+    /// Two documents that translate each other, in order.
+    Parallel,
 }
 
 #[derive(Args, Debug)]

@@ -53,6 +53,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Align(args) => commands::align::run(args),
     }
 }
 

@@ -70,6 +70,7 @@
 // The layers, bottom to top; a module imports only from its own layer or those below
 // (`tests/integration/layers.rs` checks this from the `use` lines).
 pub mod batch;
+pub mod bitext;
 pub mod cache;
 pub mod error;
 pub mod files;

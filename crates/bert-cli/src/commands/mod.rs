@@ -1,6 +1,7 @@
 //! One module per subcommand, each with a `run(args)` that builds what the flags ask for from the
 //! library and writes the results: JSON Lines on stdout, progress and warnings on stderr.
 
+pub mod align;
 pub mod classify;
 pub mod embed;
 pub mod export;

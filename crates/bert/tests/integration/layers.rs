@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["tokenizer"],
     &["batch"],
     &["model"],
-    &["loss", "pooling", "metrics", "plot", "generation"],
+    &["loss", "pooling", "metrics", "plot", "generation", "bitext"],
     &["pipelines", "train"],
     &["search", "pretraining", "finetune"],
     &["vocab"],
