@@ -70,6 +70,10 @@ pub enum Command {
     /// meaning, best first, as JSON Lines {"query", "rank", "score", "file", "start", "end", "text"}
     /// (start and end are byte offsets into the file).
     Search(SearchArgs),
+    /// Distil a sentence encoder: `bert finetune --task distill` (see its flags): the student
+    /// (--model) learns the --teacher's sentence vectors, from plain sentences or, with
+    /// --train-target, from sentence pairs (a cross-lingual student).
+    Distill(Box<FinetuneArgs>),
     /// Find the lines of two files that translate each other (bitext mining): both files embedded,
     /// nearest neighbours both ways scored by ratio margin; pairs above --threshold as JSON Lines
     /// {"source", "target", "source_line", "target_line", "score"}. --mode parallel aligns two
@@ -86,7 +90,7 @@ impl Command {
     pub fn shards(&self) -> usize {
         match self {
             Command::Pretrain(args) => args.training.shards,
-            Command::Finetune(args) => args.training.shards,
+            Command::Finetune(args) | Command::Distill(args) => args.training.shards,
             Command::Embed(_)
             | Command::FillMask(_)
             | Command::Classify(_)
@@ -306,6 +310,11 @@ pub enum TaskKind {
     /// from JSON Lines {"tokens", "tags", "intent"}, `word:TAG ... <=> intent` lines, or a folder
     /// with seq.in, seq.out and label.
     IntentSlots,
+    /// Sentence-embedding distillation: the student (--model) learns the --teacher's vectors of
+    /// --train's sentences (one a line) by mean-squared error; with --train-target, of their
+    /// translations too (line for line), which makes the student cross-lingual. Writes a
+    /// sentence-transformers directory.
+    Distill,
 }
 
 /// `--problem-type` values.
@@ -354,6 +363,10 @@ pub struct FinetuneArgs {
     /// best model. Without it, the last model is kept.
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// distill: the teacher, a sentence-embedding checkpoint (a directory or a Hub id) whose vectors
+    /// the student learns.
+    #[arg(long)]
+    pub teacher: Option<String>,
     /// seq2seq: the targets of --train, a text file line for line with it.
     #[arg(long)]
     pub train_target: Option<PathBuf>,

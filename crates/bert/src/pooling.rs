@@ -11,6 +11,7 @@ use candle_core::{DType, Tensor, D};
 use serde::Deserialize;
 
 use crate::error::{read_json, Error, Result};
+use crate::files::write::write_file;
 
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +186,57 @@ fn read_pooling(path: &Path) -> Result<Pooling> {
             "exactly one pooling mode must be set (combined modes are not supported)",
         )),
     }
+}
+
+/// Writes the sentence-transformers modules that make a BERT checkpoint directory a sentence
+/// encoder: `modules.json` (Transformer, Pooling, and Normalize when `normalize`),
+/// `sentence_bert_config.json` and `1_Pooling/config.json` for `dim`-wide token states.
+pub fn write_sentence_transformers(
+    dir: &Path,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+    dim: usize,
+) -> Result<()> {
+    let module = |idx: usize, path: &str, kind: &str| {
+        serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path,
+                           "type": format!("sentence_transformers.models.{kind}")})
+    };
+    let mut modules = vec![
+        module(0, "", "Transformer"),
+        module(1, "1_Pooling", "Pooling"),
+    ];
+    if normalize {
+        modules.push(module(2, "2_Normalize", "Normalize"));
+        std::fs::create_dir_all(dir.join("2_Normalize")).map_err(|e| Error::io(dir, e))?;
+    }
+    let pooling_config = serde_json::json!({
+        "word_embedding_dimension": dim,
+        "pooling_mode_cls_token": pooling == Pooling::Cls,
+        "pooling_mode_mean_tokens": pooling == Pooling::Mean,
+        "pooling_mode_max_tokens": pooling == Pooling::Max,
+        "pooling_mode_mean_sqrt_len_tokens": pooling == Pooling::MeanSqrtLen,
+        "pooling_mode_weightedmean_tokens": false,
+        "pooling_mode_lasttoken": false,
+        "include_prompt": true,
+    });
+    let pooling_dir = dir.join("1_Pooling");
+    std::fs::create_dir_all(&pooling_dir).map_err(|e| Error::io(&pooling_dir, e))?;
+    let json = |value: &serde_json::Value| format!("{value:#}\n");
+    write_file(
+        &dir.join("modules.json"),
+        json(&serde_json::json!(modules)).as_bytes(),
+    )?;
+    let sentence_bert =
+        serde_json::json!({"max_seq_length": max_seq_length, "do_lower_case": false});
+    write_file(
+        &dir.join("sentence_bert_config.json"),
+        json(&sentence_bert).as_bytes(),
+    )?;
+    write_file(
+        &pooling_dir.join("config.json"),
+        json(&pooling_config).as_bytes(),
+    )
 }
 
 /// Pools (B, T, C) states under a (B, T) mask into (B, C), then L2-normalises if asked.

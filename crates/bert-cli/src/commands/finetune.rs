@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use bert::finetune::distill::{prepare_distill, DistillData, SentenceFile};
 use bert::finetune::FinetuneTask;
 use bert::finetune::{
     prepare_classification, prepare_intent_slots, prepare_qa, prepare_seq2seq, prepare_tagging,
@@ -82,6 +83,8 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
                     TaskKind::Qa => "question/context windows",
                     TaskKind::Seq2seq => "source -> target pairs",
                     TaskKind::IntentSlots => "utterances",
+                    TaskKind::Distill if args.train_target.is_some() => "sentence pairs",
+                    TaskKind::Distill => "sentences",
                     _ => "examples",
                 };
                 eprintln!("{} training {unit}", train_examples.unwrap_or(0));
@@ -125,6 +128,15 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
         return Ok(ExitCode::from(130));
     }
     drop(prepared);
+    if args.task == TaskKind::Distill {
+        bert::finetune::distill::save_modules(out, &model_dir, &distill_data(&args, None)?)
+            .with_context(|| {
+                format!(
+                    "writing the sentence-transformers modules into {}",
+                    out.display()
+                )
+            })?;
+    }
     if let Some(data) = args.test.as_deref() {
         let test = Scored {
             data,
@@ -215,6 +227,7 @@ fn prepare(
             prepared.boxed()
         }
         TaskKind::Seq2seq => prepare_seq2seq(model_dir, &seq2seq_data(args, eval), setup)?.boxed(),
+        TaskKind::Distill => prepare_distill(model_dir, &distill_data(args, eval)?, setup)?.boxed(),
         TaskKind::IntentSlots => prepare_intent_slots(
             model_dir,
             &IntentSlotsData {
@@ -226,6 +239,28 @@ fn prepare(
             setup,
         )?
         .boxed(),
+    })
+}
+
+/// What `--task distill` reads: the teacher, and sentences (with --train-target, pairs).
+fn distill_data(args: &FinetuneArgs, eval: Option<Scored>) -> Result<DistillData> {
+    let Some(teacher) = &args.teacher else {
+        anyhow::bail!(
+            "--task distill needs --teacher: the sentence encoder whose vectors the student learns"
+        )
+    };
+    Ok(DistillData {
+        teacher: bert::weights::hub::resolve_model(teacher, None)?,
+        train: SentenceFile {
+            sentences: args.train.clone(),
+            target: args.train_target.clone(),
+        },
+        eval: eval.map(|eval| SentenceFile {
+            sentences: eval.data.to_path_buf(),
+            target: eval.target.map(Path::to_path_buf),
+        }),
+        max_length: args.max_length,
+        batch_size: args.training.batch_size.unwrap_or(32) as usize,
     })
 }
 

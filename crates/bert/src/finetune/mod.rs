@@ -4,6 +4,7 @@
 //! training loop ([`crate::train::train`]).
 
 pub mod classification;
+pub mod distill;
 pub mod intent_slots;
 pub mod ner;
 pub mod qa;

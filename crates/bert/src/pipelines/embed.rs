@@ -133,6 +133,32 @@ impl Embedder {
             .collect())
     }
 
+    /// One vector per text, in order, computed in batches of `batch` texts cut from the texts sorted
+    /// by length (little padding); `on_batch` is told how many texts are done after each.
+    pub fn embed_sorted(
+        &self,
+        texts: &[&str],
+        batch: usize,
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let encodings = (texts.iter())
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].ids.len());
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
+        let mut done = 0;
+        for chunk in order.chunks(batch.max(1)) {
+            let group: Vec<Encoding> = chunk.iter().map(|&i| encodings[i].clone()).collect();
+            for (&i, vector) in chunk.iter().zip(self.embed(&group)?) {
+                vectors[i] = vector;
+            }
+            done += chunk.len();
+            on_batch(done);
+        }
+        Ok(vectors)
+    }
+
     /// Tokenizes and embeds texts in one batch.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let encodings = texts

@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod distill;
 mod encoder_decoder;
 mod finetune;
 mod gradient_parity;

@@ -1,0 +1,347 @@
+//! Sentence-embedding distillation as a task on the one loop (Reimers and Gurevych, "Making
+//! Monolingual Sentence Embeddings Multilingual using Knowledge Distillation", 2020): a student
+//! learns the teacher's sentence vectors by mean-squared error. From plain sentences the student
+//! learns to embed as the teacher does (a smaller or faster encoder); from sentence pairs it learns
+//! to map a sentence and its translation to the teacher's vector of the source (a cross-lingual
+//! encoder). The teacher's vectors are computed once, before training.
+//!
+//! Evaluation: the mean-squared error on held-out sentences (times 100, as sentence-transformers'
+//! `MSEEvaluator` reports it) and, for pairs, translation retrieval accuracy both ways (the share of
+//! sources whose nearest target by cosine is their own translation, and back: its
+//! `TranslationEvaluator`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::{Map, Value};
+
+use crate::batch::Batch;
+use crate::bitext::neighbours::nearest;
+use crate::bitext::sentences;
+use crate::error::{Error, Result};
+use crate::finetune::seq2seq::{read_pairs, PairColumns, PairFile};
+use crate::finetune::trainer::FinetuneTask;
+use crate::finetune::{
+    checked_max_length, task_tokenizer, trainable, Prepared, WeightSetup, DEFAULT_MAX_LENGTH,
+};
+use crate::model::{BertModel, Mode};
+use crate::pipelines::{EmbedOptions, Embedder};
+use crate::pooling::{normalize, pool, EmbeddingConfig, Pooling};
+use crate::tokenizer::{Encoding, Tokenizer};
+use crate::train::{EvalBatch, TrainLoss};
+use crate::weights::config::BertConfig;
+
+/// Sentences to distil on: one a line, or with `target` a second file of their translations, line
+/// for line.
+#[derive(Debug, Clone)]
+pub struct SentenceFile {
+    pub sentences: PathBuf,
+    pub target: Option<PathBuf>,
+}
+
+/// What a distillation run reads.
+#[derive(Debug, Clone)]
+pub struct DistillData {
+    /// The teacher: a sentence-embedding checkpoint (its pooling and normalisation apply).
+    pub teacher: PathBuf,
+    pub train: SentenceFile,
+    pub eval: Option<SentenceFile>,
+    /// Tokens per sentence for the student (default 128, or the model's maximum if less).
+    pub max_length: Option<usize>,
+    /// Sentences the teacher embeds together.
+    pub batch_size: usize,
+}
+
+/// Sentences read and tokenized, each with the teacher's vector of its source.
+#[derive(Debug, Clone)]
+pub struct DistillSet {
+    /// The sentences the student reads: a source's, then (for pairs) its translation's.
+    sources: Vec<Encoding>,
+    targets: Option<Vec<Encoding>>,
+    /// The teacher's vector of each source, `dim` wide.
+    teacher: Vec<Vec<f32>>,
+}
+
+impl DistillSet {
+    fn len(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+/// Reads a sentence file into (sources, translations).
+fn read_sentences(file: &SentenceFile) -> Result<(Vec<String>, Option<Vec<String>>)> {
+    match &file.target {
+        Some(target) => {
+            let aligned = PairFile::Aligned {
+                source: file.sentences.clone(),
+                target: target.clone(),
+            };
+            let columns = PairColumns {
+                source: String::new(),
+                target: String::new(),
+            };
+            let pairs = read_pairs(&aligned, &columns)?;
+            let (sources, targets) = pairs.into_iter().map(|p| (p.source, p.target)).unzip();
+            Ok((sources, Some(targets)))
+        }
+        None => {
+            let read = sentences::read(&file.sentences)?;
+            Ok((read.into_iter().map(|s| s.text).collect(), None))
+        }
+    }
+}
+
+/// The teacher's vectors of `texts`, in order.
+fn teacher_vectors(teacher: &Embedder, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    teacher.embed_sorted(&texts, batch, &mut |_| {})
+}
+
+fn load_set(
+    file: &SentenceFile,
+    teacher: &Embedder,
+    tokenizer: &Tokenizer,
+    batch: usize,
+) -> Result<DistillSet> {
+    let (sources, targets) = read_sentences(file)?;
+    let encode = |texts: &[String]| {
+        (texts.iter())
+            .map(|t| tokenizer.encode(t))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(DistillSet {
+        teacher: teacher_vectors(teacher, &sources, batch)?,
+        targets: targets.as_deref().map(encode).transpose()?,
+        sources: encode(&sources)?,
+    })
+}
+
+/// Reads the sentences, embeds them with the teacher, and loads the student from `student_dir`.
+pub fn prepare_distill(
+    student_dir: &Path,
+    data: &DistillData,
+    setup: impl Into<WeightSetup>,
+) -> Result<Prepared<DistillTask>> {
+    let config = BertConfig::from_file(&student_dir.join("config.json"))?;
+    let tokenizer = task_tokenizer(student_dir, &config, data.max_length)?;
+    let teacher = Embedder::load(&data.teacher, &EmbedOptions::default())?;
+    let train = load_set(&data.train, &teacher, &tokenizer, data.batch_size)?;
+    let eval = (data.eval.as_ref())
+        .map(|file| load_set(file, &teacher, &tokenizer, data.batch_size))
+        .transpose()?;
+    let student_width = config.hidden_size;
+    let teacher_width = train.teacher.first().map_or(0, Vec::len);
+    if teacher_width != student_width {
+        return Err(Error::InvalidInput(format!(
+            "the teacher {} gives {teacher_width}-value vectors and the student {} \
+             {student_width}: distilling across sizes needs a projection, which this version \
+             does not add; pick a student of the teacher's width",
+            data.teacher.display(),
+            student_dir.display()
+        )));
+    }
+    let pooling = EmbeddingConfig::from_dir(student_dir)?.pooling;
+    // With its pooler, which sentence vectors do not use, so that the saved model is a whole
+    // `BertModel` for transformers (the checkpoint's pooler is kept as it was).
+    let (store, model, newly_initialized) =
+        trainable(student_dir, &config, setup.into(), |p, c| {
+            BertModel::load(&p.pp("bert"), c, true)
+        })?;
+    Ok(Prepared {
+        config,
+        store,
+        task: DistillTask {
+            model,
+            pooling,
+            train,
+            eval,
+            pad_id: tokenizer.pad_id(),
+        },
+        newly_initialized,
+        notes: Vec::new(),
+    })
+}
+
+/// A student encoder learning a teacher's sentence vectors.
+pub struct DistillTask {
+    pub model: BertModel,
+    pub pooling: Pooling,
+    pub train: DistillSet,
+    pub eval: Option<DistillSet>,
+    pub pad_id: u32,
+}
+
+impl DistillTask {
+    /// The student's pooled vectors of `encodings`, `(N, C)`.
+    fn embed(&self, encodings: &[Encoding], mode: &Mode) -> Result<Tensor> {
+        let batch = Batch::from_encodings(encodings, self.pad_id, &Device::Cpu)?;
+        let out = self.model.forward(&batch, mode)?;
+        pool(
+            &out.hidden_states,
+            &batch.attention_mask,
+            self.pooling,
+            false,
+        )
+    }
+
+    /// The student's vectors of the examples' sentences (sources, then translations) and the
+    /// teacher's vectors each should match, `(N, C)` both; and the tokens read.
+    fn pass(
+        &self,
+        set: &DistillSet,
+        indices: &[usize],
+        mode: &Mode,
+    ) -> Result<(Tensor, Tensor, usize)> {
+        let mut encodings: Vec<Encoding> =
+            indices.iter().map(|&i| set.sources[i].clone()).collect();
+        let mut wanted: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| set.teacher[i].clone())
+            .collect();
+        if let Some(targets) = &set.targets {
+            encodings.extend(indices.iter().map(|&i| targets[i].clone()));
+            wanted.extend(indices.iter().flat_map(|&i| set.teacher[i].clone()));
+        }
+        let tokens = encodings.iter().map(|e| e.ids.len()).sum();
+        let student = self.embed(&encodings, mode)?;
+        let wanted = Tensor::from_vec(wanted, student.shape(), &Device::Cpu)?;
+        Ok((student, wanted, tokens))
+    }
+}
+
+/// Makes the distilled model in `out` a sentence-transformers directory: the student's pooling
+/// (from its own modules, else mean), normalisation when the teacher normalises, and `max_length`
+/// (as [`prepare_distill`] took it) as `max_seq_length`.
+pub fn save_modules(out: &Path, student_dir: &Path, data: &DistillData) -> Result<()> {
+    let config = BertConfig::from_file(&out.join("config.json"))?;
+    let max_length = checked_max_length(&config, data.max_length, DEFAULT_MAX_LENGTH)?;
+    let pooling = EmbeddingConfig::from_dir(student_dir)?.pooling;
+    let normalize = EmbeddingConfig::from_dir(&data.teacher)?.normalize;
+    crate::pooling::write_sentence_transformers(
+        out,
+        pooling,
+        normalize,
+        max_length,
+        config.hidden_size,
+    )
+}
+
+fn mse(student: &Tensor, wanted: &Tensor) -> Result<Tensor> {
+    Ok((student - wanted)?.sqr()?.mean_all()?)
+}
+
+impl FinetuneTask for DistillTask {
+    fn architecture(&self) -> &'static str {
+        "BertModel"
+    }
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss> {
+        let (student, wanted, tokens) = self.pass(&self.train, indices, mode)?;
+        Ok(TrainLoss {
+            loss: mse(&student, &wanted)?,
+            tokens,
+        })
+    }
+
+    fn eval_len(&self) -> usize {
+        self.eval.as_ref().map_or(0, DistillSet::len)
+    }
+
+    /// A row per example: the student's vector of the source, then of the translation if any.
+    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
+        let Some(eval) = &self.eval else {
+            return Ok(EvalBatch::default());
+        };
+        let (student, wanted, _) = self.pass(eval, indices, &Mode::Eval)?;
+        let loss = mse(&student, &wanted)?.to_scalar::<f32>()?;
+        let vectors = student.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let n = indices.len();
+        let rows = (0..n)
+            .map(|i| match eval.targets {
+                Some(_) => [vectors[i].clone(), vectors[n + i].clone()].concat(),
+                None => vectors[i].clone(),
+            })
+            .collect();
+        Ok(EvalBatch {
+            rows,
+            loss_sum: f64::from(loss) * n as f64,
+            loss_terms: n,
+            ..Default::default()
+        })
+    }
+
+    fn eval_tokens(&self, index: usize) -> usize {
+        self.eval
+            .as_ref()
+            .map_or(0, |eval| eval.sources[index].ids.len())
+    }
+
+    fn score(&self, rows: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
+        let Some(eval) = &self.eval else {
+            return Ok(Map::new());
+        };
+        let mut metrics = Map::new();
+        metrics.insert("loss".into(), loss.into());
+        metrics.insert("mse_x100".into(), (loss * 100.0).into());
+        if eval.targets.is_some() {
+            let (forward, backward) = retrieval_accuracy(&rows);
+            metrics.insert("src2trg_accuracy".into(), forward.into());
+            metrics.insert("trg2src_accuracy".into(), backward.into());
+        }
+        Ok(metrics)
+    }
+}
+
+/// Translation retrieval accuracy both ways from rows holding a source's vector then its
+/// translation's: the share of sources whose most similar translation (by cosine) is their own,
+/// and the same from the translations' side.
+pub fn retrieval_accuracy(rows: &[Vec<f32>]) -> (f64, f64) {
+    let n = rows.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let dim = rows[0].len() / 2;
+    let unit = |part: usize| -> Vec<f32> {
+        (rows.iter())
+            .flat_map(|row| {
+                let mut v = row[part * dim..(part + 1) * dim].to_vec();
+                normalize(&mut v);
+                v
+            })
+            .collect()
+    };
+    let (sources, targets) = (unit(0), unit(1));
+    let right = |found: Vec<Vec<crate::bitext::neighbours::Neighbour>>| {
+        let hits = (found.iter().enumerate())
+            .filter(|(i, n)| n.first().is_some_and(|n| n.row == *i))
+            .count();
+        hits as f64 / n as f64
+    };
+    (
+        right(nearest(&sources, &targets, dim, 1)),
+        right(nearest(&targets, &sources, dim, 1)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrieval_accuracy_counts_own_translations_both_ways() {
+        // Three sources and their translations in 2-d; the third translation is poor. By hand:
+        // sources -> translations 0, 1, 1 (2 of 3 right); translations -> sources 0, 2, 0 (1 of 3).
+        let rows = vec![
+            vec![1.0, 0.0, 1.0, 0.1],
+            vec![0.0, 1.0, 0.6, 1.0],
+            vec![0.7, 0.7, 1.0, 0.3],
+        ];
+        let (forward, backward) = retrieval_accuracy(&rows);
+        assert!((forward - 2.0 / 3.0).abs() < 1e-9, "{forward}");
+        assert!((backward - 1.0 / 3.0).abs() < 1e-9, "{backward}");
+    }
+}

@@ -1,0 +1,202 @@
+//! Sentence-embedding distillation end to end on tiny checkpoints: the loss falls, a student trained
+//! on a few sentences until it converges gives the teacher's vectors, sentence pairs report retrieval
+//! accuracy both ways, the output is a sentence-transformers directory the embedder loads, and bad
+//! input stops with the file, line or sizes named.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::common::{fixture, minilm};
+use bert::finetune::distill::{prepare_distill, save_modules, DistillData, SentenceFile};
+use bert::pipelines::{EmbedOptions, Embedder};
+use bert::train::{evaluate, train, TrainingOptions};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bert-distill-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const SENTENCES: [&str; 6] = [
+    "the sea was good",
+    "a movie",
+    "the city was bad",
+    "the day was great",
+    "a school",
+    "the farm was terrible",
+];
+
+fn write(path: &Path, lines: &[&str]) -> PathBuf {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    path.to_path_buf()
+}
+
+fn data(teacher: &Path, train: SentenceFile) -> DistillData {
+    DistillData {
+        teacher: teacher.to_path_buf(),
+        eval: Some(train.clone()),
+        train,
+        max_length: Some(16),
+        batch_size: 4,
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// The student (tiny-mlm's encoder) learns the teacher's (tiny-base's) vectors of six sentences until
+/// it gives them back; the saved directory, with its sentence-transformers modules, embeds them so.
+#[test]
+fn a_student_trained_to_convergence_gives_the_teachers_vectors() {
+    let dir = temp_dir("converge");
+    let train_file = SentenceFile {
+        sentences: write(&dir.join("train.txt"), &SENTENCES),
+        target: None,
+    };
+    let data = data(&fixture("tiny-base"), train_file);
+    let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
+    let before = evaluate(&prepared.task, 8).unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
+    options.epochs = Some(400);
+    options.batch_size = 6;
+    options.learning_rate = 3e-3;
+    options.seed = 3;
+    let stop = AtomicBool::new(false);
+    let outcome = train(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap();
+    let after = outcome.best.unwrap()["loss"].as_f64().unwrap();
+    assert!(after < before / 20.0, "loss {before} -> {after}");
+    save_modules(&dir.join("out"), &fixture("tiny-mlm"), &data).unwrap();
+
+    let teacher = Embedder::load(&fixture("tiny-base"), &EmbedOptions::default()).unwrap();
+    let student = Embedder::load(&dir.join("out"), &EmbedOptions::default()).unwrap();
+    let wanted = teacher.embed_texts(&SENTENCES).unwrap();
+    let got = student.embed_texts(&SENTENCES).unwrap();
+    for ((w, g), text) in wanted.iter().zip(&got).zip(SENTENCES) {
+        assert!(cosine(w, g) > 0.99, "{text}: cosine {}", cosine(w, g));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// From sentence pairs the student also learns to map the second sentence of each pair to the
+/// teacher's vector of the first; the evaluation reports retrieval accuracy both ways.
+#[test]
+fn pairs_train_both_sides_and_report_retrieval_accuracy() {
+    let dir = temp_dir("pairs");
+    let targets = [
+        "sea good",
+        "movie",
+        "city bad",
+        "day great",
+        "school",
+        "farm terrible",
+    ];
+    let pairs = SentenceFile {
+        sentences: write(&dir.join("source.txt"), &SENTENCES),
+        target: Some(write(&dir.join("target.txt"), &targets)),
+    };
+    let data = data(&fixture("tiny-base"), pairs);
+    let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
+    let before = evaluate(&prepared.task, 8).unwrap();
+    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
+    options.epochs = Some(300);
+    options.batch_size = 6;
+    options.learning_rate = 3e-3;
+    let stop = AtomicBool::new(false);
+    let after = train(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        &options,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap()
+    .best
+    .unwrap();
+    let metric = |m: &serde_json::Map<String, serde_json::Value>, k: &str| m[k].as_f64().unwrap();
+    assert!(metric(&after, "loss") < metric(&before, "loss") / 5.0);
+    for key in ["src2trg_accuracy", "trg2src_accuracy"] {
+        assert!(metric(&after, key) >= metric(&before, key), "{key}");
+        assert_eq!(metric(&after, key), 1.0, "{key} {after:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_names_the_files_lines_and_sizes() {
+    let dir = temp_dir("bad");
+    let six = write(&dir.join("six.txt"), &SENTENCES);
+    let five = write(&dir.join("five.txt"), &SENTENCES[..5]);
+    let error = |train: SentenceFile, teacher: &Path| match prepare_distill(
+        &fixture("tiny-mlm"),
+        &data(teacher, train),
+        3,
+    ) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
+    let message = error(
+        SentenceFile {
+            sentences: six.clone(),
+            target: Some(five.clone()),
+        },
+        &fixture("tiny-base"),
+    );
+    assert!(
+        message.contains("six.txt")
+            && message.contains("6 lines")
+            && message.contains("five.txt")
+            && message.contains("has 5"),
+        "{message}"
+    );
+    let latin1 = dir.join("latin1.txt");
+    std::fs::write(&latin1, b"the sea\nthe caf\xe9\n").unwrap();
+    let message = error(
+        SentenceFile {
+            sentences: latin1,
+            target: None,
+        },
+        &fixture("tiny-base"),
+    );
+    assert!(message.contains("latin1.txt:2"), "{message}");
+    let empty = write(&dir.join("empty.txt"), &[""]);
+    let message = error(
+        SentenceFile {
+            sentences: empty,
+            target: None,
+        },
+        &fixture("tiny-base"),
+    );
+    assert!(
+        message.contains("empty.txt") && message.contains("no sentences"),
+        "{message}"
+    );
+    if let Some(teacher) = minilm() {
+        let message = error(
+            SentenceFile {
+                sentences: six,
+                target: None,
+            },
+            &teacher,
+        );
+        assert!(
+            message.contains("384") && message.contains("32") && message.contains("projection"),
+            "{message}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
