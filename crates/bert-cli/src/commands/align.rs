@@ -69,31 +69,22 @@ pub fn run(args: AlignArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every sentence's unit-length vector, rows of one flat vector in file order; batches are cut
-/// from the sentences sorted by length, so that little of a batch is padding.
+/// Every sentence's unit-length vector, rows of one flat vector in file order, with the count
+/// embedded so far on a terminal.
 fn embed_all(
     embedder: &Embedder,
     sentences: &[Sentence],
     batch: usize,
     name: &str,
 ) -> Result<Vec<f32>> {
-    let encodings = (sentences.iter())
-        .map(|s| embedder.encode(&s.text))
-        .collect::<bert::Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..encodings.len()).collect();
-    order.sort_by_key(|&i| encodings[i].ids.len());
-    let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
+    let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
     let terminal = std::io::stderr().is_terminal();
-    for (done, chunk) in order.chunks(batch.max(1)).enumerate() {
-        let group: Vec<_> = chunk.iter().map(|&i| encodings[i].clone()).collect();
-        for (&i, vector) in chunk.iter().zip(embedder.embed(&group)?) {
-            vectors[i] = vector;
-        }
+    let mut report = |done: usize| {
         if terminal {
-            let embedded = ((done + 1) * batch).min(encodings.len());
-            eprint!("\rembedding {name}: {embedded}/{}\x1b[K", encodings.len());
+            eprint!("\rembedding {name}: {done}/{}\x1b[K", texts.len());
         }
-    }
+    };
+    let vectors = embedder.embed_sorted(&texts, batch, &mut report)?;
     if terminal {
         eprintln!();
     }
