@@ -1100,3 +1100,44 @@ fn index_then_search_a_folder() {
         stderr(&wrong)
     );
 }
+
+/// `bert distill` is `bert finetune --task distill`: without a teacher it stops and says what is
+/// missing; with one, a short run writes a sentence-transformers directory that `bert embed` reads.
+#[test]
+fn distill_needs_a_teacher_and_writes_a_sentence_encoder() {
+    let dir = std::env::temp_dir().join(format!("bert-cli-distill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let train = dir.join("train.txt");
+    std::fs::write(&train, "the sea\na good movie\nthe sky was great\n").unwrap();
+    let (train, out) = (
+        train.display().to_string(),
+        dir.join("out").display().to_string(),
+    );
+    let student = fixture("tiny-mlm");
+    let base = [
+        "distill", "--model", &student, "--train", &train, "--out", &out,
+    ];
+    let missing = bert(&base, b"");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("--teacher"),
+        "{}",
+        stderr(&missing)
+    );
+    let teacher = fixture("tiny-base");
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--teacher", &teacher, "--epochs", "1"])
+        .collect();
+    let done = bert(&args, b"");
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(dir.join("out/modules.json").exists());
+    let embedded = bert(&["embed", "--model", &out, "the sea"], b"");
+    assert!(embedded.status.success(), "{}", stderr(&embedded));
+    assert_eq!(
+        lines(&embedded)[0]["embedding"].as_array().unwrap().len(),
+        32
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
