@@ -55,13 +55,7 @@ pub fn mine(source: &[f32], target: &[f32], dim: usize, options: &AlignOptions) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Unit vectors at the given angles (degrees) in the plane.
-    fn at(angles: &[f32]) -> Vec<f32> {
-        (angles.iter())
-            .flat_map(|d| [d.to_radians().cos(), d.to_radians().sin()])
-            .collect()
-    }
+    use crate::bitext::unit_vectors_at as at;
 
     #[test]
     fn pairs_each_sentence_with_its_translation_one_to_one() {

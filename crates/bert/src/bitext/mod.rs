@@ -17,6 +17,14 @@ pub mod monotonic;
 pub mod neighbours;
 pub mod sentences;
 
+/// Unit vectors placed by hand for the tests: one row per angle (degrees) in the plane.
+#[cfg(test)]
+pub(crate) fn unit_vectors_at(angles: &[f32]) -> Vec<f32> {
+    (angles.iter())
+        .flat_map(|d| [d.to_radians().cos(), d.to_radians().sin()])
+        .collect()
+}
+
 /// A source row and a target row found to translate each other, with their margin score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pair {

@@ -86,12 +86,7 @@ pub fn align_in_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(angles: &[f32]) -> Vec<f32> {
-        (angles.iter())
-            .flat_map(|d| [d.to_radians().cos(), d.to_radians().sin()])
-            .collect()
-    }
+    use crate::bitext::unit_vectors_at as at;
 
     #[test]
     fn keeps_the_order_and_skips_what_has_no_translation() {

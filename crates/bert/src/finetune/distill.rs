@@ -124,22 +124,23 @@ pub fn prepare_distill(
 ) -> Result<Prepared<DistillTask>> {
     let config = BertConfig::from_file(&student_dir.join("config.json"))?;
     let tokenizer = task_tokenizer(student_dir, &config, data.max_length)?;
+    // Before any sentence is embedded: the teacher's vectors are its hidden states pooled.
+    let teacher_width = BertConfig::from_file(&data.teacher.join("config.json"))?.hidden_size;
+    if teacher_width != config.hidden_size {
+        return Err(Error::InvalidInput(format!(
+            "the teacher {} gives {teacher_width}-value vectors and the student {} {}: \
+             distilling across sizes needs a projection, which this version does not add; pick a \
+             student of the teacher's width",
+            data.teacher.display(),
+            student_dir.display(),
+            config.hidden_size
+        )));
+    }
     let teacher = Embedder::load(&data.teacher, &EmbedOptions::default())?;
     let train = load_set(&data.train, &teacher, &tokenizer, data.batch_size)?;
     let eval = (data.eval.as_ref())
         .map(|file| load_set(file, &teacher, &tokenizer, data.batch_size))
         .transpose()?;
-    let student_width = config.hidden_size;
-    let teacher_width = train.teacher.first().map_or(0, Vec::len);
-    if teacher_width != student_width {
-        return Err(Error::InvalidInput(format!(
-            "the teacher {} gives {teacher_width}-value vectors and the student {} \
-             {student_width}: distilling across sizes needs a projection, which this version \
-             does not add; pick a student of the teacher's width",
-            data.teacher.display(),
-            student_dir.display()
-        )));
-    }
     let pooling = EmbeddingConfig::from_dir(student_dir)?.pooling;
     // With its pooler, which sentence vectors do not use, so that the saved model is a whole
     // `BertModel` for transformers (the checkpoint's pooler is kept as it was).
