@@ -367,6 +367,10 @@ pub struct FinetuneArgs {
     /// the student learns.
     #[arg(long)]
     pub teacher: Option<String>,
+    /// distill: start the student from every K-th encoder layer of --model (layers 0, K, 2K, ...;
+    /// DistilBERT's initialisation): with --model the teacher and K 2, a student of half its depth.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_layers_every: Option<u64>,
     /// seq2seq: the targets of --train, a text file line for line with it.
     #[arg(long)]
     pub train_target: Option<PathBuf>,

@@ -40,6 +40,11 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     } else {
         bert::weights::hub::resolve_model(&args.model, args.revision.as_deref())?
     };
+    let student = match (args.keep_layers_every, args.training.resume) {
+        (Some(every), false) => Some(StudentDir::from_layers(&model_dir, every as usize)?),
+        _ => None,
+    };
+    let model_dir = student.as_ref().map_or(model_dir, |s| s.0.clone());
     let mut options = options(&args, &model_dir);
     options.world = world.clone();
     options.shards = shards;
@@ -240,6 +245,35 @@ fn prepare(
         )?
         .boxed(),
     })
+}
+
+/// A student made of every K-th layer of a checkpoint, in a directory removed when done with.
+struct StudentDir(std::path::PathBuf);
+
+impl StudentDir {
+    fn from_layers(from: &Path, every: usize) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("bert-student-{}", std::process::id()));
+        let config =
+            bert::finetune::distill::student_from_layers(from, every, &dir).with_context(|| {
+                format!(
+                    "making a student of every {every}-th layer of {}",
+                    from.display()
+                )
+            })?;
+        eprintln!(
+            "student: layers 0, {every}, {}, ... of {}: {} layers",
+            2 * every,
+            from.display(),
+            config.num_hidden_layers
+        );
+        Ok(StudentDir(dir))
+    }
+}
+
+impl Drop for StudentDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What `--task distill` reads: the teacher, and sentences (with --train-target, pairs).

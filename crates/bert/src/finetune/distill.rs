@@ -10,6 +10,7 @@
 //! sources whose nearest target by cosine is their own translation, and back: its
 //! `TranslationEvaluator`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -19,6 +20,8 @@ use crate::batch::Batch;
 use crate::bitext::neighbours::nearest;
 use crate::bitext::sentences;
 use crate::error::{Error, Result};
+use crate::files::safetensors_write::save_safetensors;
+use crate::files::write::write_file;
 use crate::finetune::seq2seq::{read_pairs, PairColumns, PairFile};
 use crate::finetune::trainer::FinetuneTask;
 use crate::finetune::{
@@ -29,7 +32,9 @@ use crate::pipelines::{EmbedOptions, Embedder};
 use crate::pooling::{normalize, pool, EmbeddingConfig, Pooling};
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::train::{EvalBatch, TrainLoss};
+use crate::weights::checkpoint::Checkpoint;
 use crate::weights::config::BertConfig;
+use crate::weights::save::{copy_tokenizer, SavedConfig};
 
 /// Sentences to distil on: one a line, or with `target` a second file of their translations, line
 /// for line.
@@ -161,6 +166,63 @@ pub fn prepare_distill(
         newly_initialized,
         notes: Vec::new(),
     })
+}
+
+/// Writes into `out` a student made of every `every`-th encoder layer of the checkpoint in `from`
+/// (layers 0, `every`, 2 `every`, ...: DistilBERT's initialisation, half the depth for 2), with its
+/// embeddings, pooler, tokenizer and sentence-transformers pooling; returns the student's config.
+pub fn student_from_layers(from: &Path, every: usize, out: &Path) -> Result<BertConfig> {
+    let mut config = BertConfig::from_file(&from.join("config.json"))?;
+    if every == 0 || every > config.num_hidden_layers {
+        return Err(Error::InvalidInput(format!(
+            "--keep-layers-every {every}: {} has {} layers; give 1 to {}",
+            from.display(),
+            config.num_hidden_layers,
+            config.num_hidden_layers
+        )));
+    }
+    let checkpoint = Checkpoint::open(from)?;
+    let mut tensors = BTreeMap::new();
+    for name in checkpoint.names() {
+        let renamed = match layer_of(name) {
+            Some((layer, _)) if layer % every != 0 => continue,
+            Some((layer, rest)) => {
+                let prefix = &name[..name.find(LAYER).unwrap_or(0)];
+                format!("{prefix}{LAYER}{}{rest}", layer / every)
+            }
+            None => name.to_string(),
+        };
+        if let Some(tensor) = checkpoint.load(name, &Device::Cpu)? {
+            tensors.insert(renamed, tensor);
+        }
+    }
+    config.num_hidden_layers = config.num_hidden_layers.div_ceil(every);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    save_safetensors(&out.join("model.safetensors"), &tensors)?;
+    write_file(
+        &out.join("config.json"),
+        config.config_json("BertModel")?.as_bytes(),
+    )?;
+    copy_tokenizer(from, out)?;
+    let embedding = EmbeddingConfig::from_dir(from)?;
+    let max_length = embedding.max_seq_length.unwrap_or(DEFAULT_MAX_LENGTH);
+    crate::pooling::write_sentence_transformers(
+        out,
+        embedding.pooling,
+        embedding.normalize,
+        max_length,
+        config.hidden_size,
+    )?;
+    Ok(config)
+}
+
+const LAYER: &str = "encoder.layer.";
+
+/// The layer number of a weight named `...encoder.layer.{i}.rest`, and `.rest`.
+fn layer_of(name: &str) -> Option<(usize, &str)> {
+    let after = &name[name.find(LAYER)? + LAYER.len()..];
+    let dot = after.find('.')?;
+    Some((after[..dot].parse().ok()?, &after[dot..]))
 }
 
 /// A student encoder learning a teacher's sentence vectors.

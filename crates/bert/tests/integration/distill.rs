@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::common::{fixture, minilm};
-use bert::finetune::distill::{prepare_distill, save_modules, DistillData, SentenceFile};
+use bert::finetune::distill::{
+    prepare_distill, save_modules, student_from_layers, DistillData, SentenceFile,
+};
 use bert::pipelines::{EmbedOptions, Embedder};
 use bert::train::{evaluate, train, TrainingOptions};
+use bert::weights::checkpoint::Checkpoint;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bert-distill-{name}-{}", std::process::id()));
@@ -198,5 +201,30 @@ fn bad_input_names_the_files_lines_and_sizes() {
             "{message}"
         );
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A student of every second layer: half the layers, each the teacher's layer 0, 2, ... with its
+/// weights unchanged, embeddings and tokenizer carried over, loadable as a sentence encoder.
+#[test]
+fn a_student_of_every_other_layer_keeps_those_layers() {
+    let dir = temp_dir("layers");
+    let student = dir.join("student");
+    let config = student_from_layers(&fixture("tiny-base"), 2, &student).unwrap();
+    assert_eq!(config.num_hidden_layers, 1);
+    let teacher = Checkpoint::open(&fixture("tiny-base")).unwrap();
+    let made = Checkpoint::open(&student).unwrap();
+    let load = |c: &Checkpoint, name: &str| {
+        let t = c.load(name, &candle_core::Device::Cpu).unwrap().unwrap();
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let names: Vec<&str> = made.names().collect();
+    assert!(names.iter().all(|n| !n.contains("layer.1.")), "{names:?}");
+    for name in teacher.names().filter(|n| !n.contains("layer.1.")) {
+        assert_eq!(load(&teacher, name), load(&made, name), "{name}");
+    }
+    assert!(Embedder::load(&student, &EmbedOptions::default()).is_ok());
+    let err = student_from_layers(&fixture("tiny-base"), 3, &dir.join("x")).unwrap_err();
+    assert!(err.to_string().contains("has 2 layers"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
