@@ -8,11 +8,13 @@ use std::sync::atomic::AtomicBool;
 
 use crate::common::{fixture, minilm};
 use bert::finetune::distill::{
-    prepare_distill, save_modules, student_from_layers, DistillData, SentenceFile,
+    prepare_distill, save_modules, student_from_layers, DistillData, DistillTask, SentenceFile,
 };
+use bert::finetune::Prepared;
 use bert::pipelines::{EmbedOptions, Embedder};
 use bert::train::{evaluate, train, TrainingOptions};
 use bert::weights::checkpoint::Checkpoint;
+use serde_json::{Map, Value};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bert-distill-{name}-{}", std::process::id()));
@@ -45,6 +47,21 @@ fn data(teacher: &Path, train: SentenceFile) -> DistillData {
     }
 }
 
+/// Trains to the end; the kept model's evaluation.
+fn run(prepared: &Prepared<DistillTask>, options: &TrainingOptions) -> Map<String, Value> {
+    let stop = AtomicBool::new(false);
+    let outcome = train(
+        &prepared.task,
+        &prepared.store,
+        &prepared.config,
+        options,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap();
+    outcome.best.unwrap()
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -70,17 +87,7 @@ fn a_student_trained_to_convergence_gives_the_teachers_vectors() {
     options.batch_size = 6;
     options.learning_rate = 3e-3;
     options.seed = 3;
-    let stop = AtomicBool::new(false);
-    let outcome = train(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap();
-    let after = outcome.best.unwrap()["loss"].as_f64().unwrap();
+    let after = run(&prepared, &options)["loss"].as_f64().unwrap();
     assert!(after < before / 20.0, "loss {before} -> {after}");
     save_modules(&dir.join("out"), &fixture("tiny-mlm"), &data).unwrap();
 
@@ -118,19 +125,8 @@ fn pairs_train_both_sides_and_report_retrieval_accuracy() {
     options.epochs = Some(300);
     options.batch_size = 6;
     options.learning_rate = 3e-3;
-    let stop = AtomicBool::new(false);
-    let after = train(
-        &prepared.task,
-        &prepared.store,
-        &prepared.config,
-        &options,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap()
-    .best
-    .unwrap();
-    let metric = |m: &serde_json::Map<String, serde_json::Value>, k: &str| m[k].as_f64().unwrap();
+    let after = run(&prepared, &options);
+    let metric = |m: &Map<String, Value>, k: &str| m[k].as_f64().unwrap();
     assert!(metric(&after, "loss") < metric(&before, "loss") / 5.0);
     for key in ["src2trg_accuracy", "trg2src_accuracy"] {
         assert!(metric(&after, key) >= metric(&before, key), "{key}");
