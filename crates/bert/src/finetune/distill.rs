@@ -159,6 +159,7 @@ pub fn prepare_distill(
         task: DistillTask {
             model,
             pooling,
+            normalize: teacher.normalize(),
             train,
             eval,
             pad_id: tokenizer.pad_id(),
@@ -229,13 +230,16 @@ fn layer_of(name: &str) -> Option<(usize, &str)> {
 pub struct DistillTask {
     pub model: BertModel,
     pub pooling: Pooling,
+    /// Whether the student's vectors are scaled to unit length before the loss: when the teacher's
+    /// are, as the saved student's then are too (its `Normalize` module).
+    pub normalize: bool,
     pub train: DistillSet,
     pub eval: Option<DistillSet>,
     pub pad_id: u32,
 }
 
 impl DistillTask {
-    /// The student's pooled vectors of `encodings`, `(N, C)`.
+    /// The student's sentence vectors of `encodings`, `(N, C)`, as the saved model will give them.
     fn embed(&self, encodings: &[Encoding], mode: &Mode) -> Result<Tensor> {
         let batch = Batch::from_encodings(encodings, self.pad_id, &Device::Cpu)?;
         let out = self.model.forward(&batch, mode)?;
@@ -243,7 +247,7 @@ impl DistillTask {
             &out.hidden_states,
             &batch.attention_mask,
             self.pooling,
-            false,
+            self.normalize,
         )
     }
 
