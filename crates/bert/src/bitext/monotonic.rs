@@ -42,7 +42,8 @@ pub fn align_in_order(
     );
     let cosines = similarities(source, target, dim, 0, n); // n x m
     let gain = |i: usize, j: usize| margin.score(cosines[i * m + j], i, j) - options.threshold;
-    // best[j]: the best total over source[..i] and target[..j], row by row.
+    // current[j]: the best total over source[..=i] and target[..j]; previous[j] the same for the
+    // rows before i. A move per cell, to walk the best alignment back.
     let mut moves = vec![Move::SkipSource; n * m];
     let mut previous = vec![0f32; m + 1];
     let mut current = vec![0f32; m + 1];

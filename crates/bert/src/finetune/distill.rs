@@ -96,12 +96,6 @@ fn read_sentences(file: &SentenceFile) -> Result<(Vec<String>, Option<Vec<String
     }
 }
 
-/// The teacher's vectors of `texts`, in order.
-fn teacher_vectors(teacher: &Embedder, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    teacher.embed_sorted(&texts, batch, &mut |_| {})
-}
-
 fn load_set(
     file: &SentenceFile,
     teacher: &Embedder,
@@ -114,8 +108,9 @@ fn load_set(
             .map(|t| tokenizer.encode(t))
             .collect::<Result<Vec<_>>>()
     };
+    let texts: Vec<&str> = sources.iter().map(String::as_str).collect();
     Ok(DistillSet {
-        teacher: teacher_vectors(teacher, &sources, batch)?,
+        teacher: teacher.embed_sorted(&texts, batch, &mut |_| {})?,
         targets: targets.as_deref().map(encode).transpose()?,
         sources: encode(&sources)?,
     })

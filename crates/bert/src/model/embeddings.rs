@@ -112,9 +112,10 @@ impl BertEmbeddings {
                     later = positions.narrow(0, first_position.min(positions.dim(0)?), rows)?;
                     &later
                 };
-                let pad = match mode.is_train() {
-                    true => self.pad_token_id,
-                    false => None,
+                let pad = if mode.is_train() {
+                    self.pad_token_id
+                } else {
+                    None
                 };
                 embedding_sum(
                     [words, types, positions],

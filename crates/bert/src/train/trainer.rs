@@ -390,9 +390,10 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
             };
             let dropout = dropout_stream(seed, micro_batch, plan.global[s]);
             let recomputed = Recomputation::default();
-            let mode = match checkpointing {
-                true => Mode::Checkpointed(&dropout, &recomputed),
-                false => Mode::Train(&dropout),
+            let mode = if checkpointing {
+                Mode::Checkpointed(&dropout, &recomputed)
+            } else {
+                Mode::Train(&dropout)
             };
             let part = task.loss(batch, &weights[s], &mode)?;
             let mut gradients = Gradients::of(&part.loss, part.tokens)?;
