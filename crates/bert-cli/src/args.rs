@@ -371,6 +371,11 @@ pub struct FinetuneArgs {
     /// DistilBERT's initialisation): with --model the teacher and K 2, a student of half its depth.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_layers_every: Option<u64>,
+    /// distill: cut the student's vocabulary to at most N pieces: the special tokens, every character
+    /// the training sentences are made of, and the pieces they use most (their embedding rows kept).
+    /// The token embeddings are most of a small model's size.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub vocab_size: Option<u64>,
     /// seq2seq: the targets of --train, a text file line for line with it.
     #[arg(long)]
     pub train_target: Option<PathBuf>,

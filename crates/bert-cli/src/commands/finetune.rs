@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::distill::{prepare_distill, DistillData, SentenceFile};
+use bert::finetune::student::{make_student, StudentRecipe};
 use bert::finetune::FinetuneTask;
 use bert::finetune::{
     prepare_classification, prepare_intent_slots, prepare_qa, prepare_seq2seq, prepare_tagging,
@@ -40,8 +41,8 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     } else {
         bert::weights::hub::resolve_model(&args.model, args.revision.as_deref())?
     };
-    let student = match (args.keep_layers_every, args.training.resume) {
-        (Some(every), false) => Some(StudentDir::from_layers(&model_dir, every as usize)?),
+    let student = match args.keep_layers_every.is_some() || args.vocab_size.is_some() {
+        true if !args.training.resume => Some(StudentDir::make(&model_dir, &args)?),
         _ => None,
     };
     let model_dir = student.as_ref().map_or(model_dir, |s| s.0.clone());
@@ -247,25 +248,40 @@ fn prepare(
     })
 }
 
-/// A student made of every K-th layer of a checkpoint, in a directory removed when done with.
+/// A student made of a checkpoint (every K-th layer, a cut vocabulary), in a directory removed when
+/// done with.
 struct StudentDir(std::path::PathBuf);
 
 impl StudentDir {
-    fn from_layers(from: &Path, every: usize) -> Result<Self> {
+    fn make(from: &Path, args: &FinetuneArgs) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("bert-student-{}", std::process::id()));
-        let config =
-            bert::finetune::distill::student_from_layers(from, every, &dir).with_context(|| {
-                format!(
-                    "making a student of every {every}-th layer of {}",
-                    from.display()
-                )
-            })?;
-        eprintln!(
-            "student: layers 0, {every}, {}, ... of {}: {} layers",
-            2 * every,
-            from.display(),
-            config.num_hidden_layers
-        );
+        let every = args.keep_layers_every.unwrap_or(1) as usize;
+        let recipe = StudentRecipe {
+            keep_layers_every: every,
+            vocab_size: args.vocab_size.map(|n| n as usize),
+            texts: [Some(&args.train), args.train_target.as_ref()]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+        };
+        let student = make_student(from, &recipe, &dir)
+            .with_context(|| format!("making a student of {}", from.display()))?;
+        let config = &student.config;
+        if every > 1 {
+            eprintln!(
+                "student: layers 0, {every}, {}, ... of {}: {} layers",
+                2 * every,
+                from.display(),
+                config.num_hidden_layers
+            );
+        }
+        if args.vocab_size.is_some() {
+            eprintln!(
+                "student: vocabulary cut from {} to {} pieces",
+                student.vocab_before, config.vocab_size
+            );
+        }
         Ok(StudentDir(dir))
     }
 }

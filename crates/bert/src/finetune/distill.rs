@@ -10,7 +10,6 @@
 //! sources whose nearest target by cosine is their own translation, and back: its
 //! `TranslationEvaluator`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -20,8 +19,6 @@ use crate::batch::Batch;
 use crate::bitext::neighbours::nearest;
 use crate::bitext::sentences;
 use crate::error::{Error, Result};
-use crate::files::safetensors_write::save_safetensors;
-use crate::files::write::write_file;
 use crate::finetune::seq2seq::{read_pairs, PairColumns, PairFile};
 use crate::finetune::trainer::FinetuneTask;
 use crate::finetune::{
@@ -32,9 +29,7 @@ use crate::pipelines::{EmbedOptions, Embedder};
 use crate::pooling::{normalize, pool, EmbeddingConfig, Pooling};
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::train::{EvalBatch, TrainLoss};
-use crate::weights::checkpoint::Checkpoint;
 use crate::weights::config::BertConfig;
-use crate::weights::save::{copy_tokenizer, SavedConfig};
 
 /// Sentences to distil on: one a line, or with `target` a second file of their translations, line
 /// for line.
@@ -60,9 +55,11 @@ pub struct DistillData {
 /// Sentences read and tokenized, each with the teacher's vector of its source.
 #[derive(Debug, Clone)]
 pub struct DistillSet {
-    /// The sentences the student reads: a source's, then (for pairs) its translation's.
+    /// The sentences the student reads: a source's, then (for pairs) its translation's; `None` where
+    /// the translation is the source itself (English sentences mixed into English -> French pairs
+    /// to keep the student's English), which is read once.
     sources: Vec<Encoding>,
-    targets: Option<Vec<Encoding>>,
+    targets: Option<Vec<Option<Encoding>>>,
     /// The teacher's vector of each source, `dim` wide.
     teacher: Vec<Vec<f32>>,
 }
@@ -109,9 +106,17 @@ fn load_set(
             .collect::<Result<Vec<_>>>()
     };
     let texts: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let targets = match targets {
+        Some(targets) => Some(
+            (sources.iter().zip(&targets))
+                .map(|(s, t)| (s != t).then(|| tokenizer.encode(t)).transpose())
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     Ok(DistillSet {
         teacher: teacher.embed_sorted(&texts, batch, &mut |_| {})?,
-        targets: targets.as_deref().map(encode).transpose()?,
+        targets,
         sources: encode(&sources)?,
     })
 }
@@ -164,63 +169,6 @@ pub fn prepare_distill(
     })
 }
 
-/// Writes into `out` a student made of every `every`-th encoder layer of the checkpoint in `from`
-/// (layers 0, `every`, 2 `every`, ...: DistilBERT's initialisation, half the depth for 2), with its
-/// embeddings, pooler, tokenizer and sentence-transformers pooling; returns the student's config.
-pub fn student_from_layers(from: &Path, every: usize, out: &Path) -> Result<BertConfig> {
-    let mut config = BertConfig::from_file(&from.join("config.json"))?;
-    if every == 0 || every > config.num_hidden_layers {
-        return Err(Error::InvalidInput(format!(
-            "--keep-layers-every {every}: {} has {} layers; give 1 to {}",
-            from.display(),
-            config.num_hidden_layers,
-            config.num_hidden_layers
-        )));
-    }
-    let checkpoint = Checkpoint::open(from)?;
-    let mut tensors = BTreeMap::new();
-    for name in checkpoint.names() {
-        let renamed = match layer_of(name) {
-            Some((layer, _)) if layer % every != 0 => continue,
-            Some((layer, rest)) => {
-                let prefix = &name[..name.find(LAYER).unwrap_or(0)];
-                format!("{prefix}{LAYER}{}{rest}", layer / every)
-            }
-            None => name.to_string(),
-        };
-        if let Some(tensor) = checkpoint.load(name, &Device::Cpu)? {
-            tensors.insert(renamed, tensor);
-        }
-    }
-    config.num_hidden_layers = config.num_hidden_layers.div_ceil(every);
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    save_safetensors(&out.join("model.safetensors"), &tensors)?;
-    write_file(
-        &out.join("config.json"),
-        config.config_json("BertModel")?.as_bytes(),
-    )?;
-    copy_tokenizer(from, out)?;
-    let embedding = EmbeddingConfig::from_dir(from)?;
-    let max_length = embedding.max_seq_length.unwrap_or(DEFAULT_MAX_LENGTH);
-    crate::pooling::write_sentence_transformers(
-        out,
-        embedding.pooling,
-        embedding.normalize,
-        max_length,
-        config.hidden_size,
-    )?;
-    Ok(config)
-}
-
-const LAYER: &str = "encoder.layer.";
-
-/// The layer number of a weight named `...encoder.layer.{i}.rest`, and `.rest`.
-fn layer_of(name: &str) -> Option<(usize, &str)> {
-    let after = &name[name.find(LAYER)? + LAYER.len()..];
-    let dot = after.find('.')?;
-    Some((after[..dot].parse().ok()?, &after[dot..]))
-}
-
 /// A student encoder learning a teacher's sentence vectors.
 pub struct DistillTask {
     pub model: BertModel,
@@ -246,8 +194,9 @@ impl DistillTask {
         )
     }
 
-    /// The student's vectors of the examples' sentences (sources, then translations) and the
-    /// teacher's vectors each should match, `(N, C)` both; and the tokens read.
+    /// The student's vectors of the examples' sentences (sources, then the translations that are
+    /// not the source itself) and the teacher's vectors each should match, `(N, C)` both; and the
+    /// tokens read.
     fn pass(
         &self,
         set: &DistillSet,
@@ -261,8 +210,10 @@ impl DistillTask {
             .flat_map(|&i| set.teacher[i].clone())
             .collect();
         if let Some(targets) = &set.targets {
-            encodings.extend(indices.iter().map(|&i| targets[i].clone()));
-            wanted.extend(indices.iter().flat_map(|&i| set.teacher[i].clone()));
+            for &i in indices.iter().filter(|&&i| targets[i].is_some()) {
+                encodings.extend(targets[i].clone());
+                wanted.extend_from_slice(&set.teacher[i]);
+            }
         }
         let tokens = encodings.iter().map(|e| e.ids.len()).sum();
         let student = self.embed(&encodings, mode)?;
@@ -322,9 +273,16 @@ impl FinetuneTask for DistillTask {
         let loss = mse(&student, &wanted)?.to_scalar::<f32>()?;
         let vectors = student.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let n = indices.len();
-        let rows = (0..n)
-            .map(|i| match eval.targets {
-                Some(_) => [vectors[i].clone(), vectors[n + i].clone()].concat(),
+        let mut translations = vectors[n..].iter();
+        let rows = (indices.iter().enumerate())
+            .map(|(i, &index)| match &eval.targets {
+                Some(targets) => {
+                    let translation = match targets[index] {
+                        Some(_) => translations.next().unwrap_or(&vectors[i]),
+                        None => &vectors[i],
+                    };
+                    [vectors[i].as_slice(), translation].concat()
+                }
                 None => vectors[i].clone(),
             })
             .collect();

@@ -10,6 +10,7 @@ pub mod ner;
 pub mod qa;
 pub mod seq2seq;
 pub mod squad;
+pub mod student;
 pub mod table;
 pub mod trainer;
 

@@ -8,8 +8,10 @@ use std::sync::atomic::AtomicBool;
 
 use crate::common::{fixture, minilm};
 use bert::finetune::distill::{
-    prepare_distill, save_modules, student_from_layers, DistillData, DistillTask, SentenceFile,
+    prepare_distill, save_modules, DistillData, DistillTask, SentenceFile,
 };
+use bert::finetune::student::{make_student, StudentRecipe};
+use bert::tokenizer::Tokenizer;
 use bert::finetune::Prepared;
 use bert::pipelines::{EmbedOptions, Embedder};
 use bert::train::{evaluate, train, TrainingOptions};
@@ -106,9 +108,10 @@ fn a_student_trained_to_convergence_gives_the_teachers_vectors() {
 #[test]
 fn pairs_train_both_sides_and_report_retrieval_accuracy() {
     let dir = temp_dir("pairs");
+    // The second line's "translation" is the sentence itself: read once, its rows still in line.
     let targets = [
         "sea good",
-        "movie",
+        "a movie",
         "city bad",
         "day great",
         "school",
@@ -206,7 +209,9 @@ fn bad_input_names_the_files_lines_and_sizes() {
 fn a_student_of_every_other_layer_keeps_those_layers() {
     let dir = temp_dir("layers");
     let student = dir.join("student");
-    let config = student_from_layers(&fixture("tiny-base"), 2, &student).unwrap();
+    let config = make_student(&fixture("tiny-base"), &every(2), &student)
+        .unwrap()
+        .config;
     assert_eq!(config.num_hidden_layers, 1);
     let teacher = Checkpoint::open(&fixture("tiny-base")).unwrap();
     let made = Checkpoint::open(&student).unwrap();
@@ -220,7 +225,71 @@ fn a_student_of_every_other_layer_keeps_those_layers() {
         assert_eq!(load(&teacher, name), load(&made, name), "{name}");
     }
     assert!(Embedder::load(&student, &EmbedOptions::default()).is_ok());
-    let err = student_from_layers(&fixture("tiny-base"), 3, &dir.join("x")).unwrap_err();
+    let err = make_student(&fixture("tiny-base"), &every(3), &dir.join("x")).unwrap_err();
     assert!(err.to_string().contains("has 2 layers"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn every(k: usize) -> StudentRecipe {
+    StudentRecipe {
+        keep_layers_every: k,
+        vocab_size: None,
+        texts: Vec::new(),
+    }
+}
+
+fn cut_to(size: usize, texts: &Path) -> StudentRecipe {
+    StudentRecipe {
+        vocab_size: Some(size),
+        texts: vec![texts.to_path_buf()],
+        ..every(1)
+    }
+}
+
+fn pieces(tokenizer: &Tokenizer, text: &str) -> Vec<String> {
+    let ids = tokenizer.encode_plain(text).unwrap();
+    (ids.iter().map(|&id| tokenizer.id_to_token(id).unwrap())).collect()
+}
+
+/// A vocabulary cut to the pieces the text uses gives the same vectors of that text (same pieces,
+/// same rows); cut below that, words split into smaller pieces the student still has (no unknown
+/// token), and a cut below the text's characters is refused with the count it needs.
+#[test]
+fn a_cut_vocabulary_keeps_the_texts_pieces_and_rows() {
+    let dir = temp_dir("vocab");
+    let texts = write(&dir.join("train.txt"), &SENTENCES);
+    let teacher_dir = fixture("tiny-base");
+    let teacher_tokens = Tokenizer::from_dir(&teacher_dir).unwrap();
+    let mut used: Vec<String> = SENTENCES.iter().flat_map(|s| pieces(&teacher_tokens, s)).collect();
+    used.sort();
+    used.dedup();
+    let tight = dir.join("tight");
+    let err = make_student(&teacher_dir, &cut_to(8, &texts), &tight).unwrap_err();
+    assert!(err.to_string().contains("needs at least"), "{err}");
+    let needed: usize = err.to_string().split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+    make_student(&teacher_dir, &cut_to(needed + 1, &texts), &tight).unwrap();
+    let whole = dir.join("whole");
+    let made = make_student(&teacher_dir, &cut_to(needed + used.len(), &texts), &whole).unwrap();
+    assert!(made.config.vocab_size < 249 && made.vocab_before == 249);
+    let kept = Tokenizer::from_dir(&whole).unwrap();
+    assert!(used.iter().all(|p| kept.token_to_id(p).is_some()), "{used:?}");
+    let embed = |d: &Path| {
+        let embedder = Embedder::load(d, &EmbedOptions::default()).unwrap();
+        embedder.embed_sorted(&SENTENCES, 4, &mut |_| {}).unwrap()
+    };
+    let (teacher, student) = (embed(&teacher_dir), embed(&whole));
+    for (t, s) in teacher.iter().zip(&student) {
+        let diff = t.iter().zip(s).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{diff}");
+    }
+    let cut = Tokenizer::from_dir(&tight).unwrap();
+    assert_eq!(cut.vocab_size(), needed + 1);
+    assert_eq!(cut.pad_id(), 0);
+    for sentence in SENTENCES {
+        let split = pieces(&cut, sentence);
+        assert!(!split.contains(&"[UNK]".to_string()), "{split:?}");
+        let glued = cut.tokens_to_string(&split);
+        assert_eq!(glued, teacher_tokens.tokens_to_string(&pieces(&teacher_tokens, sentence)));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
