@@ -376,6 +376,10 @@ pub struct FinetuneArgs {
     /// The token embeddings are most of a small model's size.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub vocab_size: Option<u64>,
+    /// distill: when the student's width differs from the teacher's vectors, learn a projection to
+    /// them (a sentence-transformers Dense module after pooling, saved in 2_Dense).
+    #[arg(long)]
+    pub projection: bool,
     /// seq2seq: the targets of --train, a text file line for line with it.
     #[arg(long)]
     pub train_target: Option<PathBuf>,

@@ -311,6 +311,7 @@ fn distill_data(args: &FinetuneArgs, eval: Option<Scored>) -> Result<DistillData
         }),
         max_length: args.max_length,
         batch_size: args.training.batch_size.unwrap_or(32) as usize,
+        projection: args.projection,
     })
 }
 

@@ -10,6 +10,7 @@
 //! sources whose nearest target by cosine is their own translation, and back: its
 //! `TranslationEvaluator`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -26,7 +27,11 @@ use crate::finetune::{
 };
 use crate::model::{BertModel, Mode};
 use crate::pipelines::{EmbedOptions, Embedder};
-use crate::pooling::{normalize, pool, EmbeddingConfig, Pooling};
+use crate::files::safetensors_write::save_safetensors;
+use crate::nn::linear::Linear;
+use crate::pooling::dense::write_projection;
+use crate::pooling::{normalize, normalize_rows, pool, EmbeddingConfig, Pooling, PROJECTION_DIR};
+use crate::weights::checkpoint::Checkpoint;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::train::{EvalBatch, TrainLoss};
 use crate::weights::config::BertConfig;
@@ -50,6 +55,9 @@ pub struct DistillData {
     pub max_length: Option<usize>,
     /// Sentences the teacher embeds together.
     pub batch_size: usize,
+    /// Whether a student whose width differs from the teacher's vectors may learn a projection to
+    /// them (a `Dense` module after pooling).
+    pub projection: bool,
 }
 
 /// Sentences read and tokenized, each with the teacher's vector of its source.
@@ -129,13 +137,19 @@ pub fn prepare_distill(
 ) -> Result<Prepared<DistillTask>> {
     let config = BertConfig::from_file(&student_dir.join("config.json"))?;
     let tokenizer = task_tokenizer(student_dir, &config, data.max_length)?;
-    // Before any sentence is embedded: the teacher's vectors are its hidden states pooled.
-    let teacher_width = BertConfig::from_file(&data.teacher.join("config.json"))?.hidden_size;
-    if teacher_width != config.hidden_size {
+    // Before any sentence is embedded: the teacher's vectors are its hidden states pooled (and
+    // projected, when it has `Dense` modules).
+    let teacher_modules = EmbeddingConfig::from_dir(&data.teacher)?;
+    let teacher_width = match teacher_modules.dense.last() {
+        Some(dense) => dense.out_features,
+        None => BertConfig::from_file(&data.teacher.join("config.json"))?.hidden_size,
+    };
+    let projected = teacher_width != config.hidden_size;
+    if projected && !data.projection {
         return Err(Error::InvalidInput(format!(
             "the teacher {} gives {teacher_width}-value vectors and the student {} {}: \
-             distilling across sizes needs a projection, which this version does not add; pick a \
-             student of the teacher's width",
+             distilling across sizes needs a projection; allow one with --projection (a Dense \
+             module after pooling) or pick a student of the teacher's width",
             data.teacher.display(),
             student_dir.display(),
             config.hidden_size
@@ -149,15 +163,21 @@ pub fn prepare_distill(
     let pooling = EmbeddingConfig::from_dir(student_dir)?.pooling;
     // With its pooler, which sentence vectors do not use, so that the saved model is a whole
     // `BertModel` for transformers (the checkpoint's pooler is kept as it was).
-    let (store, model, newly_initialized) =
+    let (store, (model, projection), newly_initialized) =
         trainable(student_dir, &config, setup.into(), |p, c| {
-            BertModel::load(&p.pp("bert"), c, true)
+            let model = BertModel::load(&p.pp("bert"), c, true)?;
+            let (width, std) = (c.hidden_size, c.initializer_range);
+            let projection = projected
+                .then(|| Linear::load_or_init(&p.pp(PROJECTION), width, teacher_width, std))
+                .transpose()?;
+            Ok((model, projection))
         })?;
     Ok(Prepared {
         config,
         store,
         task: DistillTask {
             model,
+            projection,
             pooling,
             normalize: teacher.normalize(),
             train,
@@ -172,6 +192,8 @@ pub fn prepare_distill(
 /// A student encoder learning a teacher's sentence vectors.
 pub struct DistillTask {
     pub model: BertModel,
+    /// Student width to teacher width, when they differ.
+    pub projection: Option<Linear>,
     pub pooling: Pooling,
     /// Whether the student's vectors are scaled to unit length before the loss: when the teacher's
     /// are, as the saved student's then are too (its `Normalize` module).
@@ -186,12 +208,20 @@ impl DistillTask {
     fn embed(&self, encodings: &[Encoding], mode: &Mode) -> Result<Tensor> {
         let batch = Batch::from_encodings(encodings, self.pad_id, &Device::Cpu)?;
         let out = self.model.forward(&batch, mode)?;
-        pool(
+        let pooled = pool(
             &out.hidden_states,
             &batch.attention_mask,
             self.pooling,
-            self.normalize,
-        )
+            false,
+        )?;
+        let vectors = match &self.projection {
+            Some(projection) => projection.forward(&pooled)?,
+            None => pooled,
+        };
+        match self.normalize {
+            true => normalize_rows(&vectors),
+            false => Ok(vectors),
+        }
     }
 
     /// The student's vectors of the examples' sentences (sources, then the translations that are
@@ -223,21 +253,52 @@ impl DistillTask {
 }
 
 /// Makes the distilled model in `out` a sentence-transformers directory: the student's pooling
-/// (from its own modules, else mean), normalisation when the teacher normalises, and `max_length`
-/// (as [`prepare_distill`] took it) as `max_seq_length`.
+/// (from its own modules, else mean), the learnt projection as a `Dense` module (moved out of
+/// `model.safetensors`), normalisation when the teacher normalises, and `max_length` (as
+/// [`prepare_distill`] took it) as `max_seq_length`.
 pub fn save_modules(out: &Path, student_dir: &Path, data: &DistillData) -> Result<()> {
     let config = BertConfig::from_file(&out.join("config.json"))?;
     let max_length = checked_max_length(&config, data.max_length, DEFAULT_MAX_LENGTH)?;
     let pooling = EmbeddingConfig::from_dir(student_dir)?.pooling;
     let normalize = EmbeddingConfig::from_dir(&data.teacher)?.normalize;
+    let projection = move_projection(out)?;
     crate::pooling::write_sentence_transformers(
         out,
         pooling,
         normalize,
         max_length,
         config.hidden_size,
+        projection,
     )
 }
+
+/// The weights of the projection, if `out/model.safetensors` holds one: written as a `Dense`
+/// module and left out of the encoder's weights, which `transformers` then loads as a whole.
+fn move_projection(out: &Path) -> Result<bool> {
+    let checkpoint = Checkpoint::open(out)?;
+    let weight = format!("{PROJECTION}.weight");
+    if !checkpoint.names().any(|n| n == weight) {
+        return Ok(false);
+    }
+    let mut tensors = BTreeMap::new();
+    for name in checkpoint.names() {
+        if let Some(tensor) = checkpoint.load(name, &Device::Cpu)? {
+            tensors.insert(name.to_string(), tensor);
+        }
+    }
+    drop(checkpoint);
+    let weight = tensors.remove(&weight);
+    let bias = tensors.remove(&format!("{PROJECTION}.bias"));
+    let (Some(weight), Some(bias)) = (weight, bias) else {
+        return Ok(false);
+    };
+    write_projection(&out.join(PROJECTION_DIR), &weight, &bias)?;
+    save_safetensors(&out.join("model.safetensors"), &tensors)?;
+    Ok(true)
+}
+
+/// The projection's name among the student's weights while it trains.
+const PROJECTION: &str = "projection";
 
 fn mse(student: &Tensor, wanted: &Tensor) -> Result<Tensor> {
     Ok((student - wanted)?.sqr()?.mean_all()?)

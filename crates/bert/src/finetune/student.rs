@@ -106,6 +106,7 @@ pub fn make_student(from: &Path, recipe: &StudentRecipe, out: &Path) -> Result<S
         embedding.normalize,
         max_length,
         config.hidden_size,
+        false,
     )?;
     Ok(Student {
         config,

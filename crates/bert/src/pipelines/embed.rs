@@ -8,7 +8,8 @@ use candle_core::DType;
 use crate::error::Result;
 use crate::model::{BertModel, Mode};
 use crate::pipelines::{mean, LongText, Pipeline, PipelineOptions};
-use crate::pooling::{pool, EmbeddingConfig, Pooling};
+use crate::pooling::dense::Dense;
+use crate::pooling::{normalize_rows, pool, EmbeddingConfig, Pooling};
 use crate::tokenizer::{Encoding, Tokenizer};
 
 /// Overrides of the checkpoint's embedding settings.
@@ -23,6 +24,8 @@ pub struct EmbedOptions {
 pub struct Embedder {
     pipeline: Pipeline<BertModel>,
     pooling: Pooling,
+    /// The checkpoint's `Dense` modules, applied after pooling.
+    dense: Vec<Dense>,
     normalize: bool,
     /// Cuts long texts into windows, when asked to.
     chunker: Option<Tokenizer>,
@@ -38,6 +41,7 @@ impl Embedder {
         Ok(Embedder {
             pipeline,
             pooling: options.pooling.unwrap_or(st.pooling),
+            dense: st.dense.iter().map(Dense::load).collect::<Result<_>>()?,
             normalize: options.normalize.unwrap_or(st.normalize),
             chunker: None,
         })
@@ -98,20 +102,27 @@ impl Embedder {
         self.pooled(encodings, self.normalize)
     }
 
-    /// [`Embedder::embed`], normalised to unit length or not as `normalize` says.
+    /// [`Embedder::embed`] (pooled, through the checkpoint's `Dense` modules if any), normalised to
+    /// unit length or not as `normalize` says.
     pub fn pooled(&self, encodings: &[Encoding], normalize: bool) -> Result<Vec<Vec<f32>>> {
         if encodings.is_empty() {
             return Ok(Vec::new());
         }
         let batch = self.pipeline.batch(encodings)?;
         let out = self.pipeline.model.forward(&batch, &Mode::Eval)?;
-        let pooled = pool(
+        let mut vectors = pool(
             &out.hidden_states,
             &batch.attention_mask,
             self.pooling,
-            normalize,
+            normalize && self.dense.is_empty(),
         )?;
-        Ok(pooled.to_vec2()?)
+        for dense in &self.dense {
+            vectors = dense.forward(&vectors)?;
+        }
+        if normalize && !self.dense.is_empty() {
+            vectors = normalize_rows(&vectors)?;
+        }
+        Ok(vectors.to_vec2()?)
     }
 
     /// Every token's final hidden state (special tokens included, padding left out), per encoding:

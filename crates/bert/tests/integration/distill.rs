@@ -11,6 +11,8 @@ use bert::finetune::distill::{
     prepare_distill, save_modules, DistillData, DistillTask, SentenceFile,
 };
 use bert::finetune::student::{make_student, StudentRecipe};
+use bert::pooling::dense::{write_projection, DenseConfig};
+use bert::pooling::{write_sentence_transformers, Pooling, PROJECTION_DIR};
 use bert::tokenizer::Tokenizer;
 use bert::finetune::Prepared;
 use bert::pipelines::{EmbedOptions, Embedder};
@@ -46,6 +48,7 @@ fn data(teacher: &Path, train: SentenceFile) -> DistillData {
         train,
         max_length: Some(16),
         batch_size: 4,
+        projection: false,
     }
 }
 
@@ -98,6 +101,63 @@ fn a_student_trained_to_convergence_gives_the_teachers_vectors() {
     let wanted = teacher.embed_texts(&SENTENCES).unwrap();
     let got = student.embed_texts(&SENTENCES).unwrap();
     for ((w, g), text) in wanted.iter().zip(&got).zip(SENTENCES) {
+        assert!(cosine(w, g) > 0.99, "{text}: cosine {}", cosine(w, g));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A teacher whose vectors are wider than the student's states: tiny-base with a 32 -> 48 `Dense`
+/// projection (random weights) and normalisation.
+fn projected_teacher(dir: &Path) -> PathBuf {
+    let teacher = dir.join("teacher");
+    std::fs::create_dir_all(&teacher).unwrap();
+    for entry in std::fs::read_dir(fixture("tiny-base")).unwrap().flatten() {
+        std::fs::copy(entry.path(), teacher.join(entry.file_name())).unwrap();
+    }
+    write_sentence_transformers(&teacher, Pooling::Mean, true, 16, 32, true).unwrap();
+    let device = candle_core::Device::Cpu;
+    let weight = candle_core::Tensor::randn(0f32, 0.3, (48, 32), &device).unwrap();
+    let bias = candle_core::Tensor::randn(0f32, 0.1, 48, &device).unwrap();
+    write_projection(&teacher.join(PROJECTION_DIR), &weight, &bias).unwrap();
+    teacher
+}
+
+/// A student narrower than its teacher's vectors is refused without --projection; with it, the
+/// student learns a projection too, saved as a `Dense` module (out of the encoder's weights), and
+/// the saved directory gives the teacher's vectors.
+#[test]
+fn a_narrower_student_learns_a_projection() {
+    let dir = temp_dir("projection");
+    let teacher = projected_teacher(&dir);
+    let train_file = SentenceFile {
+        sentences: write(&dir.join("train.txt"), &SENTENCES),
+        target: None,
+    };
+    let mut data = data(&teacher, train_file);
+    let err = prepare_distill(&fixture("tiny-mlm"), &data, 3).err().unwrap();
+    assert!(err.to_string().contains("48") && err.to_string().contains("--projection"), "{err}");
+    data.projection = true;
+    let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
+    assert!(prepared.newly_initialized.iter().any(|n| n.starts_with("projection")));
+    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
+    options.epochs = Some(400);
+    options.batch_size = 6;
+    options.learning_rate = 3e-3;
+    options.seed = 3;
+    run(&prepared, &options);
+    let out = dir.join("out");
+    save_modules(&out, &fixture("tiny-mlm"), &data).unwrap();
+
+    let modules = std::fs::read_to_string(out.join("modules.json")).unwrap();
+    let kinds: Vec<&str> = modules.match_indices("models.").map(|(at, _)| &modules[at + 7..at + 11]).collect();
+    assert_eq!(kinds, ["Tran", "Pool", "Dens", "Norm"], "{modules}");
+    let dense = DenseConfig::read(&out.join(PROJECTION_DIR)).unwrap();
+    assert_eq!((dense.in_features, dense.out_features), (32, 48));
+    assert!(Checkpoint::open(&out).unwrap().names().all(|n| !n.starts_with("projection")));
+    let wanted = Embedder::load(&teacher, &EmbedOptions::default()).unwrap().embed_texts(&SENTENCES).unwrap();
+    let got = Embedder::load(&out, &EmbedOptions::default()).unwrap().embed_texts(&SENTENCES).unwrap();
+    for ((w, g), text) in wanted.iter().zip(&got).zip(SENTENCES) {
+        assert_eq!(g.len(), 48);
         assert!(cosine(w, g) > 0.99, "{text}: cosine {}", cosine(w, g));
     }
     std::fs::remove_dir_all(&dir).unwrap();

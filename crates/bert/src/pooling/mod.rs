@@ -1,7 +1,10 @@
 //! Sentence embeddings from token states: `mean`, `cls`, `max` (and `mean_sqrt_len`) pooling with
 //! optional L2 normalisation, and the defaults a sentence-transformers checkpoint declares in
 //! `modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json` and
-//! `config_sentence_transformers.json` (its named prompts).
+//! `config_sentence_transformers.json` (its named prompts), with the `Dense` projections some put
+//! after pooling ([`dense`]).
+
+pub mod dense;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +15,10 @@ use serde::Deserialize;
 
 use crate::error::{read_json, Error, Result};
 use crate::files::write::write_file;
+use dense::DenseConfig;
+
+/// Where a projection written by [`write_sentence_transformers`] lives in the model's directory.
+pub const PROJECTION_DIR: &str = "2_Dense";
 
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,8 @@ pub struct EmbeddingConfig {
     pub prompts: BTreeMap<String, String>,
     /// The prompt used when a request names none.
     pub default_prompt_name: Option<String>,
+    /// `Dense` modules after pooling, in order (before normalisation).
+    pub dense: Vec<DenseConfig>,
 }
 
 impl Default for EmbeddingConfig {
@@ -82,6 +91,7 @@ impl Default for EmbeddingConfig {
             max_seq_length: None,
             prompts: BTreeMap::new(),
             default_prompt_name: None,
+            dense: Vec::new(),
         }
     }
 }
@@ -145,6 +155,7 @@ impl EmbeddingConfig {
                     config.pooling = read_pooling(&dir.join(&module.path).join("config.json"))?
                 }
                 "Normalize" => config.normalize = true,
+                "Dense" => config.dense.push(DenseConfig::read(&dir.join(&module.path))?),
                 _ => {
                     return Err(Error::config(
                         &modules_path,
@@ -189,7 +200,8 @@ fn read_pooling(path: &Path) -> Result<Pooling> {
 }
 
 /// Writes the sentence-transformers modules that make a BERT checkpoint directory a sentence
-/// encoder: `modules.json` (Transformer, Pooling, and Normalize when `normalize`),
+/// encoder: `modules.json` (Transformer, Pooling, the `Dense` in [`PROJECTION_DIR`] when `projection`
+/// (its weights written apart, by [`dense::write_projection`]), and Normalize when `normalize`),
 /// `sentence_bert_config.json` and `1_Pooling/config.json` for `dim`-wide token states.
 pub fn write_sentence_transformers(
     dir: &Path,
@@ -197,6 +209,7 @@ pub fn write_sentence_transformers(
     normalize: bool,
     max_seq_length: usize,
     dim: usize,
+    projection: bool,
 ) -> Result<()> {
     let module = |idx: usize, path: &str, kind: &str| {
         serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path,
@@ -206,9 +219,13 @@ pub fn write_sentence_transformers(
         module(0, "", "Transformer"),
         module(1, "1_Pooling", "Pooling"),
     ];
+    if projection {
+        modules.push(module(2, PROJECTION_DIR, "Dense"));
+    }
     if normalize {
-        modules.push(module(2, "2_Normalize", "Normalize"));
-        std::fs::create_dir_all(dir.join("2_Normalize")).map_err(|e| Error::io(dir, e))?;
+        let path = format!("{}_Normalize", modules.len());
+        modules.push(module(modules.len(), &path, "Normalize"));
+        std::fs::create_dir_all(dir.join(&path)).map_err(|e| Error::io(dir, e))?;
     }
     let pooling_config = serde_json::json!({
         "word_embedding_dimension": dim,
@@ -267,15 +284,20 @@ pub fn pool(
             hidden.broadcast_add(&penalty)?.max(1)?
         }
     };
-    if !normalize {
-        return Ok(pooled);
+    match normalize {
+        true => normalize_rows(&pooled),
+        false => Ok(pooled),
     }
-    let norm = pooled
+}
+
+/// Scales each row of `(N, C)` vectors to unit length, in f32.
+pub fn normalize_rows(vectors: &Tensor) -> Result<Tensor> {
+    let norm = vectors
         .sqr()?
         .sum_keepdim(D::Minus1)?
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
-    Ok(pooled.broadcast_div(&norm)?.to_dtype(DType::F32)?)
+    Ok(vectors.broadcast_div(&norm)?.to_dtype(DType::F32)?)
 }
 
 #[cfg(test)]
@@ -360,7 +382,7 @@ mod tests {
 
     #[test]
     fn unsupported_modules_and_combined_modes_are_errors() {
-        let dense = MODULES.replace("}]", r#"}, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#);
+        let dense = MODULES.replace("}]", r#"}, {"idx": 2, "name": "2", "path": "2_CNN", "type": "sentence_transformers.models.CNN"}]"#);
         let mean = r#"{"pooling_mode_mean_tokens": true}"#;
         let err = EmbeddingConfig::from_dir(&dir_with(
             &[("modules.json", &dense), ("1_Pooling/config.json", mean)],
@@ -369,7 +391,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("Dense") && err.contains("modules.json"),
+            err.contains("CNN") && err.contains("modules.json"),
             "{err}"
         );
         let both = r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#;
