@@ -70,10 +70,11 @@ pub enum Command {
     /// meaning, best first, as JSON Lines {"query", "rank", "score", "file", "start", "end", "text"}
     /// (start and end are byte offsets into the file).
     Search(SearchArgs),
-    /// Distil a sentence encoder: `bert finetune --task distill` (see its flags): the student
-    /// (--model) learns the --teacher's sentence vectors, from plain sentences or, with
-    /// --train-target, from sentence pairs (a cross-lingual student).
-    Distill(Box<FinetuneArgs>),
+    /// Distil a sentence encoder (`bert finetune --task distill`): the student (--model) learns the
+    /// --teacher's sentence vectors by mean-squared error, from plain sentences or, with
+    /// --train-target, from sentence pairs (a cross-lingual student). Writes a sentence-transformers
+    /// directory.
+    Distill(Box<DistillArgs>),
     /// Find the lines of two files that translate each other (bitext mining): both files embedded,
     /// nearest neighbours both ways scored by ratio margin; pairs above --threshold as JSON Lines
     /// {"source", "target", "source_line", "target_line", "score"}. --mode parallel aligns two
@@ -90,7 +91,8 @@ impl Command {
     pub fn shards(&self) -> usize {
         match self {
             Command::Pretrain(args) => args.training.shards,
-            Command::Finetune(args) | Command::Distill(args) => args.training.shards,
+            Command::Finetune(args) => args.training.shards,
+            Command::Distill(args) => args.training.shards,
             Command::Embed(_)
             | Command::FillMask(_)
             | Command::Classify(_)
@@ -363,23 +365,8 @@ pub struct FinetuneArgs {
     /// best model. Without it, the last model is kept.
     #[arg(long)]
     pub eval: Option<PathBuf>,
-    /// distill: the teacher, a sentence-embedding checkpoint (a directory or a Hub id) whose vectors
-    /// the student learns.
-    #[arg(long)]
-    pub teacher: Option<String>,
-    /// distill: start the student from every K-th encoder layer of --model (layers 0, K, 2K, ...;
-    /// DistilBERT's initialisation): with --model the teacher and K 2, a student of half its depth.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
-    pub keep_layers_every: Option<u64>,
-    /// distill: cut the student's vocabulary to at most N pieces: the special tokens, every character
-    /// the training sentences are made of, and the pieces they use most (their embedding rows kept).
-    /// The token embeddings are most of a small model's size.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub vocab_size: Option<u64>,
-    /// distill: when the student's width differs from the teacher's vectors, learn a projection to
-    /// them (a sentence-transformers Dense module after pooling, saved in 2_Dense).
-    #[arg(long)]
-    pub projection: bool,
+    #[command(flatten)]
+    pub distill: StudentArgs,
     /// seq2seq: the targets of --train, a text file line for line with it.
     #[arg(long)]
     pub train_target: Option<PathBuf>,
@@ -461,6 +448,100 @@ pub struct FinetuneArgs {
     pub early_stopping_patience: Option<u64>,
     #[command(flatten)]
     pub training: TrainingArgs,
+}
+
+/// The flags of `bert distill` that make and train the student (also `bert finetune --task distill`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct StudentArgs {
+    /// distill: the teacher, a sentence-embedding checkpoint (a directory or a Hub id) whose vectors
+    /// the student learns.
+    #[arg(long)]
+    pub teacher: Option<String>,
+    /// distill: start the student from every K-th encoder layer of --model (layers 0, K, 2K, ...;
+    /// DistilBERT's initialisation): with --model the teacher and K 2, a student of half its depth.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_layers_every: Option<u64>,
+    /// distill: cut the student's vocabulary to at most N pieces: the special tokens, every character
+    /// the training sentences are made of, and the pieces they use most (their embedding rows kept).
+    /// The token embeddings are most of a small model's size.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub vocab_size: Option<u64>,
+    /// distill: when the student's width differs from the teacher's vectors, learn a projection to
+    /// them (a sentence-transformers Dense module after pooling, saved in 2_Dense).
+    #[arg(long)]
+    pub projection: bool,
+}
+
+/// `bert distill`: `bert finetune --task distill` with only the flags that apply.
+#[derive(Args, Debug)]
+pub struct DistillArgs {
+    /// The student to start from: a checkpoint directory or a Hugging Face Hub id (with
+    /// --keep-layers-every, the checkpoint whose layers it keeps, which may be the teacher).
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Hub revision when --model is a Hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Sentences, one a line: the student learns the teacher's vector of each.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Translations of --train, line for line (a cross-lingual student): the student maps a
+    /// sentence and its translation to the teacher's vector of the sentence. A line that is its
+    /// sentence itself (monolingual data mixed in) is read once.
+    #[arg(long)]
+    pub train_target: Option<PathBuf>,
+    /// Held-out sentences, scored each epoch (or every --eval-steps): loss and mse_x100, and with
+    /// --eval-target translation retrieval accuracy both ways; the best model is kept.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Translations of --eval, line for line.
+    #[arg(long, requires = "eval")]
+    pub eval_target: Option<PathBuf>,
+    #[command(flatten)]
+    pub student: StudentArgs,
+    /// Tokens per sentence, [CLS] and [SEP] included; longer ones are cut. Default: 128, or the
+    /// student's maximum if smaller.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// The evaluation metric that picks the best model: loss or mse_x100 (lower is better),
+    /// src2trg_accuracy or trg2src_accuracy (with --eval-target).
+    #[arg(long, default_value = "loss")]
+    pub metric_for_best: String,
+    /// Stop after this many evaluations without a better --metric-for-best.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub early_stopping_patience: Option<u64>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+}
+
+/// `bert finetune`'s flags alone, to read its defaults.
+#[derive(Parser)]
+struct FinetuneDefaults {
+    #[command(flatten)]
+    args: FinetuneArgs,
+}
+
+impl From<DistillArgs> for FinetuneArgs {
+    /// `bert finetune --task distill` with these flags, every other flag at its default.
+    fn from(d: DistillArgs) -> Self {
+        let required = ["finetune", "--model", "-", "--train", "-", "--out", "-"];
+        let mut args = FinetuneDefaults::try_parse_from(required)
+            .expect("finetune's defaults parse")
+            .args;
+        args.task = TaskKind::Distill;
+        args.model = d.model;
+        args.revision = d.revision;
+        args.train = d.train;
+        args.train_target = d.train_target;
+        args.eval = d.eval;
+        args.eval_target = d.eval_target;
+        args.distill = d.student;
+        args.max_length = d.max_length;
+        args.metric_for_best = d.metric_for_best;
+        args.early_stopping_patience = d.early_stopping_patience;
+        args.training = d.training;
+        args
+    }
 }
 
 #[derive(Args, Debug)]

@@ -49,10 +49,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Vocab(args) => commands::vocab::run(args),
         Command::Pretrain(args) => commands::pretrain::run(args),
         Command::Finetune(args) => commands::finetune::run(*args),
-        Command::Distill(mut args) => {
-            args.task = args::TaskKind::Distill;
-            commands::finetune::run(*args)
-        }
+        Command::Distill(args) => commands::finetune::run((*args).into()),
         Command::Serve(args) => commands::serve::run(args),
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),

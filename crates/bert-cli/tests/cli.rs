@@ -1101,8 +1101,9 @@ fn index_then_search_a_folder() {
     );
 }
 
-/// `bert distill` is `bert finetune --task distill`: without a teacher it stops and says what is
-/// missing; with one, a short run writes a sentence-transformers directory that `bert embed` reads.
+/// `bert distill` is `bert finetune --task distill` with its own flags: without a teacher it stops
+/// and says what is missing; with one, a short run writes a sentence-transformers directory that
+/// `bert embed` reads, also for a student of fewer layers and a cut vocabulary.
 #[test]
 fn distill_needs_a_teacher_and_writes_a_sentence_encoder() {
     let dir = std::env::temp_dir().join(format!("bert-cli-distill-{}", std::process::id()));
@@ -1138,6 +1139,50 @@ fn distill_needs_a_teacher_and_writes_a_sentence_encoder() {
     assert_eq!(
         lines(&embedded)[0]["embedding"].as_array().unwrap().len(),
         32
+    );
+    // A student of every other layer of the teacher, its vocabulary cut to the sentences' pieces.
+    let small = dir.join("small").display().to_string();
+    let cut = bert(
+        &[
+            "distill",
+            "--model",
+            &teacher,
+            "--teacher",
+            &teacher,
+            "--train",
+            &train,
+            "--out",
+            &small,
+            "--epochs",
+            "1",
+            "--keep-layers-every",
+            "2",
+            "--vocab-size",
+            "60",
+        ],
+        b"",
+    );
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    assert!(
+        stderr(&cut).contains("vocabulary cut from 249 to"),
+        "{}",
+        stderr(&cut)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("small/config.json")).unwrap()).unwrap();
+    assert!(config["vocab_size"].as_u64().unwrap() <= 60, "{config}");
+    assert_eq!(config["num_hidden_layers"], 1);
+    let embedded = bert(&["embed", "--model", &small, "the sea"], b"");
+    assert!(embedded.status.success(), "{}", stderr(&embedded));
+    // Its own --help: distillation's flags, not the other tasks'.
+    let help = String::from_utf8(bert(&["distill", "--help"], b"").stdout).unwrap();
+    assert!(
+        help.contains("--vocab-size") && help.contains("--projection"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("--text-column") && !help.contains("--doc-stride"),
+        "{help}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

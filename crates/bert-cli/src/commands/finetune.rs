@@ -41,10 +41,11 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     } else {
         bert::weights::hub::resolve_model(&args.model, args.revision.as_deref())?
     };
-    let student = match args.keep_layers_every.is_some() || args.vocab_size.is_some() {
-        true if !args.training.resume => Some(StudentDir::make(&model_dir, &args)?),
-        _ => None,
-    };
+    let student =
+        match args.distill.keep_layers_every.is_some() || args.distill.vocab_size.is_some() {
+            true if !args.training.resume => Some(StudentDir::make(&model_dir, &args)?),
+            _ => None,
+        };
     let model_dir = student.as_ref().map_or(model_dir, |s| s.0.clone());
     let mut options = options(&args, &model_dir);
     options.world = world.clone();
@@ -255,10 +256,10 @@ struct StudentDir(std::path::PathBuf);
 impl StudentDir {
     fn make(from: &Path, args: &FinetuneArgs) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("bert-student-{}", std::process::id()));
-        let every = args.keep_layers_every.unwrap_or(1) as usize;
+        let every = args.distill.keep_layers_every.unwrap_or(1) as usize;
         let recipe = StudentRecipe {
             keep_layers_every: every,
-            vocab_size: args.vocab_size.map(|n| n as usize),
+            vocab_size: args.distill.vocab_size.map(|n| n as usize),
             texts: [Some(&args.train), args.train_target.as_ref()]
                 .into_iter()
                 .flatten()
@@ -276,7 +277,7 @@ impl StudentDir {
                 config.num_hidden_layers
             );
         }
-        if args.vocab_size.is_some() {
+        if args.distill.vocab_size.is_some() {
             eprintln!(
                 "student: vocabulary cut from {} to {} pieces",
                 student.vocab_before, config.vocab_size
@@ -294,7 +295,7 @@ impl Drop for StudentDir {
 
 /// What `--task distill` reads: the teacher, and sentences (with --train-target, pairs).
 fn distill_data(args: &FinetuneArgs, eval: Option<Scored>) -> Result<DistillData> {
-    let Some(teacher) = &args.teacher else {
+    let Some(teacher) = &args.distill.teacher else {
         anyhow::bail!(
             "--task distill needs --teacher: the sentence encoder whose vectors the student learns"
         )
@@ -311,7 +312,7 @@ fn distill_data(args: &FinetuneArgs, eval: Option<Scored>) -> Result<DistillData
         }),
         max_length: args.max_length,
         batch_size: args.training.batch_size.unwrap_or(32) as usize,
-        projection: args.projection,
+        projection: args.distill.projection,
     })
 }
 

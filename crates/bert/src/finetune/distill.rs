@@ -20,20 +20,20 @@ use crate::batch::Batch;
 use crate::bitext::neighbours::nearest;
 use crate::bitext::sentences;
 use crate::error::{Error, Result};
+use crate::files::safetensors_write::save_safetensors;
 use crate::finetune::seq2seq::{read_pairs, PairColumns, PairFile};
 use crate::finetune::trainer::FinetuneTask;
 use crate::finetune::{
     checked_max_length, task_tokenizer, trainable, Prepared, WeightSetup, DEFAULT_MAX_LENGTH,
 };
 use crate::model::{BertModel, Mode};
-use crate::pipelines::{EmbedOptions, Embedder};
-use crate::files::safetensors_write::save_safetensors;
 use crate::nn::linear::Linear;
+use crate::pipelines::{EmbedOptions, Embedder};
 use crate::pooling::dense::write_projection;
 use crate::pooling::{normalize, normalize_rows, pool, EmbeddingConfig, Pooling, PROJECTION_DIR};
-use crate::weights::checkpoint::Checkpoint;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::train::{EvalBatch, TrainLoss};
+use crate::weights::checkpoint::Checkpoint;
 use crate::weights::config::BertConfig;
 
 /// Sentences to distil on: one a line, or with `target` a second file of their translations, line

@@ -248,7 +248,10 @@ impl VocabCut {
             .collect();
         json["model"]["vocab"] = Value::Object(vocab);
         if let Some(Value::Array(added)) = json.get_mut("added_tokens") {
-            added.retain(|t| self.new_ids.contains_key(t["content"].as_str().unwrap_or("")));
+            added.retain(|t| {
+                self.new_ids
+                    .contains_key(t["content"].as_str().unwrap_or(""))
+            });
             for token in added {
                 let content = token["content"].as_str().unwrap_or_default().to_string();
                 token["id"] = self.new_id(&content)?.into();
@@ -270,7 +273,10 @@ impl VocabCut {
             }
         }
         if let Some(padding) = json.get_mut("padding").filter(|p| p.is_object()) {
-            let token = padding["pad_token"].as_str().unwrap_or(&self.pad).to_string();
+            let token = padding["pad_token"]
+                .as_str()
+                .unwrap_or(&self.pad)
+                .to_string();
             padding["pad_id"] = self.new_id(&token)?.into();
         }
         Ok(())

@@ -169,8 +169,9 @@ mod tests {
         // By hand: x = (1, -2): W x + b = (1 - 4 + 0.1, 2, 0.5 - 1 - 1) = (-2.9, 2, -1.5), then tanh.
         let x = Tensor::new(&[[1f32, -2.]], &Device::Cpu).unwrap();
         let run = |activation: &str| -> Vec<f32> {
-            let config = DenseConfig::read(&module(activation.rsplit('.').next().unwrap(), activation))
-                .unwrap();
+            let config =
+                DenseConfig::read(&module(activation.rsplit('.').next().unwrap(), activation))
+                    .unwrap();
             let y = Dense::load(&config).unwrap().forward(&x).unwrap();
             y.squeeze(0).unwrap().to_vec1().unwrap()
         };
@@ -185,6 +186,9 @@ mod tests {
         let err = DenseConfig::read(&module("relu", "torch.nn.modules.activation.ReLU"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("activation_function") && err.contains("ReLU"), "{err}");
+        assert!(
+            err.contains("activation_function") && err.contains("ReLU"),
+            "{err}"
+        );
     }
 }

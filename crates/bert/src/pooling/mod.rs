@@ -155,7 +155,9 @@ impl EmbeddingConfig {
                     config.pooling = read_pooling(&dir.join(&module.path).join("config.json"))?
                 }
                 "Normalize" => config.normalize = true,
-                "Dense" => config.dense.push(DenseConfig::read(&dir.join(&module.path))?),
+                "Dense" => config
+                    .dense
+                    .push(DenseConfig::read(&dir.join(&module.path))?),
                 _ => {
                     return Err(Error::config(
                         &modules_path,
@@ -390,10 +392,7 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("CNN") && err.contains("modules.json"),
-            "{err}"
-        );
+        assert!(err.contains("CNN") && err.contains("modules.json"), "{err}");
         let both = r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#;
         let err = EmbeddingConfig::from_dir(&dir_with(
             &[("modules.json", MODULES), ("1_Pooling/config.json", both)],

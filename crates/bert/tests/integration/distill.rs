@@ -11,11 +11,11 @@ use bert::finetune::distill::{
     prepare_distill, save_modules, DistillData, DistillTask, SentenceFile,
 };
 use bert::finetune::student::{make_student, StudentRecipe};
+use bert::finetune::Prepared;
+use bert::pipelines::{EmbedOptions, Embedder};
 use bert::pooling::dense::{write_projection, DenseConfig};
 use bert::pooling::{write_sentence_transformers, Pooling, PROJECTION_DIR};
 use bert::tokenizer::Tokenizer;
-use bert::finetune::Prepared;
-use bert::pipelines::{EmbedOptions, Embedder};
 use bert::train::{evaluate, train, TrainingOptions};
 use bert::weights::checkpoint::Checkpoint;
 use serde_json::{Map, Value};
@@ -134,11 +134,19 @@ fn a_narrower_student_learns_a_projection() {
         target: None,
     };
     let mut data = data(&teacher, train_file);
-    let err = prepare_distill(&fixture("tiny-mlm"), &data, 3).err().unwrap();
-    assert!(err.to_string().contains("48") && err.to_string().contains("--projection"), "{err}");
+    let err = prepare_distill(&fixture("tiny-mlm"), &data, 3)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("48") && err.to_string().contains("--projection"),
+        "{err}"
+    );
     data.projection = true;
     let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
-    assert!(prepared.newly_initialized.iter().any(|n| n.starts_with("projection")));
+    assert!(prepared
+        .newly_initialized
+        .iter()
+        .any(|n| n.starts_with("projection")));
     let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
     options.epochs = Some(400);
     options.batch_size = 6;
@@ -149,13 +157,25 @@ fn a_narrower_student_learns_a_projection() {
     save_modules(&out, &fixture("tiny-mlm"), &data).unwrap();
 
     let modules = std::fs::read_to_string(out.join("modules.json")).unwrap();
-    let kinds: Vec<&str> = modules.match_indices("models.").map(|(at, _)| &modules[at + 7..at + 11]).collect();
+    let kinds: Vec<&str> = modules
+        .match_indices("models.")
+        .map(|(at, _)| &modules[at + 7..at + 11])
+        .collect();
     assert_eq!(kinds, ["Tran", "Pool", "Dens", "Norm"], "{modules}");
     let dense = DenseConfig::read(&out.join(PROJECTION_DIR)).unwrap();
     assert_eq!((dense.in_features, dense.out_features), (32, 48));
-    assert!(Checkpoint::open(&out).unwrap().names().all(|n| !n.starts_with("projection")));
-    let wanted = Embedder::load(&teacher, &EmbedOptions::default()).unwrap().embed_texts(&SENTENCES).unwrap();
-    let got = Embedder::load(&out, &EmbedOptions::default()).unwrap().embed_texts(&SENTENCES).unwrap();
+    assert!(Checkpoint::open(&out)
+        .unwrap()
+        .names()
+        .all(|n| !n.starts_with("projection")));
+    let wanted = Embedder::load(&teacher, &EmbedOptions::default())
+        .unwrap()
+        .embed_texts(&SENTENCES)
+        .unwrap();
+    let got = Embedder::load(&out, &EmbedOptions::default())
+        .unwrap()
+        .embed_texts(&SENTENCES)
+        .unwrap();
     for ((w, g), text) in wanted.iter().zip(&got).zip(SENTENCES) {
         assert_eq!(g.len(), 48);
         assert!(cosine(w, g) > 0.99, "{text}: cosine {}", cosine(w, g));
@@ -320,26 +340,40 @@ fn a_cut_vocabulary_keeps_the_texts_pieces_and_rows() {
     let texts = write(&dir.join("train.txt"), &SENTENCES);
     let teacher_dir = fixture("tiny-base");
     let teacher_tokens = Tokenizer::from_dir(&teacher_dir).unwrap();
-    let mut used: Vec<String> = SENTENCES.iter().flat_map(|s| pieces(&teacher_tokens, s)).collect();
+    let mut used: Vec<String> = SENTENCES
+        .iter()
+        .flat_map(|s| pieces(&teacher_tokens, s))
+        .collect();
     used.sort();
     used.dedup();
     let tight = dir.join("tight");
     let err = make_student(&teacher_dir, &cut_to(8, &texts), &tight).unwrap_err();
     assert!(err.to_string().contains("needs at least"), "{err}");
-    let needed: usize = err.to_string().split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+    let needed: usize = err
+        .to_string()
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
     make_student(&teacher_dir, &cut_to(needed + 1, &texts), &tight).unwrap();
     let whole = dir.join("whole");
     let made = make_student(&teacher_dir, &cut_to(needed + used.len(), &texts), &whole).unwrap();
     assert!(made.config.vocab_size < 249 && made.vocab_before == 249);
     let kept = Tokenizer::from_dir(&whole).unwrap();
-    assert!(used.iter().all(|p| kept.token_to_id(p).is_some()), "{used:?}");
+    assert!(
+        used.iter().all(|p| kept.token_to_id(p).is_some()),
+        "{used:?}"
+    );
     let embed = |d: &Path| {
         let embedder = Embedder::load(d, &EmbedOptions::default()).unwrap();
         embedder.embed_sorted(&SENTENCES, 4, &mut |_| {}).unwrap()
     };
     let (teacher, student) = (embed(&teacher_dir), embed(&whole));
     for (t, s) in teacher.iter().zip(&student) {
-        let diff = t.iter().zip(s).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = t
+            .iter()
+            .zip(s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(diff < 1e-5, "{diff}");
     }
     let cut = Tokenizer::from_dir(&tight).unwrap();
@@ -349,7 +383,10 @@ fn a_cut_vocabulary_keeps_the_texts_pieces_and_rows() {
         let split = pieces(&cut, sentence);
         assert!(!split.contains(&"[UNK]".to_string()), "{split:?}");
         let glued = cut.tokens_to_string(&split);
-        assert_eq!(glued, teacher_tokens.tokens_to_string(&pieces(&teacher_tokens, sentence)));
+        assert_eq!(
+            glued,
+            teacher_tokens.tokens_to_string(&pieces(&teacher_tokens, sentence))
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
