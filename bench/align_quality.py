@@ -3,7 +3,9 @@
 Bible chapters: scripts/datasets.sh OUT bible gives bible/test.en and bible/test.fr), the target's
 lines shuffled with a fixed seed for --mode mine and kept in order for --mode parallel. A pair is right
 when it joins a line to its translation; prints precision, recall and F1 of the pairs found in each
-mode, and the time each run took (the model load included).
+mode, and the time each run took (the model load included). Then translation retrieval accuracy both
+ways from `bert embed`'s vectors: the share of lines whose most similar line of the other file (by
+cosine) is their translation.
 
     python bench/align_quality.py --model M --source bible/test.en --target bible/test.fr
         [--threshold 1.06] [--parallel-threshold 1.0] [--threads 2]
@@ -29,6 +31,26 @@ def align(args, source, target, mode, threshold):
     if out.returncode != 0:
         sys.exit(out.stderr)
     return [json.loads(line) for line in out.stdout.splitlines()], time.perf_counter() - started
+
+
+def embed(args, path):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    with open(path, encoding="utf-8") as f:
+        out = subprocess.run([BERT, "embed", "--model", args.model], stdin=f, capture_output=True, text=True,
+                             env=env)
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    return [json.loads(line)["embedding"] for line in out.stdout.splitlines()]
+
+
+def retrieval(args):
+    """Accuracy source -> target and target -> source of the nearest line by cosine."""
+    import numpy as np
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)
+    source, target = (unit(np.array(embed(args, p), dtype=np.float64)) for p in (args.source, args.target))
+    similarity = source @ target.T
+    right = np.arange(len(source))
+    return (similarity.argmax(1) == right).mean(), (similarity.argmax(0) == right).mean()
 
 
 def scores(found, right, total):
@@ -70,6 +92,8 @@ def main():
     p, r, f1 = scores(found, right, len(source))
     print(f"| parallel (in order) | {args.parallel_threshold} | {len(found)} | {p:.3f} | {r:.3f} | {f1:.3f} | "
           f"{seconds:.1f} |")
+    forward, backward = retrieval(args)
+    print(f"retrieval accuracy: source -> target {forward:.3f}, target -> source {backward:.3f}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ pub fn make_student(from: &Path, recipe: &StudentRecipe, out: &Path) -> Result<S
         };
         if let Some(tensor) = checkpoint.load(name, &Device::Cpu)? {
             let tensor = match &cut {
-                Some(cut) if cut.indexes(name, &tensor, vocab_before) => cut.rows(&tensor)?,
+                Some(cut) if per_piece(name, &tensor, vocab_before) => cut.rows(&tensor)?,
                 _ => tensor,
             };
             tensors.insert(renamed, tensor);
@@ -140,29 +140,7 @@ impl VocabCut {
             .map(|id| tokenizer.id_to_token(id).unwrap_or_default())
             .collect();
         let counts = piece_counts(&tokenizer, texts)?;
-        let special = tokenizer.special_tokens();
-        let ids: HashMap<&str, usize> = (pieces.iter().enumerate())
-            .map(|(id, p)| (p.as_str(), id))
-            .collect();
-        let mut must: Vec<bool> = vec![false; pieces.len()];
-        let used = (pieces.iter().enumerate()).filter(|(id, _)| counts[*id] > 0);
-        for character in used.flat_map(|(_, piece)| characters(piece)) {
-            if let Some(&id) = ids.get(character.as_str()) {
-                must[id] = true;
-            }
-        }
-        let single_characters = must.iter().filter(|&&m| m).count();
-        for token in [
-            &special.pad,
-            &special.unk,
-            &special.cls,
-            &special.sep,
-            &special.mask,
-        ] {
-            if let Some(id) = tokenizer.token_to_id(token) {
-                must[id as usize] = true;
-            }
-        }
+        let (must, single_characters) = must_keep(&tokenizer, &pieces, &counts);
         let needed = must.iter().filter(|&&m| m).count();
         if size < needed {
             return Err(Error::InvalidInput(format!(
@@ -188,14 +166,8 @@ impl VocabCut {
             kept,
             pieces,
             new_ids,
-            pad: special.pad.clone(),
+            pad: tokenizer.special_tokens().pad.clone(),
         })
-    }
-
-    /// Whether `tensor` has a row per piece: the token embeddings, an MLM head's decoder and bias.
-    fn indexes(&self, name: &str, tensor: &Tensor, vocab: usize) -> bool {
-        let per_piece = name.contains("word_embeddings") || name.starts_with("cls.predictions");
-        per_piece && tensor.dims().first() == Some(&vocab)
     }
 
     fn rows(&self, tensor: &Tensor) -> Result<Tensor> {
@@ -281,6 +253,41 @@ impl VocabCut {
         }
         Ok(())
     }
+}
+
+/// Whether `tensor` has a row per piece: the token embeddings, an MLM head's decoder and bias.
+fn per_piece(name: &str, tensor: &Tensor, vocab: usize) -> bool {
+    let named = name.contains("word_embeddings") || name.starts_with("cls.predictions");
+    named && tensor.dims().first() == Some(&vocab)
+}
+
+/// The pieces a cut must keep, by id: the single characters the used pieces are made of (their
+/// number is returned too) and the special tokens.
+fn must_keep(tokenizer: &Tokenizer, pieces: &[String], counts: &[u64]) -> (Vec<bool>, usize) {
+    let ids: HashMap<&str, usize> = (pieces.iter().enumerate())
+        .map(|(id, p)| (p.as_str(), id))
+        .collect();
+    let mut must = vec![false; pieces.len()];
+    let used = (pieces.iter().enumerate()).filter(|(id, _)| counts[*id] > 0);
+    for character in used.flat_map(|(_, piece)| characters(piece)) {
+        if let Some(&id) = ids.get(character.as_str()) {
+            must[id] = true;
+        }
+    }
+    let single_characters = must.iter().filter(|&&m| m).count();
+    let special = tokenizer.special_tokens();
+    for token in [
+        &special.pad,
+        &special.unk,
+        &special.cls,
+        &special.sep,
+        &special.mask,
+    ] {
+        if let Some(id) = tokenizer.token_to_id(token) {
+            must[id as usize] = true;
+        }
+    }
+    (must, single_characters)
 }
 
 fn read_json(path: &Path) -> Result<Value> {
