@@ -41,11 +41,12 @@ fn run_on(args: FinetuneArgs, world: &World, shards: usize) -> Result<ExitCode> 
     } else {
         bert::weights::hub::resolve_model(&args.model, args.revision.as_deref())?
     };
-    let student =
-        match args.distill.keep_layers_every.is_some() || args.distill.vocab_size.is_some() {
-            true if !args.training.resume => Some(StudentDir::make(&model_dir, &args)?),
-            _ => None,
-        };
+    let cut_down = args.distill.keep_layers_every.is_some() || args.distill.vocab_size.is_some();
+    let student = if cut_down && !args.training.resume {
+        Some(StudentDir::make(&model_dir, &args)?)
+    } else {
+        None
+    };
     let model_dir = student.as_ref().map_or(model_dir, |s| s.0.clone());
     let mut options = options(&args, &model_dir);
     options.world = world.clone();

@@ -218,9 +218,10 @@ impl DistillTask {
             Some(projection) => projection.forward(&pooled)?,
             None => pooled,
         };
-        match self.normalize {
-            true => normalize_rows(&vectors),
-            false => Ok(vectors),
+        if self.normalize {
+            normalize_rows(&vectors)
+        } else {
+            Ok(vectors)
         }
     }
 

@@ -317,9 +317,12 @@ fn characters(piece: &str) -> Vec<String> {
         None => (false, piece),
     };
     (rest.chars().enumerate())
-        .map(|(i, c)| match inner || i > 0 {
-            true => format!("##{c}"),
-            false => c.to_string(),
+        .map(|(i, c)| {
+            if inner || i > 0 {
+                format!("##{c}")
+            } else {
+                c.to_string()
+            }
         })
         .collect()
 }

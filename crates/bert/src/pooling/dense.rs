@@ -104,9 +104,10 @@ impl Dense {
             Ok(t.to_dtype(DType::F32)?)
         };
         let weight = tensor("linear.weight", &[config.out_features, config.in_features])?;
-        let bias = match config.bias {
-            true => Some(tensor("linear.bias", &[config.out_features])?),
-            false => None,
+        let bias = if config.bias {
+            Some(tensor("linear.bias", &[config.out_features])?)
+        } else {
+            None
         };
         Ok(Dense {
             weight_t: weight.t()?.contiguous()?,

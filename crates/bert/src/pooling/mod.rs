@@ -286,9 +286,10 @@ pub fn pool(
             hidden.broadcast_add(&penalty)?.max(1)?
         }
     };
-    match normalize {
-        true => normalize_rows(&pooled),
-        false => Ok(pooled),
+    if normalize {
+        normalize_rows(&pooled)
+    } else {
+        Ok(pooled)
     }
 }
 
