@@ -114,12 +114,12 @@ impl Embedder {
             &out.hidden_states,
             &batch.attention_mask,
             self.pooling,
-            normalize && self.dense.is_empty(),
+            false,
         )?;
         for dense in &self.dense {
             vectors = dense.forward(&vectors)?;
         }
-        if normalize && !self.dense.is_empty() {
+        if normalize {
             vectors = normalize_rows(&vectors)?;
         }
         Ok(vectors.to_vec2()?)
