@@ -470,6 +470,20 @@ pub struct StudentArgs {
     /// them (a sentence-transformers Dense module after pooling, saved in 2_Dense).
     #[arg(long)]
     pub projection: bool,
+    /// distill: also train masked LM on this text (one sequence a line; 15% of the tokens masked as
+    /// BERT pretraining masks them), so that the student is a fill-mask model too (saved as
+    /// BertForMaskedLM, its head tied to the word embeddings). Each step reads as many lines, drawn
+    /// at random, as examples.
+    #[arg(long, value_name = "FILE")]
+    pub mlm_text: Option<PathBuf>,
+    /// distill: the masked-LM loss's weight: the loss is the distillation MSE + this x the masked-LM
+    /// cross-entropy.
+    #[arg(long, default_value_t = 1.0, requires = "mlm_text")]
+    pub mlm_weight: f64,
+    /// distill: held-out lines, same format as --mlm-text, scored at each evaluation (masked once):
+    /// mlm_accuracy and mlm_loss over their masked tokens.
+    #[arg(long, value_name = "FILE", requires = "mlm_text")]
+    pub mlm_eval: Option<PathBuf>,
 }
 
 /// `bert distill`: `bert finetune --task distill` with only the flags that apply.
@@ -504,7 +518,7 @@ pub struct DistillArgs {
     #[arg(long)]
     pub max_length: Option<usize>,
     /// The evaluation metric that picks the best model: loss or mse_x100 (lower is better),
-    /// src2trg_accuracy or trg2src_accuracy (with --eval-target).
+    /// src2trg_accuracy or trg2src_accuracy (with --eval-target), mlm_accuracy (with --mlm-eval).
     #[arg(long, default_value = "loss")]
     pub metric_for_best: String,
     /// Stop after this many evaluations without a better --metric-for-best.

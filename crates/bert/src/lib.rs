@@ -78,6 +78,7 @@ pub mod finetune;
 pub mod generation;
 pub mod kernels;
 pub mod loss;
+pub mod masking;
 pub mod metrics;
 pub mod model;
 pub mod nn;

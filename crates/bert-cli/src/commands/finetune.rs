@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bert::finetune::distill::{prepare_distill, DistillData, SentenceFile};
+use bert::finetune::masked_lm::MaskedLmText;
 use bert::finetune::student::{make_student, StudentRecipe};
 use bert::finetune::FinetuneTask;
 use bert::finetune::{
@@ -261,11 +262,15 @@ impl StudentDir {
         let recipe = StudentRecipe {
             keep_layers_every: every,
             vocab_size: args.distill.vocab_size.map(|n| n as usize),
-            texts: [Some(&args.train), args.train_target.as_ref()]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect(),
+            texts: [
+                Some(&args.train),
+                args.train_target.as_ref(),
+                args.distill.mlm_text.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
         };
         let student = make_student(from, &recipe, &dir)
             .with_context(|| format!("making a student of {}", from.display()))?;
@@ -314,6 +319,11 @@ fn distill_data(args: &FinetuneArgs, eval: Option<Scored>) -> Result<DistillData
         max_length: args.max_length,
         batch_size: args.training.batch_size.unwrap_or(32) as usize,
         projection: args.distill.projection,
+        masked_lm: (args.distill.mlm_text.clone()).map(|path| MaskedLmText {
+            path,
+            eval: args.distill.mlm_eval.clone(),
+            weight: args.distill.mlm_weight,
+        }),
     })
 }
 

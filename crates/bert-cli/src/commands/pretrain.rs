@@ -56,7 +56,7 @@ fn pretrain_on(args: PretrainArgs, world: &World, shards: usize) -> Result<ExitC
         corpus,
         tokenizer,
         instances,
-        bert::pretraining::data::MaskingOptions {
+        bert::masking::MaskingOptions {
             masked_lm_prob: args.masked_lm_prob,
             max_predictions_per_seq: args.max_predictions_per_seq as usize,
             whole_word: args.whole_word_masking,

@@ -9,6 +9,9 @@
 //! `MSEEvaluator` reports it) and, for pairs, translation retrieval accuracy both ways (the share of
 //! sources whose nearest target by cosine is their own translation, and back: its
 //! `TranslationEvaluator`).
+//!
+//! With masked-LM text ([`MaskedLmText`]) the student also learns to fill in masked words, so that
+//! one checkpoint serves both jobs (saved as `BertForMaskedLM`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use crate::bitext::neighbours::nearest;
 use crate::bitext::sentences;
 use crate::error::{Error, Result};
 use crate::files::safetensors_write::save_safetensors;
+use crate::finetune::masked_lm::{masked_lm_metrics, MaskedLm, MaskedLmText};
 use crate::finetune::seq2seq::{read_pairs, PairColumns, PairFile};
 use crate::finetune::trainer::FinetuneTask;
 use crate::finetune::{
@@ -58,6 +62,8 @@ pub struct DistillData {
     /// Whether a student whose width differs from the teacher's vectors may learn a projection to
     /// them (a `Dense` module after pooling).
     pub projection: bool,
+    /// Text the student also learns masked-LM on, and that loss's weight.
+    pub masked_lm: Option<MaskedLmText>,
 }
 
 /// Sentences read and tokenized, each with the teacher's vector of its source.
@@ -163,14 +169,22 @@ pub fn prepare_distill(
     let pooling = EmbeddingConfig::from_dir(student_dir)?.pooling;
     // With its pooler, which sentence vectors do not use, so that the saved model is a whole
     // `BertModel` for transformers (the checkpoint's pooler is kept as it was).
-    let (store, (model, projection), newly_initialized) =
-        trainable(student_dir, &config, setup.into(), |p, c| {
+    let setup = setup.into();
+    let (store, (model, projection, masked_lm), newly_initialized) =
+        trainable(student_dir, &config, setup, |p, c| {
             let model = BertModel::load(&p.pp("bert"), c, true)?;
             let (width, std) = (c.hidden_size, c.initializer_range);
             let projection = projected
                 .then(|| Linear::load_or_init(&p.pp(PROJECTION), width, teacher_width, std))
                 .transpose()?;
-            Ok((model, projection))
+            let embeddings = model.embeddings().word_embeddings()?;
+            let predictions = p.pp("cls").pp("predictions");
+            let masked_lm = (data.masked_lm.as_ref())
+                .map(|text| {
+                    MaskedLm::load(&predictions, c, &embeddings, text, &tokenizer, setup.seed)
+                })
+                .transpose()?;
+            Ok((model, projection, masked_lm))
         })?;
     Ok(Prepared {
         config,
@@ -178,6 +192,7 @@ pub fn prepare_distill(
         task: DistillTask {
             model,
             projection,
+            masked_lm,
             pooling,
             normalize: teacher.normalize(),
             train,
@@ -194,6 +209,8 @@ pub struct DistillTask {
     pub model: BertModel,
     /// Student width to teacher width, when they differ.
     pub projection: Option<Linear>,
+    /// The second objective, when the student also learns to fill in masked words.
+    pub masked_lm: Option<MaskedLm>,
     pub pooling: Pooling,
     /// Whether the student's vectors are scaled to unit length before the loss: when the teacher's
     /// are, as the saved student's then are too (its `Normalize` module).
@@ -307,7 +324,10 @@ fn mse(student: &Tensor, wanted: &Tensor) -> Result<Tensor> {
 
 impl FinetuneTask for DistillTask {
     fn architecture(&self) -> &'static str {
-        "BertModel"
+        match self.masked_lm {
+            Some(_) => "BertForMaskedLM",
+            None => "BertModel",
+        }
     }
 
     fn train_len(&self) -> usize {
@@ -316,19 +336,92 @@ impl FinetuneTask for DistillTask {
 
     fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss> {
         let (student, wanted, tokens) = self.pass(&self.train, indices, mode)?;
-        Ok(TrainLoss {
-            loss: mse(&student, &wanted)?,
-            tokens,
-        })
+        let loss = mse(&student, &wanted)?;
+        match &self.masked_lm {
+            Some(masked_lm) => {
+                let (mlm, mlm_tokens) = masked_lm.loss(&self.model, indices.len(), mode)?;
+                Ok(TrainLoss {
+                    loss: (loss + mlm)?,
+                    tokens: tokens + mlm_tokens,
+                })
+            }
+            None => Ok(TrainLoss { loss, tokens }),
+        }
     }
 
+    /// The held-out sentences, then the held-out masked-LM lines.
     fn eval_len(&self) -> usize {
+        self.sentences_len() + self.masked_lm.as_ref().map_or(0, MaskedLm::eval_len)
+    }
+
+    /// A row per held-out sentence ([`DistillTask::sentence_rows`]) or masked-LM line (its masked
+    /// tokens, right predictions and summed cross-entropy), in the order of `indices`; the loss is
+    /// the sentences' alone.
+    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
+        let n = self.sentences_len();
+        let (sentences, lines): (Vec<usize>, Vec<usize>) = indices.iter().partition(|&&i| i < n);
+        let mut batch = self.sentence_rows(&sentences)?;
+        let line_rows = match &self.masked_lm {
+            Some(masked_lm) => {
+                let lines: Vec<usize> = lines.iter().map(|i| i - n).collect();
+                masked_lm.eval_rows(&self.model, &lines)?
+            }
+            None => Vec::new(),
+        };
+        // Both kinds back in the order of `indices` (the partition kept each kind's order).
+        let (mut sentence_rows, mut line_rows) = (batch.rows.into_iter(), line_rows.into_iter());
+        batch.rows = (indices.iter())
+            .filter_map(|&i| match i < n {
+                true => sentence_rows.next(),
+                false => line_rows.next(),
+            })
+            .collect();
+        Ok(batch)
+    }
+
+    fn eval_tokens(&self, index: usize) -> usize {
+        let n = self.sentences_len();
+        match (&self.eval, &self.masked_lm) {
+            (Some(eval), _) if index < n => eval.sources[index].ids.len(),
+            (_, Some(masked_lm)) => masked_lm.eval_tokens(index - n),
+            _ => 0,
+        }
+    }
+
+    fn score(&self, rows: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
+        let mut metrics = Map::new();
+        let n = self.sentences_len();
+        if let Some(eval) = &self.eval {
+            metrics.insert("loss".into(), loss.into());
+            metrics.insert("mse_x100".into(), (loss * 100.0).into());
+            if eval.targets.is_some() {
+                let (forward, backward) = retrieval_accuracy(&rows[..n]);
+                metrics.insert("src2trg_accuracy".into(), forward.into());
+                metrics.insert("trg2src_accuracy".into(), backward.into());
+            }
+        }
+        if self.masked_lm.as_ref().is_some_and(|m| m.eval_len() > 0) {
+            let (accuracy, mlm_loss) = masked_lm_metrics(&rows[n..]);
+            metrics.insert("mlm_accuracy".into(), accuracy.into());
+            metrics.insert("mlm_loss".into(), mlm_loss.into());
+            if self.eval.is_none() {
+                metrics.insert("loss".into(), mlm_loss.into());
+            }
+        }
+        Ok(metrics)
+    }
+}
+
+impl DistillTask {
+    /// How many held-out sentences there are.
+    fn sentences_len(&self) -> usize {
         self.eval.as_ref().map_or(0, DistillSet::len)
     }
 
-    /// A row per example: the student's vector of the source, then of the translation if any.
-    fn eval_batch(&self, indices: &[usize]) -> Result<EvalBatch> {
-        let Some(eval) = &self.eval else {
+    /// A row per held-out sentence of `indices`: the student's vector of the source, then of the
+    /// translation if any; and their MSE.
+    fn sentence_rows(&self, indices: &[usize]) -> Result<EvalBatch> {
+        let Some(eval) = self.eval.as_ref().filter(|_| !indices.is_empty()) else {
             return Ok(EvalBatch::default());
         };
         let (student, wanted, _) = self.pass(eval, indices, &Mode::Eval)?;
@@ -354,27 +447,6 @@ impl FinetuneTask for DistillTask {
             loss_terms: n,
             ..Default::default()
         })
-    }
-
-    fn eval_tokens(&self, index: usize) -> usize {
-        self.eval
-            .as_ref()
-            .map_or(0, |eval| eval.sources[index].ids.len())
-    }
-
-    fn score(&self, rows: Vec<Vec<f32>>, loss: f64) -> Result<Map<String, Value>> {
-        let Some(eval) = &self.eval else {
-            return Ok(Map::new());
-        };
-        let mut metrics = Map::new();
-        metrics.insert("loss".into(), loss.into());
-        metrics.insert("mse_x100".into(), (loss * 100.0).into());
-        if eval.targets.is_some() {
-            let (forward, backward) = retrieval_accuracy(&rows);
-            metrics.insert("src2trg_accuracy".into(), forward.into());
-            metrics.insert("trg2src_accuracy".into(), backward.into());
-        }
-        Ok(metrics)
     }
 }
 

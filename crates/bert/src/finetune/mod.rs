@@ -6,6 +6,7 @@
 pub mod classification;
 pub mod distill;
 pub mod intent_slots;
+pub mod masked_lm;
 pub mod ner;
 pub mod qa;
 pub mod seq2seq;

@@ -6,10 +6,10 @@ use candle_core::{Device, Tensor};
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::masking::{chosen_positions, mask_tokens, MaskingConfig, MaskingOptions};
 use crate::pretraining::instances::{
     InstanceConfig, InstanceStream, PairIds, PairInstance, TokenizedDocument,
 };
-use crate::pretraining::masking::{mask_instance, MaskedInstance, MaskingConfig};
 use crate::pretraining::Corpus;
 use crate::rng::{Rng, Stream};
 use crate::tokenizer::Tokenizer;
@@ -27,14 +27,6 @@ impl HoldOut {
             && index % self.stride.max(1) == self.stride.max(1) - 1
             && index / self.stride.max(1) < self.count
     }
-}
-
-/// How tokens are chosen for masked-LM prediction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MaskingOptions {
-    pub masked_lm_prob: f64,
-    pub max_predictions_per_seq: usize,
-    pub whole_word: bool,
 }
 
 /// A padded batch with its labels.
@@ -80,49 +72,8 @@ impl PretrainData {
                 ))
             })
         };
-        let (cls, sep, mask, pad) = (
-            id(&special.cls)?,
-            id(&special.sep)?,
-            id(&special.mask)?,
-            id(&special.pad)?,
-        );
-        let unk = tokenizer.token_to_id(&special.unk);
-        let vocab_size = tokenizer.vocab_size();
-        let special_ids: Vec<u32> = [Some(cls), Some(sep), Some(mask), Some(pad), unk]
-            .into_iter()
-            .flatten()
-            .collect();
-        let tokens: Vec<String> = (0..vocab_size as u32)
-            .map(|i| tokenizer.id_to_token(i).unwrap_or_default())
-            .collect();
-        let masking = MaskingConfig {
-            masked_lm_prob: masking.masked_lm_prob,
-            max_predictions_per_seq: masking.max_predictions_per_seq,
-            whole_word: masking.whole_word,
-            mask_id: mask,
-            replacement_ids: (0..vocab_size as u32)
-                .filter(|i| {
-                    !special_ids.contains(i)
-                        && Some(*i) != unk
-                        && !is_bracketed(&tokens[*i as usize])
-                })
-                .collect(),
-            is_continuation: tokens.iter().map(|t| t.starts_with("##")).collect(),
-            special_ids,
-        };
-        if masking.replacement_ids.is_empty() {
-            return Err(Error::InvalidInput(
-                "the vocabulary has no ordinary tokens to train on".into(),
-            ));
-        }
-        if !(masking.masked_lm_prob > 0.0 && masking.masked_lm_prob <= 1.0)
-            || masking.max_predictions_per_seq == 0
-        {
-            return Err(Error::InvalidInput(
-                "--masked-lm-prob must be in (0, 1] and --max-predictions-per-seq at least 1"
-                    .into(),
-            ));
-        }
+        let (cls, sep, pad) = (id(&special.cls)?, id(&special.sep)?, id(&special.pad)?);
+        let masking = MaskingConfig::new(&tokenizer, masking)?;
         Ok(PretrainData {
             corpus,
             tokenizer,
@@ -197,21 +148,9 @@ impl PretrainData {
             .collect();
         let batch = Batch::from_ids(&rows, self.pad_id, device)?;
         let t = batch.input_ids.dims2()?.1;
-        let mut labels = Vec::with_capacity(examples.len() * t);
-        for e in examples {
-            labels.extend_from_slice(&e.mlm_labels);
-            labels.resize(
-                labels.len() + t - e.mlm_labels.len(),
-                crate::loss::IGNORE_INDEX,
-            );
-        }
+        let (positions, targets) =
+            chosen_positions(examples.iter().map(|e| e.mlm_labels.as_slice()), t);
         let nsp: Vec<i64> = examples.iter().map(|e| e.next_sentence_label).collect();
-        let (positions, targets): (Vec<u32>, Vec<i64>) = labels
-            .iter()
-            .enumerate()
-            .filter(|(_, &l)| l != crate::loss::IGNORE_INDEX)
-            .map(|(i, &l)| (i as u32, l))
-            .unzip();
         let n = positions.len();
         Ok(PretrainBatch {
             masked_positions: Tensor::from_vec(positions, n, device)?,
@@ -228,7 +167,28 @@ fn splitmix(x: u64) -> u64 {
     Rng::new(x).next_u64()
 }
 
-/// Added tokens such as `[unused0]` are never random replacements.
-fn is_bracketed(token: &str) -> bool {
-    token.starts_with('[') && token.ends_with(']')
+/// An instance ready for the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskedInstance {
+    pub input_ids: Vec<u32>,
+    pub segment_ids: Vec<u32>,
+    /// The original id where a token was chosen, [`crate::loss::IGNORE_INDEX`] elsewhere.
+    pub mlm_labels: Vec<i64>,
+    /// 1 when B is a random segment, 0 when it is the continuation (as `transformers` labels NSP).
+    pub next_sentence_label: i64,
+}
+
+/// Chooses and replaces tokens of `instance` ([`mask_tokens`]), keeping its segments and NSP label.
+pub fn mask_instance(
+    instance: &PairInstance,
+    config: &MaskingConfig,
+    rng: &mut Rng,
+) -> MaskedInstance {
+    let masked = mask_tokens(&instance.tokens, config, rng);
+    MaskedInstance {
+        input_ids: masked.input_ids,
+        segment_ids: instance.segment_ids.clone(),
+        mlm_labels: masked.labels,
+        next_sentence_label: i64::from(instance.is_random_next),
+    }
 }

@@ -673,7 +673,7 @@ impl Best {
         let metric = metric.map(|m| m.strip_prefix("eval_").unwrap_or(m).to_string());
         let greater_is_better = metric
             .as_deref()
-            .is_some_and(|m| !(m.contains("loss") || m == "mse"));
+            .is_some_and(|m| !(m.contains("loss") || m.starts_with("mse")));
         Best {
             metric,
             greater_is_better,
@@ -762,4 +762,38 @@ fn write_eval_results(out: &Path, eval: &Map<String, Value>) -> Result<()> {
         &out.join("eval_results.json"),
         format!("{json}\n").as_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offers `values` of `metric` in turn; which of them were kept as the best so far.
+    fn kept(metric: &str, values: &[f64]) -> Vec<bool> {
+        let mut best = Best::new(Some(metric));
+        (values.iter())
+            .map(|&v| {
+                let eval = serde_json::json!({ metric: v });
+                best.offer(eval.as_object().unwrap()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn losses_and_mean_squared_errors_are_better_lower_other_metrics_higher() {
+        for metric in ["loss", "mlm_loss", "mse", "mse_x100"] {
+            assert_eq!(
+                kept(metric, &[2.0, 1.0, 3.0]),
+                [true, true, false],
+                "{metric}"
+            );
+        }
+        for metric in ["accuracy", "src2trg_accuracy", "mlm_accuracy", "f1"] {
+            assert_eq!(
+                kept(metric, &[2.0, 1.0, 3.0]),
+                [true, false, true],
+                "{metric}"
+            );
+        }
+    }
 }

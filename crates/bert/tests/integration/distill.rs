@@ -10,9 +10,10 @@ use crate::common::{fixture, minilm};
 use bert::finetune::distill::{
     prepare_distill, save_modules, DistillData, DistillTask, SentenceFile,
 };
+use bert::finetune::masked_lm::MaskedLmText;
 use bert::finetune::student::{make_student, StudentRecipe};
 use bert::finetune::Prepared;
-use bert::pipelines::{EmbedOptions, Embedder};
+use bert::pipelines::{EmbedOptions, Embedder, FillMask, PipelineOptions};
 use bert::pooling::dense::{write_projection, DenseConfig};
 use bert::pooling::{write_sentence_transformers, Pooling, PROJECTION_DIR};
 use bert::tokenizer::Tokenizer;
@@ -49,6 +50,7 @@ fn data(teacher: &Path, train: SentenceFile) -> DistillData {
         max_length: Some(16),
         batch_size: 4,
         projection: false,
+        masked_lm: None,
     }
 }
 
@@ -102,6 +104,69 @@ fn a_student_trained_to_convergence_gives_the_teachers_vectors() {
     let got = student.embed_texts(&SENTENCES).unwrap();
     for ((w, g), text) in wanted.iter().zip(&got).zip(SENTENCES) {
         assert!(cosine(w, g) > 0.99, "{text}: cosine {}", cosine(w, g));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With masked-LM text the student also learns to fill in masked words: held-out masked-LM accuracy
+/// rises while the distillation loss falls, and the saved `BertForMaskedLM` is a fill-mask model and
+/// a sentence encoder in one.
+#[test]
+fn masked_lm_text_makes_the_student_a_fill_mask_model_too() {
+    let dir = temp_dir("mlm");
+    let lines = write(&dir.join("mlm.txt"), &SENTENCES);
+    let train_file = SentenceFile {
+        sentences: write(&dir.join("train.txt"), &SENTENCES),
+        target: None,
+    };
+    let mut data = data(&fixture("tiny-base"), train_file);
+    data.masked_lm = Some(MaskedLmText {
+        path: lines.clone(),
+        eval: Some(lines),
+        weight: 0.1,
+    });
+    let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
+    let before = evaluate(&prepared.task, 8).unwrap();
+    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
+    options.epochs = Some(300);
+    options.batch_size = 6;
+    options.learning_rate = 3e-3;
+    options.seed = 3;
+    let after = run(&prepared, &options);
+    let metric = |m: &Map<String, Value>, name: &str| m[name].as_f64().unwrap();
+    assert!(
+        metric(&after, "mlm_accuracy") >= 0.6 && metric(&before, "mlm_accuracy") < 0.4,
+        "masked-LM accuracy {} -> {}",
+        metric(&before, "mlm_accuracy"),
+        metric(&after, "mlm_accuracy")
+    );
+    assert!(
+        metric(&after, "loss") < metric(&before, "loss") / 5.0,
+        "distillation loss {} -> {}",
+        metric(&before, "loss"),
+        metric(&after, "loss")
+    );
+    let out = dir.join("out");
+    save_modules(&out, &fixture("tiny-mlm"), &data).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForMaskedLM");
+    let filler = FillMask::load(&out, &PipelineOptions::default()).unwrap();
+    let encoding = filler.encode("the farm was [MASK]").unwrap();
+    let predicted = &filler.predict(&[encoding], 1).unwrap()[0][0][0];
+    // One of the words that end the training lines "the ... was ...".
+    let endings = ["good", "bad", "great", "terrible"];
+    assert!(
+        endings.contains(&predicted.token.as_str()),
+        "{}",
+        predicted.token
+    );
+    let teacher = Embedder::load(&fixture("tiny-base"), &EmbedOptions::default()).unwrap();
+    let student = Embedder::load(&out, &EmbedOptions::default()).unwrap();
+    let wanted = teacher.embed_texts(&SENTENCES).unwrap();
+    let got = student.embed_texts(&SENTENCES).unwrap();
+    for ((w, g), text) in wanted.iter().zip(&got).zip(SENTENCES) {
+        assert!(cosine(w, g) > 0.95, "{text}: cosine {}", cosine(w, g));
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::{fixture, max_abs_diff};
+use bert::masking::MaskingOptions;
 use bert::model::BertForPreTraining;
-use bert::pretraining::data::{HoldOut, MaskingOptions, PretrainData};
+use bert::pretraining::data::{HoldOut, PretrainData};
 use bert::pretraining::trainer::{pretrain as pretrain_from, ModelInit};
 use bert::pretraining::{Corpus, InstanceConfig};
 use bert::rng::Rng;
