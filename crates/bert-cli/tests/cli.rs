@@ -1103,7 +1103,8 @@ fn index_then_search_a_folder() {
 
 /// `bert distill` is `bert finetune --task distill` with its own flags: without a teacher it stops
 /// and says what is missing; with one, a short run writes a sentence-transformers directory that
-/// `bert embed` reads, also for a student of fewer layers and a cut vocabulary.
+/// `bert embed` reads, also for a student of fewer layers and a cut vocabulary that learns masked LM
+/// beside.
 #[test]
 fn distill_needs_a_teacher_and_writes_a_sentence_encoder() {
     let dir = std::env::temp_dir().join(format!("bert-cli-distill-{}", std::process::id()));
@@ -1159,10 +1160,20 @@ fn distill_needs_a_teacher_and_writes_a_sentence_encoder() {
             "2",
             "--vocab-size",
             "60",
+            "--eval",
+            &train,
+            "--mlm-text",
+            &train,
+            "--mlm-eval",
+            &train,
         ],
         b"",
     );
     assert!(cut.status.success(), "{}", stderr(&cut));
+    // With masked-LM text it is a fill-mask model too, its accuracy scored at each evaluation.
+    assert!(stderr(&cut).contains("mlm_accuracy"), "{}", stderr(&cut));
+    let filled = bert(&["fill-mask", "--model", &small, "the [MASK]"], b"");
+    assert!(filled.status.success(), "{}", stderr(&filled));
     assert!(
         stderr(&cut).contains("vocabulary cut from 249 to"),
         "{}",
@@ -1177,7 +1188,9 @@ fn distill_needs_a_teacher_and_writes_a_sentence_encoder() {
     // Its own --help: distillation's flags, not the other tasks'.
     let help = String::from_utf8(bert(&["distill", "--help"], b"").stdout).unwrap();
     assert!(
-        help.contains("--vocab-size") && help.contains("--projection"),
+        help.contains("--vocab-size")
+            && help.contains("--projection")
+            && help.contains("--mlm-text"),
         "{help}"
     );
     assert!(
