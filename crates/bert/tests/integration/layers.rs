@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["batch"],
     &["model"],
     &["loss", "pooling", "metrics", "plot", "generation", "bitext"],
-    &["pipelines", "train"],
+    &["pipelines", "train", "masking"],
     &["search", "pretraining", "finetune"],
     &["vocab"],
 ];
