@@ -74,7 +74,7 @@ def main():
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     here = os.path.dirname(os.path.abspath(__file__))
-    default_models = [os.path.join(here, "..", "models", "kjv-bert-mini")]
+    default_models = [os.path.join(here, "..", "models", "minilm-l3-en-fr")]
     if os.environ.get("BERT_TEST_MODELS"):
         default_models.append(os.path.join(os.environ["BERT_TEST_MODELS"], "all-MiniLM-L6-v2"))
     parser.add_argument("--models", nargs="+", default=default_models,

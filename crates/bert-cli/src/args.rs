@@ -637,8 +637,9 @@ pub type ConfigSize = bert::weights::config::ModelSize;
 pub struct ModelArgs {
     /// A local checkpoint directory, or a Hugging Face Hub id (`bert-base-uncased`, `org/name`),
     /// downloaded once into the Hugging Face cache (honours HF_HOME, HF_HUB_CACHE, HF_ENDPOINT,
-    /// HF_TOKEN, HF_HUB_OFFLINE). Default for tokenize, embed and fill-mask: the model bundled in the
-    /// repository (models/kjv-bert-mini), or $BERT_DEFAULT_MODEL.
+    /// HF_TOKEN, HF_HUB_OFFLINE). Default for tokenize, embed, fill-mask, index, align and serve: the
+    /// model bundled in the repository (models/minilm-l3-en-fr, English and French), or
+    /// $BERT_DEFAULT_MODEL.
     #[arg(long, short = 'm')]
     pub model: Option<String>,
     /// Hub revision (branch, tag or commit) when --model is a Hub id.

@@ -18,8 +18,9 @@ use crate::args::{InputArgs, ModelArgs};
 use crate::input::{self, Item};
 use crate::output::Output;
 
-/// The model bundled in the repository, pretrained by `bert pretrain` (see its README).
-const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/kjv-bert-mini");
+/// The model bundled in the repository: an English and French sentence encoder that also fills in
+/// masked words, made by `bert distill` (see its model card).
+const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/minilm-l3-en-fr");
 
 /// `--model` as a directory; without it, the bundled model where `bundled_ok` (a command it can serve).
 pub fn model_dir(args: &ModelArgs, bundled_ok: bool) -> Result<PathBuf> {

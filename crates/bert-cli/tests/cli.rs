@@ -689,8 +689,27 @@ fn the_bundled_model_serves_without_a_model_flag() {
         lines(&out)[0]["tokens"],
         serde_json::json!(["[CLS]", "and", "god", "said", "[SEP]"])
     );
-    let out = bert(&["embed", "let there be light"], b"");
-    assert_eq!(lines(&out)[0]["embedding"].as_array().unwrap().len(), 256);
+    // An English and French sentence encoder: a verse is nearer its translation than another verse.
+    let out = bert(
+        &[
+            "embed",
+            "And God said, Let there be light: and there was light.",
+            "Dieu dit: Que la lumière soit! Et la lumière fut.",
+            "Jesus wept.",
+        ],
+        b"",
+    );
+    let vectors: Vec<Vec<f64>> = (lines(&out).iter())
+        .map(|l| {
+            (l["embedding"].as_array().unwrap().iter())
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(vectors[0].len(), 384);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (translation, other) = (dot(&vectors[0], &vectors[1]), dot(&vectors[0], &vectors[2]));
+    assert!(translation > other + 0.2, "{translation} vs {other}");
 }
 
 #[test]
