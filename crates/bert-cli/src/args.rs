@@ -477,8 +477,9 @@ pub struct StudentArgs {
     #[arg(long, value_name = "FILE")]
     pub mlm_text: Option<PathBuf>,
     /// distill: the masked-LM loss's weight: the loss is the distillation MSE + this x the masked-LM
-    /// cross-entropy.
-    #[arg(long, default_value_t = 1.0, requires = "mlm_text")]
+    /// cross-entropy. Small by default, as the MSE between unit vectors is about 1e-3 and the
+    /// cross-entropy 2 to 9: much larger weights let masked LM rewrite the sentence vectors.
+    #[arg(long, default_value_t = 0.01, requires = "mlm_text")]
     pub mlm_weight: f64,
     /// distill: held-out lines, same format as --mlm-text, scored at each evaluation (masked once):
     /// mlm_accuracy and mlm_loss over their masked tokens.

@@ -69,6 +69,21 @@ fn run(prepared: &Prepared<DistillTask>, options: &TrainingOptions) -> Map<Strin
     outcome.best.unwrap()
 }
 
+/// Options for a tiny student's run of `epochs` over six sentences, into `dir/out`.
+fn tiny_run(dir: &Path, epochs: usize) -> TrainingOptions {
+    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
+    options.epochs = Some(epochs);
+    options.batch_size = 6;
+    options.learning_rate = 3e-3;
+    options.seed = 3;
+    options
+}
+
+/// A number among an evaluation's metrics.
+fn metric(metrics: &Map<String, Value>, name: &str) -> f64 {
+    metrics[name].as_f64().unwrap()
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -89,11 +104,7 @@ fn a_student_trained_to_convergence_gives_the_teachers_vectors() {
     let before = evaluate(&prepared.task, 8).unwrap()["loss"]
         .as_f64()
         .unwrap();
-    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
-    options.epochs = Some(400);
-    options.batch_size = 6;
-    options.learning_rate = 3e-3;
-    options.seed = 3;
+    let options = tiny_run(&dir, 400);
     let after = run(&prepared, &options)["loss"].as_f64().unwrap();
     assert!(after < before / 20.0, "loss {before} -> {after}");
     save_modules(&dir.join("out"), &fixture("tiny-mlm"), &data).unwrap();
@@ -127,13 +138,8 @@ fn masked_lm_text_makes_the_student_a_fill_mask_model_too() {
     });
     let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
     let before = evaluate(&prepared.task, 8).unwrap();
-    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
-    options.epochs = Some(300);
-    options.batch_size = 6;
-    options.learning_rate = 3e-3;
-    options.seed = 3;
+    let options = tiny_run(&dir, 300);
     let after = run(&prepared, &options);
-    let metric = |m: &Map<String, Value>, name: &str| m[name].as_f64().unwrap();
     assert!(
         metric(&after, "mlm_accuracy") >= 0.6 && metric(&before, "mlm_accuracy") < 0.4,
         "masked-LM accuracy {} -> {}",
@@ -212,11 +218,7 @@ fn a_narrower_student_learns_a_projection() {
         .newly_initialized
         .iter()
         .any(|n| n.starts_with("projection")));
-    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
-    options.epochs = Some(400);
-    options.batch_size = 6;
-    options.learning_rate = 3e-3;
-    options.seed = 3;
+    let options = tiny_run(&dir, 400);
     run(&prepared, &options);
     let out = dir.join("out");
     save_modules(&out, &fixture("tiny-mlm"), &data).unwrap();
@@ -269,12 +271,8 @@ fn pairs_train_both_sides_and_report_retrieval_accuracy() {
     let data = data(&fixture("tiny-base"), pairs);
     let prepared = prepare_distill(&fixture("tiny-mlm"), &data, 3).unwrap();
     let before = evaluate(&prepared.task, 8).unwrap();
-    let mut options = TrainingOptions::new(dir.join("out"), fixture("tiny-mlm"));
-    options.epochs = Some(300);
-    options.batch_size = 6;
-    options.learning_rate = 3e-3;
+    let options = tiny_run(&dir, 300);
     let after = run(&prepared, &options);
-    let metric = |m: &Map<String, Value>, k: &str| m[k].as_f64().unwrap();
     assert!(metric(&after, "loss") < metric(&before, "loss") / 5.0);
     for key in ["src2trg_accuracy", "trg2src_accuracy"] {
         assert!(metric(&after, key) >= metric(&before, key), "{key}");
