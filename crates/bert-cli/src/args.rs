@@ -1019,6 +1019,12 @@ pub struct TrainingArgs {
     /// about one more forward pass of time per step. The gradients are the same.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Batch examples of similar length together, as transformers' `--group_by_length`: the
+    /// shuffled examples cut into groups of 50 batches, each sorted by length. Less padding is
+    /// computed; batches are less random. For distill (pretraining instances are all of one
+    /// length; other tasks keep their shuffled order).
+    #[arg(long)]
+    pub group_by_length: bool,
 }
 
 /// What a command's training defaults to where the flags are not given.
@@ -1072,6 +1078,7 @@ impl TrainingArgs {
         options.seed = self.seed;
         options.shards = self.shards;
         options.gradient_checkpointing = self.gradient_checkpointing;
+        options.group_by_length = self.group_by_length;
         options.precision = if self.bf16 {
             Precision::Bf16
         } else {

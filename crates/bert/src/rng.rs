@@ -16,6 +16,8 @@ pub enum Stream {
     Dropout,
     /// The order of fine-tuning examples, per epoch.
     Shuffle,
+    /// The order of the batches of similar length (`group_by_length`), per epoch.
+    LengthGroups,
 }
 
 /// SplitMix64: tiny, fast, and good enough for dropout masks and weight initialisation.

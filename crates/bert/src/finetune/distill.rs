@@ -334,6 +334,12 @@ impl FinetuneTask for DistillTask {
         self.train.len()
     }
 
+    /// The source's tokens, and its translation's when that is read too.
+    fn train_tokens(&self, index: usize) -> Option<usize> {
+        let target = (self.train.targets.as_ref()).and_then(|t| t[index].as_ref());
+        Some(self.train.sources[index].ids.len() + target.map_or(0, |t| t.ids.len()))
+    }
+
     fn train_loss(&self, indices: &[usize], mode: &Mode) -> Result<TrainLoss> {
         let (student, wanted, tokens) = self.pass(&self.train, indices, mode)?;
         let loss = mse(&student, &wanted)?;

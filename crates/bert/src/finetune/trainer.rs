@@ -32,6 +32,11 @@ pub trait FinetuneTask: Sync {
             tokens: part.tokens,
         })
     }
+    /// The tokens of training example `index` (`None`: not known, and `group_by_length` keeps the
+    /// shuffled order).
+    fn train_tokens(&self, _index: usize) -> Option<usize> {
+        None
+    }
     /// How many items the evaluation set has (examples; question windows for QA), 0 without one.
     fn eval_len(&self) -> usize;
     /// Runs the evaluation items `indices`: an output row for each, and their loss.
@@ -74,6 +79,10 @@ impl<F: FinetuneTask + ?Sized> Task for F {
         let mut order: Vec<usize> = (0..self.train_len()).collect();
         Rng::stream(seed, Stream::Shuffle, epoch as u64).shuffle(&mut order);
         Ok(Box::new(order.into_iter().map(Ok)))
+    }
+
+    fn example_tokens(&self, index: &usize) -> Option<usize> {
+        self.train_tokens(*index)
     }
 
     fn examples_per_epoch(&self) -> Option<usize> {

@@ -67,6 +67,9 @@ pub struct TrainingOptions {
     /// Keep only each encoder layer's input in the forward pass and recompute the layer in the
     /// backward pass (`gradient_checkpointing`): less memory, one more forward pass per step.
     pub gradient_checkpointing: bool,
+    /// Batch examples of similar length together (transformers' `group_by_length`), for tasks that
+    /// know their examples' lengths: less padding computed.
+    pub group_by_length: bool,
 }
 
 impl TrainingOptions {
@@ -101,6 +104,7 @@ impl TrainingOptions {
             shards: 0,
             precision: Precision::F32,
             gradient_checkpointing: false,
+            group_by_length: false,
         }
     }
 
@@ -136,6 +140,9 @@ impl TrainingOptions {
         settings.insert("gradient_accumulation_steps".into(), accumulation.into());
         if self.world.is_distributed() {
             settings.insert("world_size".into(), self.world.size().into());
+        }
+        if self.group_by_length {
+            settings.insert("group_by_length".into(), true.into());
         }
         settings
     }

@@ -29,6 +29,12 @@ pub trait Task: Sync {
         seed: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<Self::Example>> + '_>>;
 
+    /// The tokens of a training example, by which `group_by_length` batches examples of similar
+    /// length together (`None`: the task does not say, and its order is kept).
+    fn example_tokens(&self, _example: &Self::Example) -> Option<usize> {
+        None
+    }
+
     /// How many examples every epoch has, when that is known before the run (it sets how many steps
     /// `epochs` make).
     fn examples_per_epoch(&self) -> Option<usize>;

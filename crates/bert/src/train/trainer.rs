@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::files::write::write_file;
 use crate::nn::checkpoint::Recomputation;
 use crate::nn::Mode;
+use crate::rng::{Rng, Stream};
 use crate::train::exchange::{exchange_gradients, step_totals};
 use crate::train::options::{EvalStrategy, TrainingOptions};
 use crate::train::shards::{dropout_stream, loss_weights, Gradients, ShardPlan, Shards};
@@ -98,7 +99,7 @@ pub fn train<T: Task + ?Sized>(
     let mut run = Run::new(task, store, config, options, out_dir.resume_from.as_deref())?;
     // Made before anything is written or removed: data too small to train on fails with the output
     // directory as it was.
-    let first_epoch = task.examples(run.state.epoch, options.seed)?;
+    let first_epoch = epoch_order(task, options, run.state.epoch)?;
     // Every rank has read the output directory before rank 0 changes it.
     options.world.barrier()?;
     if options.world.is_leader() {
@@ -219,7 +220,7 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
         {
             let stream = match first_epoch.take() {
                 Some(stream) => stream,
-                None => self.task.examples(self.state.epoch, options.seed)?,
+                None => epoch_order(self.task, options, self.state.epoch)?,
             };
             let mut examples = stream.enumerate().skip(self.state.examples_in_epoch);
             match self.epoch(&mut examples, stop, on_event)? {
@@ -540,6 +541,72 @@ impl<'a, T: Task + ?Sized> Run<'a, T> {
     }
 }
 
+/// The training examples of `epoch` in the order they are trained on: the task's, or with
+/// `group_by_length` that order cut into mega-batches of 50 global batches, each sorted by length
+/// (transformers' `LengthGroupedSampler`) and cut into batches trained in a shuffled order, so that a
+/// batch holds examples of similar length without the epoch running from long to short.
+fn epoch_order<'a, T: Task + ?Sized>(
+    task: &'a T,
+    options: &TrainingOptions,
+    epoch: usize,
+) -> Result<Examples<'a, T::Example>> {
+    let stream = task.examples(epoch, options.seed)?;
+    if !options.group_by_length {
+        return Ok(stream);
+    }
+    let rng = Rng::stream(options.seed, Stream::LengthGroups, epoch as u64);
+    let groups = LengthGroups {
+        batch: options.global_batch(),
+        batches: 50,
+    };
+    Ok(Box::new(
+        groups.apply(stream, rng, move |e| task.example_tokens(e)),
+    ))
+}
+
+/// How `group_by_length` groups: mega-batches of `batches` batches of `batch` examples.
+struct LengthGroups {
+    batch: usize,
+    batches: usize,
+}
+
+impl LengthGroups {
+    /// `stream` a mega-batch at a time: sorted by `tokens` (an example of unknown length counts as
+    /// empty), cut into batches, the batches in an order `rng` shuffles.
+    fn apply<'a, E: 'a>(
+        self,
+        mut stream: Examples<'a, E>,
+        mut rng: Rng,
+        tokens: impl Fn(&E) -> Option<usize> + 'a,
+    ) -> impl Iterator<Item = Result<E>> + 'a {
+        let batch = self.batch.max(1);
+        let mut ready = std::collections::VecDeque::new();
+        std::iter::from_fn(move || {
+            if ready.is_empty() {
+                let mut chunk = Vec::with_capacity(batch * self.batches);
+                for example in stream.by_ref().take(batch * self.batches) {
+                    match example {
+                        Ok(example) => chunk.push(example),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                chunk.sort_by_key(|e| std::cmp::Reverse(tokens(e).unwrap_or(0)));
+                let mut batches = Vec::new();
+                let mut chunk = chunk.into_iter().peekable();
+                while chunk.peek().is_some() {
+                    batches.push(chunk.by_ref().take(batch).collect::<Vec<_>>());
+                }
+                rng.shuffle(&mut batches);
+                ready.extend(batches.into_iter().flatten());
+            }
+            ready.pop_front().map(Ok)
+        })
+    }
+}
+
+/// An epoch's training examples, in order.
+type Examples<'a, E> = Box<dyn Iterator<Item = Result<E>> + 'a>;
+
 /// This rank's part of one optimizer step.
 #[derive(Default)]
 struct Gathered {
@@ -777,6 +844,43 @@ mod tests {
                 best.offer(eval.as_object().unwrap()).unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn grouping_by_length_makes_batches_of_similar_lengths_in_a_shuffled_order() {
+        // 250 examples whose lengths are their values, shuffled; mega-batches of 4 batches of 25.
+        let mut lengths: Vec<usize> = (0..250).collect();
+        Rng::new(7).shuffle(&mut lengths);
+        let stream: Examples<usize> = Box::new(lengths.clone().into_iter().map(Ok));
+        let groups = LengthGroups {
+            batch: 25,
+            batches: 4,
+        };
+        let grouped: Vec<usize> = (groups.apply(stream, Rng::new(3), |&l| Some(l)))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(grouped.len(), 250);
+        let mut firsts = Vec::new();
+        for (got, given) in grouped.chunks(100).zip(lengths.chunks(100)) {
+            // Each mega-batch: its own examples, in batches of neighbours by length.
+            let (mut got_sorted, mut given_sorted) = (got.to_vec(), given.to_vec());
+            got_sorted.sort();
+            given_sorted.sort();
+            assert_eq!(got_sorted, given_sorted);
+            let mut wanted: Vec<Vec<usize>> =
+                given_sorted.rchunks(25).map(|c| c.to_vec()).collect();
+            for batch in got.chunks(25) {
+                let mut batch = batch.to_vec();
+                batch.sort();
+                let at = wanted.iter().position(|w| *w == batch);
+                assert!(at.is_some(), "{batch:?} is not 25 neighbours by length");
+                wanted.remove(at.unwrap_or(0));
+            }
+            firsts.push(got[0]);
+        }
+        // Not longest first every time: the batches' order is shuffled.
+        let longest: Vec<usize> = (lengths.chunks(100).map(|c| *c.iter().max().unwrap())).collect();
+        assert_ne!(firsts, longest);
     }
 
     #[test]
