@@ -572,7 +572,8 @@ struct LengthGroups {
 
 impl LengthGroups {
     /// `stream` a mega-batch at a time: sorted by `tokens` (an example of unknown length counts as
-    /// empty), cut into batches, the batches in an order `rng` shuffles.
+    /// empty), cut into batches, the batches in an order `rng` shuffles; as it comes when no
+    /// example's length is known.
     fn apply<'a, E: 'a>(
         self,
         mut stream: Examples<'a, E>,
@@ -589,6 +590,11 @@ impl LengthGroups {
                         Ok(example) => chunk.push(example),
                         Err(e) => return Some(Err(e)),
                     }
+                }
+                if chunk.iter().all(|e| tokens(e).is_none()) {
+                    // A task that does not tell lengths keeps its order.
+                    ready.extend(chunk);
+                    return ready.pop_front().map(Ok);
                 }
                 chunk.sort_by_key(|e| std::cmp::Reverse(tokens(e).unwrap_or(0)));
                 let mut batches = Vec::new();
@@ -881,6 +887,16 @@ mod tests {
         // Not longest first every time: the batches' order is shuffled.
         let longest: Vec<usize> = (lengths.chunks(100).map(|c| *c.iter().max().unwrap())).collect();
         assert_ne!(firsts, longest);
+        // Examples of unknown length keep their order.
+        let stream: Examples<usize> = Box::new(lengths.clone().into_iter().map(Ok));
+        let groups = LengthGroups {
+            batch: 25,
+            batches: 4,
+        };
+        let kept: Vec<usize> = (groups.apply(stream, Rng::new(3), |_| None))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(kept, lengths);
     }
 
     #[test]
