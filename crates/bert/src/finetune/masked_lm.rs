@@ -6,8 +6,9 @@
 //!
 //! Each training example of a step also reads a line drawn at random and masked anew, from a
 //! generator the step's dropout generator seeds: which lines and which tokens follow from the run's
-//! seed alone, so resumed runs read what an uninterrupted one would. Held-out lines are masked once, and scored by the accuracy and cross-entropy of
-//! the predictions at their masked tokens, as pretraining scores its held-out documents.
+//! seed alone, so resumed runs read what an uninterrupted one would. Held-out lines are masked once,
+//! and scored by the accuracy and cross-entropy of the predictions at their masked tokens, as
+//! pretraining scores its held-out documents.
 
 use std::path::PathBuf;
 
@@ -164,14 +165,12 @@ impl MaskedLm {
             .map(|(m, t)| (m.input_ids.as_slice(), t.as_slice()))
             .collect();
         let batch = Batch::from_ids(&rows, self.pad_id, &Device::Cpu)?;
-        let (b, t) = batch.input_ids.dims2()?;
+        let t = batch.input_ids.dim(1)?;
         let (positions, labels) = chosen_positions(masked.iter().map(|m| m.labels.as_slice()), t);
         let n = positions.len();
         let hidden = model.forward(&batch, mode)?.hidden_states;
-        let c = hidden.dim(2)?;
-        let picked = (hidden.reshape((b * t, c))?)
-            .index_select(&Tensor::from_vec(positions, n, &Device::Cpu)?, 0)?;
-        let logits = self.head.forward(&picked, mode)?;
+        let positions = Tensor::from_vec(positions, n, &Device::Cpu)?;
+        let logits = self.head.forward_at(&hidden, &positions, mode)?;
         Ok((logits, Tensor::from_vec(labels, n, &Device::Cpu)?))
     }
 }

@@ -46,6 +46,20 @@ impl BertLmPredictionHead {
         })
     }
 
+    /// (B, T, C) hidden states -> (N, V) logits at `positions`, (N) indices into the flattened
+    /// (B*T) tokens: training needs no more, and the vocabulary projection is most of a small
+    /// model's work.
+    pub(crate) fn forward_at(
+        &self,
+        hidden: &Tensor,
+        positions: &Tensor,
+        mode: &Mode,
+    ) -> Result<Tensor> {
+        let (b, t, c) = hidden.dims3()?;
+        let picked = hidden.reshape((b * t, c))?.index_select(positions, 0)?; // (N, C)
+        self.forward(&picked, mode)
+    }
+
     /// (B, T, C) -> (B, T, V), or (N, C) -> (N, V)
     pub(crate) fn forward(&self, hidden: &Tensor, mode: &Mode) -> Result<Tensor> {
         let x = activation(&self.dense.forward(hidden)?, self.act)?;
@@ -189,13 +203,12 @@ impl BertForPreTraining {
         mode: &Mode,
     ) -> Result<PreTrainingOutput> {
         let out = self.bert.forward(batch, mode)?;
-        let (b, t, c) = out.hidden_states.dims3()?;
-        let picked = out
-            .hidden_states
-            .reshape((b * t, c))?
-            .index_select(positions, 0)?; // (N, C)
         Ok(PreTrainingOutput {
-            prediction_logits: self.predictions.forward(&picked, mode)?,
+            prediction_logits: (self.predictions).forward_at(
+                &out.hidden_states,
+                positions,
+                mode,
+            )?,
             seq_relationship_logits: self.seq_relationship.forward(pooled(&out)?)?,
         })
     }

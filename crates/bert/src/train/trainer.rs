@@ -571,42 +571,48 @@ struct LengthGroups {
 }
 
 impl LengthGroups {
-    /// `stream` a mega-batch at a time: sorted by `tokens` (an example of unknown length counts as
-    /// empty), cut into batches, the batches in an order `rng` shuffles; as it comes when no
-    /// example's length is known.
+    /// `stream` a mega-batch at a time, each in [`LengthGroups::order`].
     fn apply<'a, E: 'a>(
         self,
         mut stream: Examples<'a, E>,
         mut rng: Rng,
         tokens: impl Fn(&E) -> Option<usize> + 'a,
     ) -> impl Iterator<Item = Result<E>> + 'a {
-        let batch = self.batch.max(1);
+        let size = self.batch.max(1) * self.batches;
         let mut ready = std::collections::VecDeque::new();
         std::iter::from_fn(move || {
             if ready.is_empty() {
-                let mut chunk = Vec::with_capacity(batch * self.batches);
-                for example in stream.by_ref().take(batch * self.batches) {
-                    match example {
-                        Ok(example) => chunk.push(example),
-                        Err(e) => return Some(Err(e)),
-                    }
-                }
-                if chunk.iter().all(|e| tokens(e).is_none()) {
-                    // A task that does not tell lengths keeps its order.
-                    ready.extend(chunk);
-                    return ready.pop_front().map(Ok);
-                }
-                chunk.sort_by_key(|e| std::cmp::Reverse(tokens(e).unwrap_or(0)));
-                let mut batches = Vec::new();
-                let mut chunk = chunk.into_iter().peekable();
-                while chunk.peek().is_some() {
-                    batches.push(chunk.by_ref().take(batch).collect::<Vec<_>>());
-                }
-                rng.shuffle(&mut batches);
-                ready.extend(batches.into_iter().flatten());
+                let chunk = match stream.by_ref().take(size).collect::<Result<Vec<E>>>() {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some(Err(e)),
+                };
+                ready.extend(self.order(chunk, &mut rng, &tokens));
             }
             ready.pop_front().map(Ok)
         })
+    }
+
+    /// One mega-batch sorted by `tokens` (an example of unknown length counts as empty), cut into
+    /// batches, the batches in an order `rng` shuffles; as it came when no example's length is known.
+    fn order<E>(
+        &self,
+        chunk: Vec<E>,
+        rng: &mut Rng,
+        tokens: impl Fn(&E) -> Option<usize>,
+    ) -> Vec<E> {
+        let mut keyed: Vec<(Option<usize>, E)> =
+            chunk.into_iter().map(|e| (tokens(&e), e)).collect();
+        if keyed.iter().all(|(length, _)| length.is_none()) {
+            return keyed.into_iter().map(|(_, e)| e).collect();
+        }
+        keyed.sort_by_key(|(length, _)| std::cmp::Reverse(length.unwrap_or(0)));
+        let mut batches = Vec::new();
+        let mut keyed = keyed.into_iter().map(|(_, e)| e).peekable();
+        while keyed.peek().is_some() {
+            batches.push(keyed.by_ref().take(self.batch.max(1)).collect::<Vec<_>>());
+        }
+        rng.shuffle(&mut batches);
+        batches.into_iter().flatten().collect()
     }
 }
 
